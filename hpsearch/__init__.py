@@ -1,0 +1,43 @@
+"""hpsearch: search the hyperparameters of a transformers fine-tune around a base recipe.
+
+The data flow, one module each: :mod:`~hpsearch.config` (the recipe, the search space and
+every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.space` → :mod:`~hpsearch.objective`
+(one Trainer fine-tune per trial) → :mod:`~hpsearch.study` (storage, sampler, pruner, the
+loop) → :mod:`~hpsearch.card` and the inspection views → :mod:`~hpsearch.cli`.
+
+Heavy libraries (torch, transformers) are imported only where training happens.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from hpsearch.config import DEFAULT_SPACE, Param, PrunerConfig, Recipe, SamplerConfig, SearchConfig, load_config
+from hpsearch.errors import CardError, ConfigError, DataError, HpsearchError, ModelError, SearchStopped, StorageError
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "CardError",
+    "ConfigError",
+    "DataError",
+    "HpsearchError",
+    "ModelError",
+    "Param",
+    "PrunerConfig",
+    "Recipe",
+    "SamplerConfig",
+    "SearchConfig",
+    "SearchStopped",
+    "StorageError",
+    "__version__",
+    "load_config",
+    "run_search",
+]
+
+
+def __getattr__(name: str):  # lazy: `import hpsearch` stays light
+    if name == "run_search":
+        from hpsearch.study import run_search
+
+        return run_search
+    raise AttributeError(name)

@@ -1,0 +1,219 @@
+"""The ``hpsearch`` command: thin commands that hand off to the library.
+
+User errors leave through :func:`abort` as one line on stderr with exit code 2; anything
+unexpected is caught here only, and its traceback is shown with ``--verbose``. Results go
+to stdout, progress and diagnostics to stderr. torch and transformers are imported only
+by the commands that train, so ``hpsearch --help`` and ``hpsearch trials`` are quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from hpsearch.errors import HpsearchError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        abort(f"{message} (see `{self.prog} --help`)", EXIT_USAGE)
+
+
+def abort(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    sys.stderr.write(f"hpsearch: error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args) or 0)
+    except HpsearchError as e:
+        if args.verbose:
+            traceback.print_exc()
+        abort(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "hpsearch: interrupted; the running trial is recorded as failed and the study is intact. "
+            "Run the same command to resume.\n"
+        )
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug: one line unless asked for more
+        if args.verbose:
+            traceback.print_exc()
+            return 1
+        first = (str(e).strip().splitlines() or [""])[0]
+        abort(f"unexpected {type(e).__name__}: {first} (run again with --verbose for the traceback)", 1)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from hpsearch import __version__
+
+    parser = _Parser(prog="hpsearch", description="Search the hyperparameters of a transformers fine-tune around a base recipe, and write the winner's model card.")
+    parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run or resume a search", description="Run or resume a search: an Optuna study of Trainer fine-tunes around the base recipe.")
+    _common(run)
+    run.add_argument("--trials", type=int, help="total of finished (complete or pruned) trials the study should hold (default 20)")
+    run.add_argument("--model", help="Hub model id or local folder (default: the packaged all-MiniLM-L6-v2)")
+    run.add_argument("--dataset", help="Hub dataset id, a folder with train/validation[/test] files, or one CSV/JSON/JSONL/Parquet file (default: builtin)")
+    run.add_argument("--dataset-config", dest="dataset_config", help="the Hub dataset's configuration name (e.g. sst2)")
+    run.add_argument("--text-column", dest="text_column", help="text column (default: text, or sentence1 + sentence2)")
+    run.add_argument("--text-pair-column", dest="text_pair_column", help="second text column for sentence-pair tasks")
+    run.add_argument("--label-column", dest="label_column", help="label column (default: label)")
+    run.add_argument("--epochs", type=int, help="epochs per trial (the recipe's 5 by default)")
+    run.add_argument("--max-train-samples", dest="max_train_samples", type=int, help="use at most N training rows")
+    run.add_argument("--max-eval-samples", dest="max_eval_samples", type=int, help="use at most N validation (and test) rows")
+    run.add_argument("--max-length", dest="max_length", type=int, help="truncate texts to N tokens (default 128)")
+    run.add_argument("--pruner", help="median | halving | hyperband | none (default median)")
+    run.add_argument("--sampler", help="tpe | random | qmc (default tpe, seed 42)")
+    run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall")
+    run.add_argument("--checkpoint", help="which epoch a trial ships: last | best (default last)")
+    run.add_argument("--timeout", type=float, help="stop starting new trials after SECONDS")
+    run.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_const", const=True, help="allow model code from the Hub (off by default)")
+    run.set_defaults(handler=_run)
+
+    card = sub.add_parser("card", help="write the model card of the best trial or of trial N")
+    card.add_argument("trial", help="'best' or a trial number")
+    _common(card)
+    card.add_argument("--output", help="where to write README.md (default: studies/<study>/best-model/README.md, or studies/<study>/trial-<N>/README.md)")
+    card.add_argument("--template", help="a Jinja2 template of your own (default: templates/model_card.md.j2)")
+    card.add_argument("--force", action="store_true", help="overwrite a README.md that hpsearch did not write")
+    card.set_defaults(handler=_card)
+
+    trials = sub.add_parser("trials", help="list a study's trials")
+    _common(trials)
+    trials.add_argument("--json", action="store_true", help="print JSON for scripts (one object per trial, with its epochs)")
+    trials.set_defaults(handler=_trials)
+
+    report = sub.add_parser("report", help="write a self-contained HTML report of a study")
+    _common(report)
+    report.add_argument("--output", help="the HTML file (default: studies/<study>/report.html)")
+    report.set_defaults(handler=_report)
+
+    dash = sub.add_parser("dashboard", help="open a study in optuna-dashboard")
+    _common(dash)
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dash.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dash.set_defaults(handler=_dashboard)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a TOML file with any of the settings (flags override it)")
+    p.add_argument("--study", help="study name (default hpsearch)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/hpsearch.db); journal:PATH and redis:// too")
+    p.add_argument("--workdir", help="folder for studies/<study>/ files (default studies)")
+    p.add_argument("--verbose", action="store_true", help="show full tracebacks")
+
+
+_RUN_KEYS = (
+    "trials", "study", "storage", "workdir", "model", "dataset", "dataset_config", "text_column", "text_pair_column",
+    "label_column", "epochs", "max_train_samples", "max_eval_samples", "max_length", "pruner", "sampler",
+    "objective", "checkpoint", "timeout", "trust_remote_code",
+)
+
+
+def _config(args: argparse.Namespace, keys: Sequence[str] = ("study", "storage", "workdir")) -> Any:
+    from hpsearch.config import load_config
+
+    return load_config(args.config, {k: getattr(args, k, None) for k in keys})
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hpsearch.progress import ConsoleReporter
+    from hpsearch.study import run_search, study_dir
+    from hpsearch.trials import trial_records, trials_table
+
+    config = _config(args, _RUN_KEYS)
+    err = Console(stderr=True, highlight=False)
+    result = run_search(config, reporter=ConsoleReporter(err))
+    out = _stdout_console()
+    records = trial_records(result.study)
+    out.print(trials_table(records, config.objective))
+    if result.stopped:
+        err.print(f"stopped early: {result.stopped}; run the same command to go on")
+    from hpsearch.storage import redact
+
+    storage = redact(config.storage)
+    out.print(f"study: {config.study} in {storage}")
+    if result.best_model_dir.is_dir():
+        flags = "" if (config.study, config.storage) == ("hpsearch", "sqlite:///studies/hpsearch.db") else f" --study {config.study} --storage {storage}"
+        out.print(f"card: hpsearch card best{flags}")
+        out.print(f"best model: {study_dir(config) / 'best-model'}")
+    return 0
+
+
+def _trials(args: argparse.Namespace) -> int:
+    from hpsearch.study import STUDY_ATTR, load_study
+    from hpsearch.trials import trial_records, trials_table
+
+    config = _config(args)
+    study = load_study(config.study, config.storage)
+    records = trial_records(study)
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    objective = study.user_attrs.get(STUDY_ATTR, {}).get("config", {}).get("objective", "f1")
+    _stdout_console().print(trials_table(records, objective))
+    return 0
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    # Piped output keeps whole rows (rich would fold them at 80 columns).
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def _card(args: argparse.Namespace) -> int:
+    from hpsearch.card import write_card
+
+    config = _config(args)
+    path = write_card(config, args.trial, output=args.output, template=args.template, force=args.force)
+    print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hpsearch.report import write_report
+
+    config = _config(args)
+    print(write_report(config, output=args.output))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from hpsearch.dashboard import serve
+
+    config = _config(args)
+    serve(config, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

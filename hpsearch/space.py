@@ -1,0 +1,66 @@
+"""The search space around the recipe, and the TrainingArguments each trial trains with."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpsearch.config import Param, Recipe
+
+if TYPE_CHECKING:
+    import optuna
+
+# Names the user writes that transformers 5 spells differently: the warm-up is a float
+# warmup_steps in [0, 1) there, read as a fraction of all training steps.
+_ALIASES = {"warmup_ratio": "warmup_steps"}
+
+
+def suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, Any]:
+    """Ask the trial for one value of every searched parameter."""
+    params: dict[str, Any] = {}
+    for p in space:
+        if p.choices is not None:
+            params[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.is_int:
+            params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
+    return params
+
+
+def recipe_params(recipe: Recipe, space: tuple[Param, ...]) -> dict[str, Any]:
+    """The recipe's own value of every searched parameter: trial 0 of every study."""
+    values = recipe.values()
+    defaults = _training_arguments_defaults()
+    return {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
+
+
+def training_values(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
+    """The recipe with the trial's parameters applied, in the recipe's own names."""
+    return {**recipe.values(), **params}
+
+
+def training_arguments_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Rename user-facing names to what ``TrainingArguments`` takes."""
+    return {_ALIASES.get(k, k): v for k, v in values.items()}
+
+
+def check_training_argument_names(recipe: Recipe, space: tuple[Param, ...]) -> None:
+    """Every fixed or searched name must be a TrainingArguments parameter."""
+    from hpsearch.errors import ConfigError
+
+    known = set(_training_arguments_defaults()) | set(_ALIASES)
+    for name in [*recipe.extra, *(p.name for p in space)]:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{name!r} is not a TrainingArguments parameter{hint}")
+
+
+def _training_arguments_defaults() -> dict[str, Any]:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.init}

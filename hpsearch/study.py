@@ -1,0 +1,332 @@
+"""The study: storage, sampler, pruner and the loop that runs trials up to the total.
+
+:func:`run_search` checks every input before any work, makes the shared resources once
+(data, tokens, tokenizer, base model), creates or resumes the study, enqueues the recipe
+as trial 0 of a new study, and optimises until the study holds ``trials`` finished
+(complete or pruned) trials. Ctrl-C or SIGTERM records the running trial as failed
+("interrupted"); the same command resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig
+from hpsearch.errors import ConfigError, SearchStopped, StorageError
+from hpsearch.storage import check_url, open_storage, redact
+
+STUDY_ATTR = "hpsearch"  # study user attribute: resolved config, data, model, versions
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Settings a resumed study may change; any other difference would mix incomparable trials.
+_RESUMABLE = {"trials", "timeout", "storage", "workdir", "eval_batch_size", "max_failures", "study"}
+
+
+def study_dir(config: SearchConfig) -> Path:
+    """``studies/<study>/``: the best model, artifacts and other files of one study."""
+    return Path(config.workdir) / config.study
+
+
+def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
+    if config.name == "tpe":
+        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
+    if config.name == "qmc":
+        return optuna.samplers.QMCSampler(seed=config.seed, warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def build_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
+    if config.name == "median":
+        # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.
+        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs + 1)
+    if config.name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=config.reduction_factor)
+    if config.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=config.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class RunResult:
+    study: optuna.Study
+    best_model_dir: Path
+    newly_finished: int
+    stopped: str | None = None  # why the run ended before the total, if it did
+
+
+def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequence[Any] = ()) -> RunResult:
+    """Run (or resume) the search that ``config`` describes.
+
+    Args:
+        config: The resolved configuration.
+        reporter: Receives progress events (see :mod:`hpsearch.progress`); None for silence.
+        callbacks: Extra ``transformers.TrainerCallback`` objects added to every trial.
+
+    Raises:
+        HpsearchError: Bad input, found before any study, folder or file is made.
+        SearchStopped: Too many consecutive trials failed.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
+    """
+    from hpsearch.bestmodel import BestModelStore
+    from hpsearch.data import load_task, tokenize_task
+    from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
+    from hpsearch.objective import Objective, Resources, TrialFailed
+    from hpsearch.space import check_training_argument_names
+
+    _quiet_libraries()
+    check_url(config.storage)
+    check_training_argument_names(config.recipe, config.space)
+    _check_existing_study(config)
+    source = resolve_model(config.model)
+    task = load_task(config)
+    tokenizer = load_tokenizer(source, config)
+    tokenized = tokenize_task(task, tokenizer, config.max_length)
+    base_model = load_base_model(source, config, task.label_names)
+
+    storage = open_storage(config.storage, create=True)
+    study = _create_or_resume(storage, config, {"data": task.summary(), "base_model": source.base_model})
+    fail_dead_trials(study)
+    best = BestModelStore(study_dir(config))
+    best.recover()
+
+    before = count_finished(study)
+    if reporter is not None:
+        reporter.run_start(study, config, task, before)
+    if before >= config.trials:
+        return RunResult(study, best.folder, 0, stopped=None)
+
+    objective = Objective(
+        config,
+        Resources(task, tokenized, tokenizer, base_model),
+        best,
+        reporter=reporter,
+        callbacks=callbacks,
+        scratch=None,
+    )
+    guard = _FailureGuard(config.max_failures)
+    stop_at_total = optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
+    study_callbacks = [stop_at_total, guard]
+    if reporter is not None:
+        study_callbacks.append(reporter.trial_end)
+    with _interrupts():
+        study.optimize(objective, timeout=config.timeout, catch=(TrialFailed,), callbacks=study_callbacks, gc_after_trial=False)
+    result = RunResult(study, best.folder, count_finished(study) - before)
+    if guard.tripped:
+        raise SearchStopped(
+            f"stopped after {config.max_failures} consecutive failed trials (last: {guard.last_reason}); "
+            "fix the cause (see `hpsearch trials`) and run the same command to resume"
+        )
+    if count_finished(study) < config.trials and config.timeout is not None:
+        result.stopped = f"timeout of {config.timeout:g} s reached"
+    return result
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Mark failed the running trials whose worker process on this host has died.
+
+    RDB storages also find dead workers elsewhere by their heartbeat (after a grace
+    period); this catches a ``kill -9`` on this machine at once, on any storage.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died while the trial ran")
+        with contextlib.suppress(Exception):  # another worker may have failed it first
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """Open an existing study for reading (card, trials, report, dashboard)."""
+    storage = open_storage(storage_url, create=False)
+    names = [s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise StorageError(f"no study named {name!r} in {redact(storage_url)} (studies there: {known}); pass --study")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def versions() -> dict[str, str]:
+    """Framework versions, as Trainer cards list them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name, dist in (("Transformers", "transformers"), ("Pytorch", "torch"), ("Datasets", "datasets"), ("Tokenizers", "tokenizers"), ("Optuna", "optuna"), ("hpsearch", "hpsearch")):
+        try:
+            out[name] = version(dist)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_existing_study(config: SearchConfig) -> None:
+    """A resumed study must have been made with the same settings: check before any work."""
+    from hpsearch.storage import sqlite_path
+
+    path = sqlite_path(config.storage)
+    if path is not None and not path.is_file():
+        return
+    if config.storage.startswith("journal:") and not Path(config.storage[len("journal:"):]).is_file():
+        return
+    try:
+        storage = open_storage(config.storage, create=False)
+        study = optuna.load_study(study_name=config.study, storage=storage)
+    except KeyError:
+        return  # no such study yet: it will be created
+    _check_same_settings(study, config)
+
+
+def _create_or_resume(storage: Any, config: SearchConfig, facts: dict[str, Any]) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=build_sampler(config.sampler),
+        pruner=build_pruner(config.pruner, config.epochs),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    if STUDY_ATTR not in study.user_attrs:
+        from hpsearch.space import recipe_params
+
+        study.set_metric_names([f"validation {config.objective}"])
+        study.set_user_attr(
+            STUDY_ATTR,
+            {
+                "config": config.to_dict() | {"storage": redact(config.storage)},
+                **facts,
+                "versions": versions(),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        if not study.trials:
+            study.enqueue_trial(recipe_params(config.recipe, config.space), user_attrs={"recipe": True})
+    else:
+        _check_same_settings(study, config)
+        info = dict(study.user_attrs[STUDY_ATTR])
+        info["versions"] = versions()
+        study.set_user_attr(STUDY_ATTR, info)
+    return study
+
+
+def _check_same_settings(study: optuna.Study, config: SearchConfig) -> None:
+    stored = study.user_attrs.get(STUDY_ATTR, {}).get("config")
+    if stored is None:
+        return
+    now = config.to_dict()
+    for key, value in now.items():
+        if key in _RESUMABLE or key not in stored:
+            continue
+        if _jsonish(stored[key]) != _jsonish(value):
+            raise ConfigError(
+                f"study {config.study!r} was made with {key}={_short(stored[key])}, this run has "
+                f"{key}={_short(value)}; rerun with the same settings to resume, or pass a new --study"
+            )
+
+
+def _jsonish(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _FailureGuard:
+    """Stops the study after ``limit`` consecutive failed trials."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.streak = 0
+        self.tripped = False
+        self.last_reason = ""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.last_reason = str(trial.user_attrs.get("fail_reason", "unknown"))
+        if self.streak >= self.limit:
+            self.tripped = True
+            study.stop()
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM end the running trial as failed; a second one exits at once."""
+    hits = {"n": 0}
+
+    def handler(signum: int, frame: Any) -> None:
+        hits["n"] += 1
+        if hits["n"] > 1:
+            sys.stderr.write("hpsearch: second interrupt, exiting now; the next run marks the open trial failed\n")
+            sys.stderr.flush()
+            os._exit(130)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _quiet_libraries() -> None:
+    """Keep transformers' and Optuna's chatter out of the progress display."""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*enqueue.*")
+
+
+def elapsed(trial: FrozenTrial) -> float | None:
+    if trial.datetime_start is None:
+        return None
+    end = trial.datetime_complete or datetime.datetime.now()
+    return (end - trial.datetime_start).total_seconds()
+

@@ -1,0 +1,97 @@
+"""The trials of a study as plain records: for the terminal table, ``--json`` and the card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+EPOCHS_ATTR = "epochs"  # trial user attribute: the per-epoch rows every tool reads
+
+_STATES = {
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+}
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the highest value; the earliest wins a tie, as the kept model does."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    return max(done, key=lambda t: (t.value, -t.number))
+
+
+def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str, Any]:
+    """One trial as JSON-ready data: state, value, where it stopped, params, rows, reasons."""
+    rows = list(trial.user_attrs.get(EPOCHS_ATTR, []))
+    duration = None
+    if trial.datetime_start is not None and trial.datetime_complete is not None:
+        duration = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return {
+        "number": trial.number,
+        "state": _STATES.get(trial.state, trial.state.name.lower()),
+        "value": trial.value,
+        "epoch": rows[-1]["epoch"] if rows else None,
+        "shipped_epoch": trial.user_attrs.get("shipped_epoch"),
+        "params": dict(trial.params),
+        "duration_s": duration,
+        "recipe": bool(trial.user_attrs.get("recipe", False)),
+        "best": best_number is not None and trial.number == best_number,
+        "reason": trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason"),
+        "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+        EPOCHS_ATTR: rows,
+    }
+
+
+def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
+    best = best_trial(study)
+    number = best.number if best is not None else None
+    return [trial_record(t, number) for t in study.get_trials(deepcopy=False)]
+
+
+def trials_table(records: list[dict[str, Any]], objective: str = "f1") -> Any:
+    """A ``rich`` table: one row per trial, the best marked ★ and the recipe trial marked R."""
+    from rich.table import Table
+
+    names = sorted({k for r in records for k in r["params"]})
+    table = Table(title=None, show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("state")
+    table.add_column(objective, justify="right")
+    table.add_column("epoch", justify="right")
+    for name in names:
+        table.add_column(_short_name(name), justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("note")
+    for r in records:
+        mark = "★" if r["best"] else ("R" if r["recipe"] else "")
+        marks = ("★ best" if r["best"] else "") + (" recipe" if r["recipe"] else "")
+        state = r["state"]
+        table.add_row(
+            f"{r['number']}{mark and ' '}{mark}".strip(),
+            state,
+            "" if r["value"] is None else f"{r['value']:.4f}",
+            "" if r["epoch"] is None else str(r["epoch"]),
+            *[_fmt(r["params"].get(n)) for n in names],
+            "" if r["duration_s"] is None else f"{r['duration_s']:.1f}s",
+            (marks.strip() + ("; " if marks.strip() and r["reason"] else "") + (r["reason"] or "")).strip(),
+        )
+    return table
+
+
+def _short_name(name: str) -> str:
+    return {"per_device_train_batch_size": "batch", "learning_rate": "lr"}.get(name, name)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-3 else f"{value:.4g}"
+    return str(value)

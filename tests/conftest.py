@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny BERT built from a small BertConfig, small datasets, the real CLI.
+
+The tiny model (2 layers, hidden size 32) trains an epoch of the built-in data in well under
+a second on a CPU, so tests drive real Trainer fine-tunes without a GPU or network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT with random weights and the packaged MiniLM tokenizer, saved to a folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from hpsearch.modeling import packaged_default_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory, as a user's new project folder."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """Write rows as CSV, JSONL or JSON by the file's suffix."""
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``hpsearch ARGS`` in this process; returns (exit code, stdout, stderr)."""
+    from hpsearch.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def tiny_run_args(model: Path, *extra: str) -> list[str]:
+    """Flags for a fast real search: tiny model, built-in data, short texts."""
+    return ["run", "--model", str(model), "--max-length", "32", *extra]

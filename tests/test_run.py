@@ -1,0 +1,120 @@
+"""`hpsearch run` end to end on a tiny BERT: real Trainer fine-tunes, real SQLite storage."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from conftest import tiny_run_args, write_rows
+
+from hpsearch.study import STUDY_ATTR
+
+ROW_KEYS = {"epoch", "step", "train_loss", "eval_loss", "f1", "accuracy", "precision", "recall"}
+
+
+def _study(name: str = "hpsearch", url: str = "sqlite:///studies/hpsearch.db") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_trial_zero_is_the_recipe_and_epochs_rows_are_complete(workdir, tiny_model, cli):
+    code, out, err = cli(*tiny_run_args(tiny_model, "--trials", "2", "--epochs", "2", "--pruner", "none"))
+    assert code == 0, err
+    study = _study()
+    first = study.trials[0]
+    assert first.params == {"learning_rate": 5e-05, "per_device_train_batch_size": 8, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    assert first.user_attrs["recipe"] is True
+    recipe = first.user_attrs["training_args"]
+    assert (recipe["seed"], recipe["adam_beta1"], recipe["adam_beta2"], recipe["adam_epsilon"], recipe["lr_scheduler_type"]) == (42, 0.9, 0.999, 1e-08, "linear")
+    for trial in study.trials:
+        rows = trial.user_attrs["epochs"]
+        assert [r["epoch"] for r in rows] == [1, 2]
+        assert all(set(r) == ROW_KEYS for r in rows)
+        assert rows[1]["step"] == 2 * rows[0]["step"]
+        # intermediate values are reported at the epoch number, not the global step
+        assert sorted(trial.intermediate_values) == [1, 2]
+        assert trial.value == rows[-1]["f1"]
+        assert trial.user_attrs["shipped_epoch"] == 2
+    info = study.user_attrs[STUDY_ATTR]
+    assert info["config"]["model"] == str(tiny_model)
+    assert info["data"]["label_names"] == ["negative", "positive"]
+    assert set(info["versions"]) >= {"Transformers", "Pytorch", "Datasets", "Tokenizers", "Optuna"}
+    assert "best model: studies/hpsearch/best-model" in out
+
+
+def test_best_model_folder_loads_and_predicts(workdir, tiny_model, cli):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    code, _, err = cli(*tiny_run_args(tiny_model, "--trials", "2", "--epochs", "1"))
+    assert code == 0, err
+    folder = workdir / "studies" / "hpsearch" / "best-model"
+    marker = json.loads((folder / "hpsearch.json").read_text())
+    best = max((t for t in _study().trials if t.value is not None), key=lambda t: (t.value, -t.number))
+    assert marker["trial"] == best.number
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prediction = pipeline("text-classification", model=model, tokenizer=tokenizer)("The kettle is great.")
+    assert prediction[0]["label"] in ("negative", "positive")
+    assert not list((workdir / "studies" / "hpsearch").glob(".best-model.tmp-*"))
+
+
+def test_a_pruner_set_to_prune_prunes_and_rows_stop_where_it_stopped(workdir, tiny_model, tmp_path, cli):
+    # A median pruner with no warm-up and one startup trial prunes every trial whose
+    # epoch-1 F1 is below the recipe's: the learning rates here are far too small to learn.
+    config = tmp_path / "prune.toml"
+    config.write_text(
+        "[pruner]\nname = 'median'\nwarmup_epochs = 0\nstartup_trials = 1\n"
+        "[space]\nlearning_rate = { low = 1e-9, high = 2e-9, log = true }\n"
+        "[recipe]\nlearning_rate = 3e-3\n",
+        encoding="utf-8",
+    )
+    code, out, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "4", "--epochs", "3"))
+    assert code == 0, err
+    study = _study()
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [t.state for t in study.trials]
+    for trial in pruned:
+        rows = trial.user_attrs["epochs"]
+        assert len(rows) < 3
+        assert max(trial.intermediate_values) == rows[-1]["epoch"]
+        assert "pruned after epoch" in trial.user_attrs["pruned_reason"]
+
+
+def test_rerun_reaches_the_total_rather_than_adding_it(workdir, tiny_model, cli):
+    args = tiny_run_args(tiny_model, "--epochs", "1", "--pruner", "none")
+    assert cli(*args, "--trials", "2")[0] == 0
+    assert cli(*args, "--trials", "3")[0] == 0
+    assert len(_study().trials) == 3
+    code, _, err = cli(*args, "--trials", "3")
+    assert code == 0
+    assert "already has 3 finished trials" in err
+    assert len(_study().trials) == 3
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_local_files_with_string_labels(workdir, tiny_model, cli, suffix):
+    words = {"yes": ["good", "great", "fine"], "no": ["bad", "awful", "poor"]}
+    rows = [{"text": f"it is {words[lab][i % 3]} number {i}", "label": lab} for i in range(40) for lab in ("yes", "no")]
+    path = write_rows(workdir / "data" / f"reviews{suffix}", rows)
+    code, out, err = cli(*tiny_run_args(tiny_model, "--dataset", path, "--trials", "1", "--epochs", "1"))
+    assert code == 0, err
+    info = _study().user_attrs[STUDY_ATTR]["data"]
+    assert info["label_names"] == ["no", "yes"]
+    assert info["sizes"] == {"train": 72, "validation": 8}
+    assert "no validation split" in err
+
+
+def test_sentence_pairs_and_three_classes(workdir, tiny_model, cli):
+    rows = [
+        {"sentence1": f"a man plays {x}", "sentence2": f"someone {verb} {x}", "label": label}
+        for i, x in enumerate(["guitar", "piano", "drums", "flute", "cello"] * 6)
+        for verb, label in (("plays", "entailment"), ("sleeps", "contradiction"), ("might play", "neutral"))
+    ]
+    write_rows(workdir / "nli" / "train.csv", rows[:72])
+    write_rows(workdir / "nli" / "validation.csv", rows[72:])
+    code, _, err = cli(*tiny_run_args(tiny_model, "--dataset", workdir / "nli", "--trials", "1", "--epochs", "1"))
+    assert code == 0, err
+    info = _study().user_attrs[STUDY_ATTR]["data"]
+    assert (info["text_column"], info["text_pair_column"]) == ("sentence1", "sentence2")
+    assert info["label_names"] == ["contradiction", "entailment", "neutral"]
+    assert info["average"] == "macro"

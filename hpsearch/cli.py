@@ -34,7 +34,10 @@ def abort(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        where = f"hpsearch {args.command}" if getattr(args, "command", None) else "hpsearch"
+        abort(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -149,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from hpsearch.trials import trial_records, trials_table
 
     config = _config(args, _RUN_KEYS)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
     result = run_search(config, reporter=ConsoleReporter(err))
     out = _stdout_console()
     records = trial_records(result.study)
@@ -169,18 +172,30 @@ def _run(args: argparse.Namespace) -> int:
 
 def _trials(args: argparse.Namespace) -> int:
     from hpsearch.study import STUDY_ATTR, load_study
-    from hpsearch.trials import trial_records, trials_table
+    from hpsearch.trials import records_json, trial_records, trials_table
 
+    _quiet_optuna()
     config = _config(args)
     study = load_study(config.study, config.storage)
     records = trial_records(study)
     if args.json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(records_json(records) + "\n")
         return 0
-    objective = study.user_attrs.get(STUDY_ATTR, {}).get("config", {}).get("objective", "f1")
+    objective = (study.metric_names or [study.user_attrs.get(STUDY_ATTR, {}).get("config", {}).get("objective", "f1")])[0]
     _stdout_console().print(trials_table(records, objective))
+    if not records:
+        sys.stderr.write(f"study {config.study!r} has no trials yet\n")
     return 0
+
+
+def _quiet_optuna() -> None:
+    """Inspection commands print results only: no notices about Optuna's experimental features."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _stdout_console() -> Any:
@@ -202,6 +217,7 @@ def _card(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from hpsearch.report import write_report
 
+    _quiet_optuna()
     config = _config(args)
     print(write_report(config, output=args.output))
     return 0
@@ -210,6 +226,7 @@ def _report(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from hpsearch.dashboard import serve
 
+    _quiet_optuna()
     config = _config(args)
     serve(config, host=args.host, port=args.port)
     return 0

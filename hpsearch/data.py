@@ -81,10 +81,22 @@ def load_task(config: SearchConfig) -> Task:
     elif Path(config.dataset).exists():
         frames = _read_local(Path(config.dataset))
         name, hub_id = Path(config.dataset).name or config.dataset, None
+    elif looks_like_path(config.dataset):
+        raise DataError(f"dataset path {config.dataset!r} does not exist; pass an existing folder or CSV/JSON/JSONL/Parquet file")
     else:
         frames = _read_hub(config.dataset, config.dataset_config)
         name, hub_id = config.dataset + (f" ({config.dataset_config})" if config.dataset_config else ""), config.dataset
     return _make_task(frames, config, name=name, hub_id=hub_id)
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that can only be meant as a local path, never a Hub id (``user/name``)."""
+    return (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or Path(name).suffix.lower() in SUFFIXES
+    )
 
 
 # --------------------------------------------------------------------------- sources
@@ -182,7 +194,14 @@ def _read_hub(name: str, config_name: str | None) -> dict[str, pd.DataFrame]:
     try:
         loaded = datasets.load_dataset(name, config_name)
     except Exception as e:  # offline, unknown name, missing config: all end here
+        from hpsearch.hub import is_offline
+
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if is_offline():
+            raise DataError(
+                f"dataset {name!r} is not a local path, not in the Hugging Face cache, and the Hub is "
+                "unreachable (offline); pass an existing folder or CSV/JSON/JSONL/Parquet file"
+            ) from None
         raise DataError(
             f"dataset {name!r} is not a local path and could not be loaded from the Hub ({first}); "
             "pass an existing folder or file, or check the name and your connection"

@@ -33,6 +33,8 @@ def resolve_model(name: str) -> ModelSource:
     path = Path(name).expanduser()
     if path.is_dir():
         return ModelSource(str(path.resolve()), path.resolve().name, local=True)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists():
+        raise ModelError(f"model path {name!r} is not a folder; pass a folder with config.json and weights, or a Hub model id")
     return ModelSource(name, name, local=False)
 
 
@@ -87,7 +89,11 @@ def _load(source: ModelSource, load: Any) -> Any:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if source.local:
             raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
-        raise ModelError(
-            f"model {source.location!r} is not a local folder and could not be loaded from the Hub "
-            f"(offline or unknown name: {first[:200]}); pass a local model folder to --model"
-        ) from None
+        from hpsearch.hub import is_offline
+
+        if is_offline():
+            raise ModelError(
+                f"model {source.location!r} is not a local folder, not in the Hugging Face cache, and the Hub "
+                "is unreachable (offline); pass a local model folder to --model"
+            ) from None
+        raise ModelError(f"model {source.location!r} could not be loaded from the Hub: {first[:200]}; check the name") from None

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,18 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     """
     from hpsearch.bestmodel import BestModelStore
     from hpsearch.data import load_task, tokenize_task
+    from hpsearch.hub import offline_if_unreachable
     from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
     from hpsearch.objective import Objective, Resources, TrialFailed
     from hpsearch.space import check_training_argument_names
 
-    _quiet_libraries()
     check_url(config.storage)
+    source = resolve_model(config.model)
+    if not source.local or not _is_local_dataset(config.dataset):
+        offline_if_unreachable()
+    _quiet_libraries()
     check_training_argument_names(config.recipe, config.space)
     _check_existing_study(config)
-    source = resolve_model(config.model)
     task = load_task(config)
     tokenizer = load_tokenizer(source, config)
     tokenized = tokenize_task(task, tokenizer, config.max_length)
@@ -133,6 +137,12 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     return result
 
 
+def _is_local_dataset(name: str) -> bool:
+    from hpsearch.config import BUILTIN_DATASET
+
+    return name == BUILTIN_DATASET or Path(name).exists()
+
+
 def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -151,8 +161,9 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         if name != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
         storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died while the trial ran")
-        with contextlib.suppress(Exception):  # another worker may have failed it first
+        # Another worker starting now may fail it first; then the trial is no longer ours to change.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died while the trial ran")
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
     return failed
@@ -212,35 +223,56 @@ def _check_existing_study(config: SearchConfig) -> None:
 
 
 def _create_or_resume(storage: Any, config: SearchConfig, facts: dict[str, Any]) -> optuna.Study:
-    study = optuna.create_study(
-        study_name=config.study,
-        storage=storage,
-        sampler=build_sampler(config.sampler),
-        pruner=build_pruner(config.pruner, config.epochs),
-        direction="maximize",
-        load_if_exists=True,
-    )
-    if STUDY_ATTR not in study.user_attrs:
-        from hpsearch.space import recipe_params
+    """Create the study with the recipe as trial 0, or join it.
 
-        study.set_metric_names([f"validation {config.objective}"])
-        study.set_user_attr(
-            STUDY_ATTR,
-            {
-                "config": config.to_dict() | {"storage": redact(config.storage)},
-                **facts,
-                "versions": versions(),
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            },
-        )
-        if not study.trials:
-            study.enqueue_trial(recipe_params(config.recipe, config.space), user_attrs={"recipe": True})
-    else:
-        _check_same_settings(study, config)
-        info = dict(study.user_attrs[STUDY_ATTR])
-        info["versions"] = versions()
-        study.set_user_attr(STUDY_ATTR, info)
+    Workers that start together race to create the study; the storage lets exactly one
+    win (the others get ``DuplicatedStudyError``), and only the winner enqueues the
+    recipe, so a study holds one recipe trial. The winner writes the ``hpsearch``
+    attribute last; the others wait for it, then check their settings against it.
+    """
+    sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner, config.epochs)
+    try:
+        study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner)
+        # A joining worker with the same seed would sample the very parameters the first one did.
+        study.sampler.reseed_rng()
+        info = _wait_for_setup(study)
+        if info is not None:
+            _check_same_settings(study, config)
+            study.set_user_attr(STUDY_ATTR, {**info, "versions": versions()})
+            return study
+    # A new study, or one made without hpsearch (or by a run killed before it set the study up).
+    from hpsearch.space import recipe_params
+
+    study.set_metric_names([f"validation {config.objective}"])
+    if not study.trials:
+        study.enqueue_trial(recipe_params(config.recipe, config.space), user_attrs={"recipe": True})
+    study.set_user_attr(
+        STUDY_ATTR,
+        {
+            "config": config.to_dict() | {"storage": redact(config.storage)},
+            **facts,
+            "versions": versions(),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     return study
+
+
+# Seconds a worker that finds the study just made waits for its maker to set it up (enqueue
+# the recipe, store the config): a few storage writes.
+_SETUP_WAIT = 10.0
+
+
+def _wait_for_setup(study: optuna.Study) -> dict[str, Any] | None:
+    """The ``hpsearch`` attribute, once the worker that made the study has written it."""
+    deadline = time.monotonic() + _SETUP_WAIT
+    while True:
+        info = study.user_attrs.get(STUDY_ATTR)
+        if info is not None or time.monotonic() > deadline:
+            return info
+        time.sleep(0.2)
 
 
 def _check_same_settings(study: optuna.Study, config: SearchConfig) -> None:

@@ -1,0 +1,153 @@
+"""Failing trials are recorded and the search goes on; interruptions lose nothing."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from transformers import TrainerCallback
+
+from hpsearch import SearchStopped, load_config, run_search
+
+STORAGE = "sqlite:///studies/hpsearch.db"
+
+
+class Inject(TrainerCallback):
+    """Breaks the training of chosen trials (counted from 0 in the order they run)."""
+
+    def __init__(self, kind: str, trials: set[int] | None = None) -> None:
+        self.kind, self.trials, self.seen = kind, trials, -1
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.seen += 1
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.trials is not None and self.seen not in self.trials:
+            return
+        if self.kind == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if self.kind == "nan":
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(math.nan)
+        if self.kind == "error":
+            raise ValueError("something broke inside training")
+
+
+def _config(tiny_model: Path, **overrides):
+    return load_config(None, {"model": str(tiny_model), "epochs": 1, "max_length": 32, "pruner": "none", **overrides})
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("nan", "non-finite loss: training loss became nan at epoch 1"), ("oom", "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")],
+)
+def test_a_failing_trial_is_recorded_and_the_study_finishes_the_rest(workdir, tiny_model, kind, reason):
+    run_search(_config(tiny_model, trials=3), callbacks=[Inject(kind, trials={1})])
+    study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["fail_reason"] == reason
+    best = (workdir / "studies" / "hpsearch" / "best-model" / "hpsearch.json")
+    assert best.is_file()
+
+
+def test_consecutive_failures_stop_the_run_with_the_reason(workdir, tiny_model):
+    with pytest.raises(SearchStopped, match=r"stopped after 3 consecutive failed trials \(last: ValueError: something broke inside training\)"):
+        run_search(_config(tiny_model, trials=10), callbacks=[Inject("error")])
+    study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+
+
+def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, monkeypatch):
+    import hpsearch.objective as objective
+
+    real = objective.Objective._trainer
+
+    def broken(self, values, output_dir, callbacks):
+        return real(self, values, output_dir, [*callbacks, Inject("error")])
+
+    monkeypatch.setattr(objective.Objective, "_trainer", broken)
+    code, _, err = cli("run", "--model", tiny_model, "--epochs", "1", "--max-length", "32", "--trials", "5")
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("hpsearch: error: stopped after 3 consecutive failed trials")
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+def _spawn(folder: Path, tiny_model: Path, trials: int, epochs: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "hpsearch", "run", "--model", str(tiny_model), "--max-length", "32", "--pruner", "none", "--trials", str(trials), "--epochs", str(epochs)]
+    return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_running_epoch(folder: Path, proc: subprocess.Popen, trial_number: int, timeout: float = 120) -> None:
+    """Wait until trial ``trial_number`` is running and has finished an epoch (mid-trial)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if (folder / "studies" / "hpsearch.db").exists():
+            try:
+                study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{folder}/studies/hpsearch.db")
+                trials = study.get_trials(deepcopy=False)
+            except KeyError:
+                trials = []
+            if len(trials) > trial_number and trials[trial_number].state == TrialState.RUNNING and trials[trial_number].user_attrs.get("epochs"):
+                return
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the trial never reached its first epoch")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_mid_trial_records_it_failed_and_the_same_command_resumes(tmp_path, tiny_model, sig):
+    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=4)
+    _wait_for_running_epoch(tmp_path, proc, trial_number=1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; the running trial is recorded as failed" in err
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{tmp_path}/studies/hpsearch.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs["fail_reason"] == "interrupted"
+    # the best model is trial 0's, whole; no temporary folder is left behind
+    study_folder = tmp_path / "studies" / "hpsearch"
+    assert (study_folder / "best-model" / "hpsearch.json").is_file()
+    assert sorted(p.name for p in study_folder.iterdir() if p.name.startswith(".best-model.tmp")) == []
+
+    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=4)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{tmp_path}/studies/hpsearch.db")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert len(study.trials) == 4  # the interrupted trial stays, failed, and is not counted
+
+
+def test_a_second_interrupt_exits_at_once_and_the_next_run_cleans_up(tmp_path, tiny_model):
+    proc = _spawn(tmp_path, tiny_model, trials=2, epochs=50)
+    _wait_for_running_epoch(tmp_path, proc, trial_number=0)
+    # Two signals back to back: the second lands while the first is being handled.
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    url = f"sqlite:///{tmp_path}/studies/hpsearch.db"
+    study = optuna.load_study(study_name="hpsearch", storage=url)
+    assert study.trials[0].state in (TrialState.FAIL, TrialState.RUNNING)
+    # the next run marks a trial left running by a dead worker failed, and does not count it
+    from hpsearch.study import fail_dead_trials
+
+    fail_dead_trials(study)
+    assert optuna.load_study(study_name="hpsearch", storage=url).trials[0].state == TrialState.FAIL

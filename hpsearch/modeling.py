@@ -47,6 +47,32 @@ def packaged_default_model() -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+def cpu_threads() -> int:
+    """Threads for CPU training: the CPUs this process may use, within any cgroup quota.
+
+    torch counts the host's cores, which oversubscribes a container limited to fewer.
+    """
+    import math
+    import os
+
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            available = min(available, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, available)
+
+
+def configure_threads() -> None:
+    """On a CPU, train with one thread per usable CPU (no effect when CUDA trains)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(min(torch.get_num_threads(), cpu_threads()))
+
+
 def load_tokenizer(source: ModelSource, config: SearchConfig) -> Any:
     from transformers import AutoTokenizer
 

@@ -1,0 +1,484 @@
+"""`hpsearch card`: the model card from storage alone.
+
+Most tests use a hand-made study whose golden trial carries the per-epoch rows of a
+published bert-base-cased Trainer card (685 steps per epoch, 5 epochs, a balanced
+validation split of 1368 examples). Every metric is computed, unrounded, from confusion
+counts that reproduce the published 4-decimal values, and the study attribute is built
+through the code paths `hpsearch run` uses. The end-to-end tests run a real tiny-model
+search through the CLI. PNG export is switched off (as on a machine without Chrome)
+except in the tests of the PNG path, so the cards are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import tiny_run_args
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+import hpsearch.plots as plots
+from hpsearch.card import MARKER, RESULTS_HEADER, fmt_metric, gather, md_cell, write_card
+from hpsearch.config import Recipe, SearchConfig
+from hpsearch.data import Task
+from hpsearch.errors import CardError
+from hpsearch.space import recipe_params, training_values
+from hpsearch.storage import redact
+from hpsearch.study import STUDY_ATTR
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = FIXTURES / "card_golden.md"
+REGEN = os.environ.get("HPSEARCH_REGEN_GOLDEN") == "1"
+
+GOLDEN_ROWS = [
+    "| 1 | 685 | 0.6956 | 0.6018 | 0.5365 | 0.5275 | 0.7003 |",
+    "| 2 | 1370 | 0.6986 | 0.6667 | 0.5 | 0.5 | 1.0 |",
+    "| 3 | 2055 | 0.6983 | 0.6667 | 0.5 | 0.5 | 1.0 |",
+    "| 4 | 2740 | 0.6830 | 0.5235 | 0.5636 | 0.5764 | 0.4795 |",
+    "| 5 | 3425 | 0.6806 | 0.6088 | 0.5914 | 0.5839 | 0.6360 |",
+]
+GOLDEN_SUMMARY = ["- Loss: 0.6806", "- F1: 0.6088", "- Accuracy: 0.5914", "- Precision: 0.5839", "- Recall: 0.6360"]
+
+# --------------------------------------------------------------------------- the hand-made study
+
+STORAGE = "sqlite:///studies/hpsearch.db"  # relative: every test runs in its own folder
+VERSIONS = {"Transformers": "4.40.0", "Pytorch": "2.2.1+cu121", "Datasets": "2.18.0", "Tokenizers": "0.15.2", "Optuna": "3.6.0", "hpsearch": "0.1.0"}
+CREATED = "2024-04-02T10:00:00+00:00"
+VALIDATION, POSITIVES, STEPS_PER_EPOCH = 1368, 684, 685
+
+# (eval_loss, TP, FP) per epoch; FN and TN follow from 684 positives and 684 negatives.
+GOLDEN_EPOCHS = [
+    (0.695612, 479, 429),
+    (0.698571, 684, 684),  # every example called positive
+    (0.698344, 684, 684),
+    (0.683012, 328, 241),
+    (0.680638, 435, 310),
+]
+RECIPE_EPOCHS = [(0.6951, 402, 371), (0.6912, 455, 390), (0.6894, 430, 352), (0.6880, 441, 360), (0.6871, 420, 343)]
+SPACE = {
+    "learning_rate": FloatDistribution(1e-05, 1e-04, log=True),
+    "per_device_train_batch_size": CategoricalDistribution((8, 16, 32)),
+    "warmup_ratio": FloatDistribution(0.0, 0.2),
+    "weight_decay": FloatDistribution(0.0, 0.1),
+}
+GOLDEN_PARAMS = {"learning_rate": 3e-05, "per_device_train_batch_size": 8, "warmup_ratio": 0.1, "weight_decay": 0.01}
+
+
+def epoch_row(epoch: int, loss: float, tp: int, fp: int) -> dict[str, Any]:
+    """One `epochs` row as objective.EpochCallback stores it, its metrics from confusion counts."""
+    fn, tn = POSITIVES - tp, (VALIDATION - POSITIVES) - fp
+    return {
+        "epoch": epoch,
+        "step": STEPS_PER_EPOCH * epoch,
+        "train_loss": loss + 0.01,
+        "eval_loss": loss,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "accuracy": (tp + tn) / VALIDATION,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / POSITIVES,
+    }
+
+
+def epoch_rows(spec: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
+    return [epoch_row(i + 1, *s) for i, s in enumerate(spec)]
+
+
+def search_config(**overrides: Any) -> SearchConfig:
+    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5)}
+    return SearchConfig(**{**values, **overrides})
+
+
+def make_task(*, name: str = "acme/product-reviews", hub_id: str | None = "acme/product-reviews", labels: tuple[str, ...] = ("negative", "positive"), text_column: str = "text") -> Task:
+    sizes = {"train": 5480, "validation": VALIDATION, "test": VALIDATION}
+    splits = {split: {text_column: [""] * n, "label": [0] * n} for split, n in sizes.items()}
+    return Task(splits=splits, text_column=text_column, text_pair_column=None, label_names=labels, name=name, hub_id=hub_id)
+
+
+def make_study(config: SearchConfig | None = None, task: Task | None = None, *, trials: bool = True) -> optuna.Study:
+    """Recipe trial 0, the golden trial 1 (best, kept, with test metrics), pruned 2, failed 3."""
+    config = config or search_config()
+    task = task or make_task()
+    Path("studies").mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=config.study, storage=config.storage, direction="maximize")
+    study.set_user_attr(STUDY_ATTR, {
+        "config": config.to_dict() | {"storage": redact(config.storage)},
+        "data": task.summary(),
+        "base_model": "bert-base-cased",
+        "versions": VERSIONS,
+        "created": CREATED,
+    })
+    if not trials:
+        return study
+    add_trial(study, config, recipe_params(config.recipe, config.space), epoch_rows(RECIPE_EPOCHS), recipe=True)
+    test = epoch_row(5, 0.684301, 425, 320)
+    add_trial(study, config, GOLDEN_PARAMS, epoch_rows(GOLDEN_EPOCHS), kept_model=True,
+              test_metrics={"loss": test["eval_loss"], **{k: test[k] for k in ("f1", "accuracy", "precision", "recall")}})
+    add_trial(study, config, {"learning_rate": 1.2e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.15, "weight_decay": 0.05},
+              epoch_rows([(0.6932, 300, 330), (0.6930, 280, 300)]), state=TrialState.PRUNED,
+              pruned_reason="pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 finished trials at that epoch")
+    add_trial(study, config, {"learning_rate": 9e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.02, "weight_decay": 0.08},
+              epoch_rows([(0.7101, 684, 684)]), state=TrialState.FAIL, fail_reason="out of memory: CUDA out of memory. Tried to allocate 96.00 MiB")
+    return study
+
+
+def add_trial(study: optuna.Study, config: SearchConfig, params: dict[str, Any], rows: list[dict[str, Any]], *, state: TrialState = TrialState.COMPLETE, **attrs: Any) -> None:
+    """A finished trial shaped as objective.Objective leaves it."""
+    user_attrs: dict[str, Any] = {"worker": "host:1", "training_args": training_values(config.recipe, params), "epochs": rows, **attrs}
+    value = None
+    if state == TrialState.COMPLETE:
+        user_attrs.update(shipped_epoch=rows[-1]["epoch"], checkpoint_rule=config.checkpoint)
+        value = rows[-1][config.objective]
+    intermediate = {r["epoch"]: r[config.objective] for r in rows} if state != TrialState.FAIL else {}
+    study.add_trial(create_trial(state=state, value=value, params=params, distributions={k: SPACE[k] for k in params},
+                                 user_attrs=user_attrs, intermediate_values=intermediate))
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+@pytest.fixture
+def no_png(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PNG export fails as kaleido does without Chrome."""
+    def fail(figs, folder):
+        raise plots.PngUnavailable("no PNG engine in this test")
+    monkeypatch.setattr(plots, "render_pngs", fail)
+
+
+@pytest.fixture
+def golden(workdir: Path, no_png: None) -> SearchConfig:
+    make_study()
+    return search_config()
+
+
+def _card(config: SearchConfig, trial: str = "best", **kwargs: Any) -> str:
+    return write_card(config, trial, **kwargs).read_text(encoding="utf-8")
+
+
+def chrome_binary() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
+
+
+# --------------------------------------------------------------------------- golden
+
+
+@pytest.mark.parametrize("value", [0.63601, 0.5, 1.0, 0.680638, 0.6666666666666666, 685, 5e-05, 1e-08, 0.0, 0.1234])
+def test_numbers_are_formatted_as_the_trainer_formats_them(value):
+    from transformers.modelcard import _maybe_round
+
+    assert fmt_metric(value) == _maybe_round(value)
+
+
+def test_golden_rows_and_summary_match_the_published_card(golden):
+    text = _card(golden)
+    lines = text.splitlines()
+    start = lines.index(RESULTS_HEADER)
+    assert lines[start + 2:start + 7] == GOLDEN_ROWS
+    assert lines[start + 7] == ""
+    first = lines.index(GOLDEN_SUMMARY[0])
+    assert lines[first - 1] == "It achieves the following results on the evaluation set:"
+    assert lines[first:first + 5] == GOLDEN_SUMMARY
+
+
+def test_the_shipped_epoch_is_named_below_the_table(golden):
+    assert "The model is the checkpoint of epoch 5, the last epoch (checkpoint rule `last`)." in _card(golden)
+
+
+def test_whole_card_matches_the_golden_file(golden):
+    text = _card(golden)
+    if REGEN:
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert GOLDEN.is_file(), "run with HPSEARCH_REGEN_GOLDEN=1 to write the golden card"
+    assert text == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_single_class_epochs_are_reported_with_the_all_positive_scores(golden):
+    text = _card(golden)
+    assert (
+        "Epochs 2 and 3 predicted `positive` for every validation example (recall 1.0, precision 0.5): "
+        "the all-positive predictor scores F1 0.6667, accuracy 0.5, precision 0.5 and recall 1.0"
+    ) in text
+    assert "Epoch 1 predicted" not in text and "Epoch 4 predicted" not in text
+
+
+def test_a_constant_baseline_that_beats_the_model_is_said(golden):
+    text = _card(golden)
+    assert "predicting `positive` for every example scores F1 0.6667 and accuracy 0.5" in text
+    assert "This trivial predictor's F1 is at least this model's." in text
+
+
+def test_trust_section_gives_intervals_selection_and_test_split(golden):
+    text = _card(golden)
+    assert "- Validation split: 1368 examples (684 `positive`)." in text
+    assert "- Accuracy 0.5914: 95% Wilson interval 0.5651 to 0.6171." in text
+    assert re.search(r"- F1 0\.6088: 95% bootstrap interval 0\.5\d\d to 0\.6\d\d", text)
+    assert "this trial is the best of 2 complete trials (validation F1 0.5805 to 0.6088)" in text
+    assert "- Test split: F1 0.5948 on 1368 examples, against 0.6088 on validation (-0.0140)." in text
+
+
+def test_search_section_reports_settings_counts_cost_and_recipe(golden):
+    text = _card(golden)
+    assert "- Trials: 4 (2 complete, 1 pruned, 1 failed)" in text
+    assert "- Epochs trained: 13, against 20 for the same 4 trials unpruned (4 × 5 epochs)" in text
+    assert "- Recipe: trial 0 scored validation F1 0.5805; this trial 0.6088 (+0.0283)" in text
+    assert "| learning\\_rate | 1e-05..0.0001 (log) | 5e-05 | 3e-05 |" in text
+    assert "- Trial 3: out of memory: CUDA out of memory. Tried to allocate 96.00 MiB" in text
+    assert "- Pruner: MedianPruner (3 startup trials, warm-up 1 epoch)" in text
+
+
+def test_hyperparameters_list_the_trials_values_and_searched_extras(golden):
+    text = _card(golden)
+    block = text.split("The following hyperparameters were used during training:\n", 1)[1].split("\n\n", 1)[0]
+    assert block.splitlines() == [
+        "- learning_rate: 3e-05",
+        "- train_batch_size: 8",
+        "- eval_batch_size: 8",
+        "- seed: 42",
+        "- optimizer: Adam with betas=(0.9,0.999) and epsilon=1e-08",
+        "- lr_scheduler_type: linear",
+        "- lr_scheduler_warmup_ratio: 0.1",
+        "- num_epochs: 5",
+        "- weight_decay: 0.01",
+    ]
+
+
+def test_written_card_loads_and_its_eval_results_read_back(golden):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    path = write_card(golden, "best")
+    card = ModelCard.load(path)
+    assert card.data.base_model == "bert-base-cased"
+    assert card.data.library_name == "transformers"
+    assert card.data.datasets == ["acme/product-reviews"]
+    assert {"text-classification", "hpsearch", "optuna"} <= set(card.data.tags)
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    got = {(r.dataset_split, r.metric_type): r.metric_value for r in results}
+    row = epoch_rows(GOLDEN_EPOCHS)[-1]
+    test = optuna.load_study(study_name="hpsearch", storage=STORAGE).trials[1].user_attrs["test_metrics"]
+    want = {("validation", k): row[k] for k in ("f1", "accuracy", "precision", "recall")}
+    want |= {("test", k): test[k] for k in ("f1", "accuracy", "precision", "recall")}
+    assert got == want
+    assert {r.task_type for r in results} == {"text-classification"}
+
+
+def test_card_of_a_pruned_trial_says_where_and_why_it_stopped(golden):
+    path = write_card(golden, "2")
+    assert path == Path("studies/hpsearch/trial-2/README.md")
+    text = path.read_text(encoding="utf-8")
+    assert "Trial 2 was pruned; at its last evaluation (epoch 2) it achieved" in text
+    assert "it stopped after epoch 2 of 5 (pruned after epoch 2 by the median pruner: validation f1 0.4338" in text
+    assert "| 2 | 1370 |" in text and "| 3 | 2055 |" not in text
+
+
+def test_card_of_a_failed_trial_gives_its_reason(golden):
+    text = _card(golden, "3")
+    assert "Trial 3 failed after epoch 1 of 5: out of memory: CUDA out of memory." in text
+
+
+def test_default_output_is_best_model_or_trial_folder(golden):
+    assert write_card(golden, "best") == Path("studies/hpsearch/best-model/README.md")
+    assert write_card(golden, "0") == Path("studies/hpsearch/trial-0/README.md")
+    assert write_card(golden, "0", output="elsewhere/CARD.md") == Path("elsewhere/CARD.md")
+
+
+def test_best_model_folder_holding_another_trial_is_an_error(golden):
+    folder = Path("studies/hpsearch/best-model")
+    folder.mkdir(parents=True)
+    (folder / "hpsearch.json").write_text('{"trial": 0, "value": 0.58}', encoding="utf-8")
+    with pytest.raises(CardError, match=r"holds the model of trial 0, but the best trial in storage is 1; run `hpsearch card 1 --output PATH`"):
+        write_card(golden, "best")
+    assert not (folder / "README.md").exists()
+
+
+def test_card_never_overwrites_a_readme_it_did_not_write(golden):
+    path = Path("studies/hpsearch/best-model/README.md")
+    path.parent.mkdir(parents=True)
+    path.write_text("# My own notes\n", encoding="utf-8")
+    with pytest.raises(CardError, match=r"exists and was not written by hpsearch; pass --force to replace it"):
+        write_card(golden, "best")
+    assert path.read_text(encoding="utf-8") == "# My own notes\n"
+    write_card(golden, "best", force=True)
+    assert MARKER in path.read_text(encoding="utf-8")
+
+
+def test_card_replaces_a_card_it_wrote(golden):
+    path = write_card(golden, "best")
+    path.write_text(path.read_text(encoding="utf-8") + "\nstale line\n", encoding="utf-8")
+    write_card(golden, "best")
+    assert "stale line" not in path.read_text(encoding="utf-8")
+    assert not list(path.parent.glob(".hpsearch-card-*"))
+
+
+def test_unwritable_output_is_an_error(golden, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(CardError, match=r"cannot create .*a-file.*pass a writable --output"):
+        write_card(golden, "best", output=blocker / "sub" / "README.md")
+
+
+def test_output_that_is_a_folder_is_an_error(golden, tmp_path):
+    with pytest.raises(CardError, match=r"is a folder; pass the README.md file to write"):
+        write_card(golden, "best", output=tmp_path)
+
+
+def test_no_complete_trial_is_an_error(workdir, no_png):
+    make_study(trials=False)
+    with pytest.raises(CardError, match=r"^study 'hpsearch' has no complete trial yet; run `hpsearch run` first$"):
+        write_card(search_config(), "best")
+
+
+@pytest.mark.parametrize("trial", ["7", "-1"])
+def test_unknown_trial_number_lists_the_range(golden, trial):
+    with pytest.raises(CardError, match=rf"^study 'hpsearch' has no trial {trial} \(it has trials 0 to 3\); see `hpsearch trials`$"):
+        write_card(golden, trial)
+
+
+def test_a_trial_that_is_neither_best_nor_a_number_is_an_error(golden):
+    with pytest.raises(CardError, match=r"expected 'best' or a trial number, got 'top'"):
+        write_card(golden, "top")
+
+
+def test_storage_password_is_removed(golden):
+    study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
+    facts = gather(study, "best", storage="postgresql://me:s3cret@db.example/studies")
+    assert facts.storage == "postgresql://me:***@db.example/studies"
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def test_custom_template_gets_the_documented_variables(golden, tmp_path):
+    template = tmp_path / "mine.md.j2"
+    template.write_text(
+        "---\n{{ card_data_yaml }}\n---\n# {{ model_name }}\n"
+        "{% for name, value in summary %}{{ name }}={{ value }};{% endfor %}\n\n"
+        "{{ results_header }}\ntrial {{ trial.number }} of {{ search.counts.total }}; {{ versions.Optuna }}\n",
+        encoding="utf-8",
+    )
+    text = _card(golden, template=template)
+    assert "# bert-base-cased-hpsearch\nLoss=0.6806;F1=0.6088;Accuracy=0.5914;Precision=0.5839;Recall=0.6360;\n" in text
+    assert "trial 1 of 4; 3.6.0" in text
+    assert MARKER in text  # added when a template leaves it out, so the card can be replaced
+
+
+def test_broken_template_names_the_file_and_line(golden, tmp_path):
+    template = tmp_path / "broken.md.j2"
+    template.write_text("---\n{{ card_data_yaml }}\n---\n{% for x in summary %}\n{{ x }\n", encoding="utf-8")
+    with pytest.raises(CardError, match=rf"^template {re.escape(str(template))}, line 5: "):
+        write_card(golden, "best", template=template)
+    assert not Path("studies/hpsearch/best-model").exists()
+
+
+def test_undefined_template_variable_is_an_error_not_a_blank(golden, tmp_path):
+    template = tmp_path / "typo.md.j2"
+    template.write_text("---\n{{ card_data_yaml }}\n---\n\n{{ modle_name }}\n", encoding="utf-8")
+    with pytest.raises(CardError, match=rf"^template {re.escape(str(template))}, line 5: 'modle_name' is undefined"):
+        write_card(golden, "best", template=template)
+
+
+def test_template_without_front_matter_is_rejected(golden, tmp_path):
+    template = tmp_path / "bare.md.j2"
+    template.write_text("# {{ model_name }}\n", encoding="utf-8")
+    with pytest.raises(CardError, match=r"model-index does not read back"):
+        write_card(golden, "best", template=template)
+
+
+def test_missing_template_is_an_error(golden, tmp_path):
+    with pytest.raises(CardError, match=r"template '.*nope.j2' does not exist; pass a readable Jinja2 file to --template"):
+        write_card(golden, "best", template=tmp_path / "nope.j2")
+
+
+def test_default_template_is_found_in_an_installed_package(tmp_path):
+    """A wheel puts templates/ inside the package (pyproject's force-include): that copy is used."""
+    import hpsearch
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(hpsearch.__file__).parent, site / "hpsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(__file__).parents[1] / "templates", site / "hpsearch" / "templates")
+    code = "import hpsearch, hpsearch.card as c; print(hpsearch.__file__); print(c.default_template_path())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith(str(site))
+    assert Path(out[1]) == site / "hpsearch" / "templates" / "model_card.md.j2"
+
+
+def test_default_template_is_found_in_a_source_checkout():
+    from hpsearch.card import default_template_path
+
+    assert default_template_path() == Path(__file__).parents[1] / "templates" / "model_card.md.j2"
+
+
+# --------------------------------------------------------------------------- user names
+
+
+HOSTILE = 'reviews | "quoted": yes\nsecond line # not a comment'
+
+
+def test_yaml_and_markdown_hostile_names_still_give_a_card_that_loads(workdir, no_png):
+    from huggingface_hub import ModelCard
+
+    labels = ("bad | worse", 'good: "very"\nnext `tick`')
+    make_study(task=make_task(name=HOSTILE, hub_id=None, labels=labels, text_column="text|body_col"))
+    path = write_card(search_config(), "best")
+    card = ModelCard.load(path)
+    assert {r.dataset_name for r in card.data.eval_results} == {HOSTILE}
+    assert card.data.datasets is None  # not a Hub dataset
+    body = path.read_text(encoding="utf-8").split("\n---\n", 1)[1]
+    assert "(`bad | worse`, `` good: \"very\" next `tick` ``)" in body
+    assert "text column `text|body_col`" in body
+    assert "reviews \\| \"quoted\": yes second line # not a comment dataset" not in body  # pipes only escaped in tables
+    for table in _tables(body):  # every row keeps the header's column count
+        counts = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
+        assert len(counts) == 1, table
+
+
+def _tables(body: str) -> list[list[str]]:
+    tables: list[list[str]] = []
+    previous = False
+    for line in body.splitlines():
+        if line.startswith("|"):
+            if not previous:
+                tables.append([])
+            tables[-1].append(line)
+        previous = line.startswith("|")
+    return tables
+
+
+def test_table_cells_escape_pipes_and_line_breaks():
+    assert md_cell("a|b\nc") == "a\\|b c"
+
+
+# --------------------------------------------------------------------------- plots beside the card
+
+
+def test_card_says_plots_were_skipped_without_a_png_engine(golden):
+    text = _card(golden)
+    assert "The plots were skipped: no PNG engine in this test." in text
+    assert not list(Path("studies/hpsearch/best-model").glob("*.png"))
+
+
+@pytest.mark.skipif(chrome_binary() is None, reason="no Chrome or Chromium installed for kaleido")
+def test_plots_are_written_beside_the_card_and_linked(workdir):
+    make_study()
+    path = write_card(search_config(), "best")
+    text = path.read_text(encoding="utf-8")
+    for name in ("history", "epochs", "importances"):
+        png = path.parent / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name}.png)" in text
+    assert "plots were skipped" not in text
+
+
+def test_card_works_without_the_dashboard_module(golden, monkeypatch):
+    monkeypatch.setitem(sys.modules, "hpsearch.dashboard", None)  # import fails
+    assert write_card(golden, "best").is_file()

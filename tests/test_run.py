@@ -118,3 +118,38 @@ def test_sentence_pairs_and_three_classes(workdir, tiny_model, cli):
     assert (info["text_column"], info["text_pair_column"]) == ("sentence1", "sentence2")
     assert info["label_names"] == ["contradiction", "entailment", "neutral"]
     assert info["average"] == "macro"
+
+
+def _validation_f1_of(folder, workdir) -> float:
+    """Score a saved model on the built-in validation split, outside hpsearch's Trainer."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hpsearch.data import builtin_reviews
+    from hpsearch.metrics import classification_metrics
+
+    frame = builtin_reviews()["validation"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        batch = tokenizer(frame["text"].tolist(), truncation=True, max_length=32, padding=True, return_tensors="pt")
+        predictions = model(**batch).logits.argmax(-1).numpy()
+    labels = np.array([model.config.label2id[v] for v in frame["label"]])
+    return classification_metrics(labels, predictions, "binary")["f1"]
+
+
+@pytest.mark.parametrize("rule", ["last", "best"])
+def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
+    # A learning rate high enough for the tiny model to move, so the epochs differ.
+    config = workdir / "c.toml"
+    config.write_text("[recipe]\nlearning_rate = 3e-3\n", encoding="utf-8")
+    code, _, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "3", "--checkpoint", rule))
+    assert code == 0, err
+    trial = _study().trials[0]
+    rows = trial.user_attrs["epochs"]
+    shipped = rows[-1] if rule == "last" else max(rows, key=lambda r: r["f1"])
+    assert trial.user_attrs["shipped_epoch"] == shipped["epoch"]
+    assert trial.value == shipped["f1"]
+    folder = workdir / "studies" / "hpsearch" / "best-model"
+    assert _validation_f1_of(folder, workdir) == pytest.approx(trial.value, abs=1e-9)

@@ -845,10 +845,9 @@ def _make_plots(study: optuna.Study, facts: CardFacts, scratch: Path) -> tuple[l
     """PNG files of the card's plots in ``scratch``; or none, and why."""
     from hpsearch import plots
 
-    figs = plots.figures(study)
-    chosen = {name: figs[name] for name in CARD_PLOTS if name in figs}
+    figs = plots.figures(study, names=CARD_PLOTS)
     try:
-        paths = plots.render_pngs(chosen, scratch)
+        paths = plots.render_pngs(figs, scratch)
     except plots.PngUnavailable as e:
         return [], str(e)
     label = _METRIC_LABELS.get(facts.objective, facts.objective)

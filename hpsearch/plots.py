@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,26 +48,41 @@ def objective_name(study: optuna.Study) -> str:
     return str(study.user_attrs.get("hpsearch", {}).get("config", {}).get("objective", "f1"))
 
 
-def figures(study: optuna.Study) -> dict[str, go.Figure]:
+def figures(study: optuna.Study, names: Iterable[str] = FIGURE_NAMES) -> dict[str, go.Figure]:
     """The study's plots, keyed by name, in :data:`FIGURE_NAMES` order.
 
     ``history``, ``parallel``, ``slice`` and ``timeline`` are Optuna's own plots;
     ``epochs`` draws every trial's per-epoch validation objective; ``importances`` is
     left out until at least two trials are complete and some parameter varies among them.
+
+    Args:
+        study: The study, opened on its storage.
+        names: Which of :data:`FIGURE_NAMES` to make (all by default).
     """
     import plotly.graph_objects  # noqa: F401  (optuna.visualization needs plotly; fail here if absent)
     from optuna import visualization as vis
 
+    wanted = set(names)
+    unknown = wanted - set(FIGURE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown figure names {sorted(unknown)}; expected some of {', '.join(FIGURE_NAMES)}")
     target_name = f"validation {objective_name(study)}"
-    out: dict[str, go.Figure] = {
-        "history": vis.plot_optimization_history(study, target_name=target_name),
-        "epochs": epoch_curves(study),
+    makers = {
+        "history": lambda: vis.plot_optimization_history(study, target_name=target_name),
+        "epochs": lambda: epoch_curves(study),
+        "importances": lambda: vis.plot_param_importances(study, target_name=target_name),
+        "parallel": lambda: vis.plot_parallel_coordinate(study, target_name=target_name),
+        "slice": lambda: vis.plot_slice(study, target_name=target_name),
+        "timeline": lambda: vis.plot_timeline(study),
     }
-    if enough_for_importances(study):
-        out["importances"] = vis.plot_param_importances(study, target_name=target_name)
-    out["parallel"] = vis.plot_parallel_coordinate(study, target_name=target_name)
-    out["slice"] = vis.plot_slice(study, target_name=target_name)
-    out["timeline"] = vis.plot_timeline(study)
+    out: dict[str, go.Figure] = {}
+    with warnings.catch_warnings():  # experimental-feature and few-trials notices: not the reader's concern
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        for name in FIGURE_NAMES:
+            if name not in wanted or (name == "importances" and not enough_for_importances(study)):
+                continue
+            out[name] = makers[name]()
     return out
 
 

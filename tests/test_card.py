@@ -482,3 +482,110 @@ def test_plots_are_written_beside_the_card_and_linked(workdir):
 def test_card_works_without_the_dashboard_module(golden, monkeypatch):
     monkeypatch.setitem(sys.modules, "hpsearch.dashboard", None)  # import fails
     assert write_card(golden, "best").is_file()
+
+
+# --------------------------------------------------------------------------- end to end, real tiny study
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real search (2 trials × 2 epochs of the tiny BERT), run once; tests copy its studies/."""
+    from hpsearch.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny-study")
+    before = Path.cwd()
+    os.chdir(folder)
+    try:
+        assert main(tiny_run_args(tiny_model, "--trials", "2", "--epochs", "2", "--pruner", "none")) == 0
+    finally:
+        os.chdir(before)
+    return folder / "studies"
+
+
+@pytest.fixture
+def real(tiny_study: Path, workdir: Path) -> Path:
+    shutil.copytree(tiny_study, workdir / "studies")
+    return workdir
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_cli_writes_the_best_and_a_numbered_card_of_a_real_study(real, cli):
+    from huggingface_hub import ModelCard
+
+    code, out, err = cli("card", "best")
+    assert code == 0, err
+    path = Path(out.strip().splitlines()[-1])
+    assert path == Path("studies/hpsearch/best-model/README.md")
+    assert (path.parent / "model.safetensors").is_file()  # beside the weights it describes
+    study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: (t.value, -t.number))
+    card = ModelCard.load(path)
+    validation = {r.metric_type: r.metric_value for r in card.data.eval_results if r.dataset_split == "validation"}
+    assert validation["f1"] == best.value
+    text = path.read_text(encoding="utf-8")
+    rows = best.user_attrs["epochs"]
+    for row in rows:
+        assert f"| {row['epoch']} | {row['step']} | {fmt_metric(row['eval_loss'])} | {fmt_metric(row['f1'])} |" in text
+    if chrome_binary() is not None:
+        assert (path.parent / "epochs.png").is_file() and "](epochs.png)" in text
+    else:
+        assert "The plots were skipped:" in text
+
+    code, out, err = cli("card", "1")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "studies/hpsearch/trial-1/README.md"
+    assert ModelCard.load("studies/hpsearch/trial-1/README.md").data.eval_results
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_foreign_readme_unless_forced(real, cli, no_png):
+    path = Path("studies/hpsearch/best-model/README.md")
+    path.write_text("my notes\n", encoding="utf-8")
+    code, out, err = cli("card", "best")
+    assert code == 2 and out == ""
+    assert re.fullmatch(r"hpsearch: error: 'studies/hpsearch/best-model/README.md' exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere", _one_error_line(err))
+    assert path.read_text(encoding="utf-8") == "my notes\n"
+    code, out, err = cli("card", "best", "--force")
+    assert code == 0, err
+    assert MARKER in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_cli_renders_a_custom_template(real, cli, no_png, tmp_path):
+    template = tmp_path / "short.md.j2"
+    template.write_text("---\n{{ card_data_yaml }}\n---\n# {{ model_name }}: trial {{ trial.number }}\n", encoding="utf-8")
+    code, out, err = cli("card", "best", "--template", template, "--output", "out/README.md")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "out/README.md"
+    assert re.search(r"^# tiny-bert\d*-hpsearch: trial \d$", Path("out/README.md").read_text(encoding="utf-8"), flags=re.M)
+
+
+@pytest.mark.slow
+def test_cli_broken_template_is_one_line_with_its_line_number(real, cli, no_png, tmp_path):
+    template = tmp_path / "broken.md.j2"
+    template.write_text("---\n{{ card_data_yaml }}\n---\n{% if trial.number %}\nno endif\n", encoding="utf-8")
+    code, out, err = cli("card", "best", "--template", template)
+    assert code == 2 and out == ""
+    assert re.fullmatch(rf"hpsearch: error: template {re.escape(str(template))}, line 5: .*'endif'.*", _one_error_line(err))
+    assert not Path("studies/hpsearch/best-model/README.md").exists()
+
+
+@pytest.mark.slow
+def test_cli_unknown_trial_is_one_line_with_the_range(real, cli, no_png):
+    code, out, err = cli("card", "7")
+    assert code == 2 and out == ""
+    assert _one_error_line(err) == "hpsearch: error: study 'hpsearch' has no trial 7 (it has trials 0 to 1); see `hpsearch trials`"
+    assert not Path("studies/hpsearch/trial-7").exists()
+
+
+def test_cli_study_without_a_finished_trial_is_one_line(workdir, cli, no_png):
+    make_study(trials=False)
+    code, out, err = cli("card", "best")
+    assert code == 2 and out == ""
+    assert _one_error_line(err) == "hpsearch: error: study 'hpsearch' has no complete trial yet; run `hpsearch run` first"

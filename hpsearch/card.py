@@ -109,10 +109,10 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
         study = load_study(config.study, config.storage)
     facts = gather(study, trial, storage=config.storage)
     path = Path(output) if output is not None else default_output(config, facts)
-    _check_output(path, force)
+    replacing_ours = _check_output(path, force)
     source, name = load_template(template)
     compiled = _compile(source, name)
-    made_folder = not path.parent.exists()
+    made = _missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -123,12 +123,12 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
         card_data = build_card_data(facts)
         text = with_marker(_render(compiled, name, template_context(facts, card_data, plots, skipped)))
         check_card(text, card_data)
-        written = _install(path, text, scratch, plots)
+        written = _install(path, text, scratch, plots, drop_stale=replacing_ours)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
-        if made_folder:
+        for folder in made:  # nothing written: not even the folders
             with contextlib.suppress(OSError):
-                path.parent.rmdir()
+                folder.rmdir()
         raise
     shutil.rmtree(scratch, ignore_errors=True)
     _upload(config, study, facts.trial, written)
@@ -274,11 +274,7 @@ def build_card_data(facts: CardFacts) -> Any:
     dataset_name = str(data.get("name") or "unknown")
     hub_id = data.get("hub_id")
     results = []
-    splits = [("validation", facts.shipped_row)]
-    test = facts.trial.user_attrs.get("test_metrics")
-    if isinstance(test, dict):
-        splits.append(("test", test))
-    for split, metrics in splits:
+    for split, metrics in (("validation", facts.shipped_row), ("test", _test_metrics(facts.trial))):
         if not metrics:
             continue
         for key, label in _METRIC_LABELS.items():
@@ -368,7 +364,7 @@ def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str
         "model_name": model_name(facts),
         "base_model": str(facts.info.get("base_model") or "an unnamed model"),
         "base_model_url": f"https://huggingface.co/{hub_base}" if hub_base else None,
-        "dataset_name": str(data.get("name") or "an unknown"),
+        "dataset_name": str(data.get("name") or "unknown"),
         "dataset_hub_id": data.get("hub_id"),
         "data": data,
         "label_names": [str(n) for n in data.get("label_names", [])],
@@ -821,17 +817,28 @@ def _render(compiled: Any, name: str, context: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def _check_output(path: Path, force: bool) -> None:
+def _check_output(path: Path, force: bool) -> bool:
+    """Refuse a README.md that hpsearch did not write; return whether one of ours is there."""
     if path.is_dir():
         raise CardError(f"--output {str(path)!r} is a folder; pass the README.md file to write")
-    if not path.exists() or force:
-        return
+    if not path.exists():
+        return False
     try:
         ours = MARKER in path.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise CardError(f"cannot read the existing {str(path)!r}: {e.strerror or e}") from None
-    if not ours:
+    if not ours and not force:
         raise CardError(f"{str(path)!r} exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere")
+    return ours
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` would make, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _scratch(folder: Path) -> Path:
@@ -854,15 +861,18 @@ def _make_plots(study: optuna.Study, facts: CardFacts, scratch: Path) -> tuple[l
     return [{"name": p.stem, "file": p.name, "title": CARD_PLOTS[p.stem].format(metric=label)} for p in paths], None
 
 
-def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]]) -> list[Path]:
-    """Move the plots beside the card, drop stale ones, then replace README.md atomically."""
+def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]], *, drop_stale: bool) -> list[Path]:
+    """Move the plots beside the card, then replace README.md atomically.
+
+    Where the card replaces one of ours, plots that card had and this one lacks are removed.
+    """
     written = []
     try:
         for plot in plots:
             target = path.parent / plot["file"]
             os.replace(scratch / plot["file"], target)
             written.append(target)
-        for name in CARD_PLOTS:
+        for name in CARD_PLOTS if drop_stale else ():
             stale = path.parent / f"{name}.png"
             if stale not in written:
                 stale.unlink(missing_ok=True)

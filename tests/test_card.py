@@ -479,6 +479,18 @@ def test_plots_are_written_beside_the_card_and_linked(workdir):
     assert "plots were skipped" not in text
 
 
+def test_rewriting_a_card_removes_its_old_plots_but_not_other_files(golden):
+    path = write_card(golden, "best")
+    (path.parent / "history.png").write_bytes(b"old plot")
+    write_card(golden, "best")  # no PNG engine now: the old plot would be stale
+    assert not (path.parent / "history.png").exists()
+    mine = Path("mine")
+    mine.mkdir()
+    (mine / "history.png").write_bytes(b"a user's file")
+    write_card(golden, "best", output=mine / "README.md")
+    assert (mine / "history.png").read_bytes() == b"a user's file"
+
+
 def test_card_works_without_the_dashboard_module(golden, monkeypatch):
     monkeypatch.setitem(sys.modules, "hpsearch.dashboard", None)  # import fails
     assert write_card(golden, "best").is_file()

@@ -210,6 +210,17 @@ def test_single_class_epochs_are_reported_with_the_all_positive_scores(golden):
     assert "Epoch 1 predicted" not in text and "Epoch 4 predicted" not in text
 
 
+def test_single_class_epochs_of_a_macro_averaged_task_are_found():
+    from hpsearch.card import CardFacts, single_class_epochs
+
+    # 3 classes of 40, 30 and 30 examples; epoch 2 calls everything the first class.
+    one_class = {"epoch": 2, "step": 20, "eval_loss": 1.09, "f1": (2 * 0.4 / 1.4) / 3, "accuracy": 0.4, "precision": 0.4 / 3, "recall": 1 / 3}
+    learning = {"epoch": 1, "step": 10, "eval_loss": 1.0, "f1": 0.52, "accuracy": 0.55, "precision": 0.56, "recall": 0.53}
+    trial = create_trial(state=TrialState.PRUNED, params={}, distributions={}, user_attrs={"epochs": [learning, one_class]})
+    facts = CardFacts("s", "sqlite:///x.db", trial, False, {"data": {"average": "macro", "label_names": ["a", "b", "c"]}}, [trial])
+    assert single_class_epochs(facts) == [{"kind": "one class", "label": None, "epochs": [2], "scores": {"f1": "0.1905", "accuracy": "0.4", "precision": "0.1333", "recall": "0.3333"}}]
+
+
 def test_a_constant_baseline_that_beats_the_model_is_said(golden):
     text = _card(golden)
     assert "predicting `positive` for every example scores F1 0.6667 and accuracy 0.5" in text

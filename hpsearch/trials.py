@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import math
 from typing import Any
 
 import optuna
@@ -39,6 +42,8 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         "epoch": rows[-1]["epoch"] if rows else None,
         "shipped_epoch": trial.user_attrs.get("shipped_epoch"),
         "params": dict(trial.params),
+        # JSON object keys are strings: {"1": 0.61, "2": 0.70}, keyed by epoch
+        "intermediate_values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
         "duration_s": duration,
         "recipe": bool(trial.user_attrs.get("recipe", False)),
         "best": best_number is not None and trial.number == best_number,
@@ -55,8 +60,27 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
     return [trial_record(t, number) for t in study.get_trials(deepcopy=False)]
 
 
+def records_json(records: list[dict[str, Any]]) -> str:
+    """Strict JSON (what ``jq`` and browsers accept): a NaN or infinite metric becomes null."""
+    return json.dumps(_finite(records), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def trials_table(records: list[dict[str, Any]], objective: str = "f1") -> Any:
-    """A ``rich`` table: one row per trial, the best marked ★ and the recipe trial marked R."""
+    """A ``rich`` table: one row per trial, the best marked ★ and the recipe trial marked R.
+
+    The note column says why a trial was pruned or failed; a running trial's time is how
+    long it has run so far.
+    """
     from rich.table import Table
 
     names = sorted({k for r in records for k in r["params"]})
@@ -79,10 +103,31 @@ def trials_table(records: list[dict[str, Any]], objective: str = "f1") -> Any:
             "" if r["value"] is None else f"{r['value']:.4f}",
             "" if r["epoch"] is None else str(r["epoch"]),
             *[_fmt(r["params"].get(n)) for n in names],
-            "" if r["duration_s"] is None else f"{r['duration_s']:.1f}s",
+            _duration(r),
             (marks.strip() + ("; " if marks.strip() and r["reason"] else "") + (r["reason"] or "")).strip(),
         )
     return table
+
+
+def _duration(record: dict[str, Any]) -> str:
+    if record["duration_s"] is not None:
+        return _human(record["duration_s"])
+    if record["state"] == "running" and record["datetime_start"]:
+        # Optuna stamps trials with the worker's local time; on one machine that is ours.
+        start = datetime.datetime.fromisoformat(record["datetime_start"])
+        return _human((datetime.datetime.now() - start).total_seconds()) + " so far"
+    return ""
+
+
+def _human(seconds: float) -> str:
+    """``28.5s``, ``4m05s``, ``2h03m``: seconds under a minute, then two units."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _short_name(name: str) -> str:

@@ -1,20 +1,29 @@
 """Where a study lives: one URL in, an Optuna storage out.
 
 - ``sqlite:///studies/hpsearch.db`` (the default; relative to the current directory)
-- ``postgresql://user:password@host/db`` and any other SQLAlchemy URL Optuna takes
+- ``postgresql://user:password@host:port/db`` and any other SQLAlchemy URL Optuna takes
+  (``postgres://`` too; with no driver named, psycopg 3 if installed, else psycopg2)
 - ``journal:PATH``: an append-only journal file, safe for several workers on one disk
 - ``redis://host:port/db``: a journal kept in Redis
 
-RDB storages keep a heartbeat, so a worker that dies mid-trial leaves a trial that the next
-run marks failed; every storage also records the worker's host and pid on each trial.
+Several ``hpsearch run`` processes (workers) share a study through PostgreSQL (or another
+server database), a journal file or Redis; SQLite is for one worker at a time. Every
+storage records the worker's host and pid on each trial, so a run finds at once the trials
+of workers that died on its own machine. RDB storages also keep a heartbeat, so a worker
+that dies on another machine leaves a trial that the other workers mark failed after
+:data:`GRACE_PERIOD`; on a journal that trial stays "running" (it never counts as finished).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import random
 import re
+import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from hpsearch.errors import StorageError
 
@@ -24,6 +33,11 @@ if TYPE_CHECKING:
 # Seconds between heartbeats, and how long one may be missed before a trial counts as dead.
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 120
+
+# Seconds to wait for a database or Redis server before giving up with an error.
+CONNECT_TIMEOUT = 10
+# Times to open a new database that other workers are setting up at the same moment.
+_SCHEMA_TRIES = 5
 
 _SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql", "journal", "redis", "rediss")
 
@@ -49,10 +63,21 @@ def check_url(url: str) -> None:
             f"storage {redact(url)!r}: expected a URL such as sqlite:///studies/hpsearch.db, "
             "postgresql://user@host/db, journal:PATH or redis://host:6379"
         )
-    if scheme == "sqlite" and not url.startswith("sqlite:///"):
-        raise StorageError(f"storage {redact(url)!r}: a SQLite URL has three slashes: sqlite:///PATH")
+    if scheme == "sqlite" and (not url.startswith("sqlite:///") or not url[len("sqlite:///"):].strip()):
+        raise StorageError(f"storage {redact(url)!r}: a SQLite URL has three slashes and a file: sqlite:///PATH")
     if scheme == "journal" and not url[len("journal:"):].strip():
         raise StorageError(f"storage {redact(url)!r}: expected journal:PATH")
+    if scheme not in ("sqlite", "journal"):
+        _check_server_url(url)
+
+
+def _check_server_url(url: str) -> None:
+    if not url.split(":", 1)[1].startswith("//"):
+        raise StorageError(f"storage {redact(url)!r}: expected SCHEME://[user[:password]@]host[:port]/NAME")
+    try:
+        urlsplit(url).port
+    except ValueError:
+        raise StorageError(f"storage {redact(url)!r}: the port is not a number from 0 to 65535") from None
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -79,7 +104,10 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
         if scheme == "journal":
             return _journal_file(Path(url[len("journal:"):]), create)
         if scheme in ("redis", "rediss"):
+            _need_module("redis", "Redis", "redis")
             return _journal_redis(url)
+        if scheme in ("postgresql", "postgres"):
+            _need_module("psycopg2", "PostgreSQL", "postgres", alternative="psycopg")
         path = sqlite_path(url)
         if path is not None:
             if not create and not path.is_file():
@@ -93,18 +121,46 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
         raise StorageError(f"storage {redact(url)!r} cannot be opened: {_first_line(e, url)}") from None
 
 
+def _need_module(module: str, server: str, extra: str, *, alternative: str | None = None) -> None:
+    found = importlib.util.find_spec(module) is not None
+    if not found and alternative is not None:
+        found = importlib.util.find_spec(alternative) is not None
+    if not found:
+        raise StorageError(f"a {server} storage needs the {module!r} package; pip install 'hpsearch[{extra}]'")
+
+
 def _rdb(url: str) -> optuna.storages.RDBStorage:
     import optuna
+    import sqlalchemy.exc
 
     engine_kwargs: dict[str, Any] = {}
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("postgres", "postgresql"):
+        # SQLAlchemy 2.1 takes a bare postgresql:// to mean psycopg 3; use whichever driver is here.
+        driver = "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+        url = f"postgresql+{driver}:{url.split(':', 1)[1]}"
     if not url.startswith("sqlite"):
-        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if url.startswith("postgres") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        grace_period=GRACE_PERIOD,
-    )
+        engine_kwargs = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    tries = _SCHEMA_TRIES
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL,
+                    grace_period=GRACE_PERIOD,
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers opening a new database together race to create Optuna's tables and
+            # version row; the losers fail on a duplicate. By the next try the tables are there.
+            tries -= 1
+            if tries == 0:
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def _journal_file(path: Path, create: bool) -> optuna.storages.JournalStorage:
@@ -118,12 +174,17 @@ def _journal_file(path: Path, create: bool) -> optuna.storages.JournalStorage:
 
 
 def _journal_redis(url: str) -> optuna.storages.JournalStorage:
+    import redis
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalRedisBackend
 
-    backend = JournalRedisBackend(url)
-    backend._redis.ping()  # fail now, with a clear line, rather than mid-trial
-    return JournalStorage(backend)
+    # Fail now, with a clear line, rather than mid-trial; redis-py would wait for ever.
+    with redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT) as probe:
+        probe.ping()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return JournalStorage(JournalRedisBackend(url))
 
 
 def _first_line(error: Exception, url: str) -> str:
@@ -131,5 +192,6 @@ def _first_line(error: Exception, url: str) -> str:
     line = text[0] if text else type(error).__name__
     parts = urlsplit(url) if "://" in url else None
     if parts is not None and parts.password:
-        line = line.replace(parts.password, "***")
+        for secret in {parts.password, unquote(parts.password)}:
+            line = line.replace(secret, "***")
     return line[:300]

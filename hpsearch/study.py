@@ -284,11 +284,28 @@ def _check_same_settings(study: optuna.Study, config: SearchConfig) -> None:
     for key, value in now.items():
         if key in _RESUMABLE or key not in stored:
             continue
-        if _jsonish(stored[key]) != _jsonish(value):
+        difference = _first_difference(key, _jsonish(stored[key]), _jsonish(value))
+        if difference is not None:
+            name, was, now_value = difference
             raise ConfigError(
-                f"study {config.study!r} was made with {key}={_short(stored[key])}, this run has "
-                f"{key}={_short(value)}; rerun with the same settings to resume, or pass a new --study"
+                f"study {config.study!r} was made with {name}={_short(was)}, this run has "
+                f"{name}={_short(now_value)}; rerun with the same settings to resume, or pass a new --study"
             )
+
+
+# Nested settings that have a flag of their own: an error names the flag the user typed.
+_FLAG_NAMES = {"recipe.num_train_epochs": "epochs", "pruner.name": "pruner", "sampler.name": "sampler"}
+
+
+def _first_difference(name: str, was: Any, now: Any) -> tuple[str, Any, Any] | None:
+    """The first setting, as a dotted name, whose value differs: ``recipe.learning_rate``."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        for key in [*was, *(k for k in now if k not in was)]:
+            difference = _first_difference(f"{name}.{key}", was.get(key), now.get(key))
+            if difference is not None:
+                return difference
+        return None
+    return None if was == now else (_FLAG_NAMES.get(name, name), was, now)
 
 
 def _jsonish(value: Any) -> Any:

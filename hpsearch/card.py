@@ -1,12 +1,13 @@
 """The model card: ``hpsearch card best|N`` writes a Hugging Face README.md from storage alone.
 
-The card is data plus a template. :func:`gather` reads one trial and its study into a
-:class:`CardFacts`; :func:`template_context` turns the facts into the variables a Jinja2
-template sees (README lists them); the default template is ``templates/model_card.md.j2``.
-The YAML front matter is ``huggingface_hub.ModelCardData`` with one ``EvalResult`` per
-metric, and the rendered text is parsed back with ``huggingface_hub.ModelCard`` before it
-is written, so every card on disk is known to load. Numbers are formatted as the
-Trainer's cards format them (see :func:`fmt_metric`).
+The card is data plus a template. :func:`~hpsearch.card_facts.gather` reads one trial and
+its study into a :class:`~hpsearch.card_facts.CardFacts`; :func:`template_context` turns the
+facts into the variables a Jinja2 template sees (README lists them), section by section
+(:mod:`~hpsearch.trial_summary`, :mod:`~hpsearch.search_summary`, :mod:`~hpsearch.trust`);
+the default template is ``templates/model_card.md.j2``, with the filters of
+:mod:`~hpsearch.markdown`. The YAML front matter is ``huggingface_hub.ModelCardData`` with
+one ``EvalResult`` per metric, and the rendered text is parsed back with
+``huggingface_hub.ModelCard`` before it is written, so every card on disk is known to load.
 
 The card never overwrites a README.md it did not write (it marks its own with
 :data:`MARKER`) unless ``force``; the file is written atomically, with the plots beside it.
@@ -16,77 +17,30 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import math
 import os
 import re
 import shutil
 import tempfile
 import traceback
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from hpsearch.config import DEFAULT_MODEL, Param, SearchConfig
+from hpsearch.card_facts import METRIC_LABELS, CardFacts, gather, is_number, metric_label
+from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError
-from hpsearch.storage import redact
-from hpsearch.trials import EPOCHS_ATTR, best_trial
+from hpsearch.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
+from hpsearch.search_summary import search_facts
+from hpsearch.trial_summary import hyperparameters, metric_summary, trial_facts
+from hpsearch.trust import single_class_epochs, trust_facts
 
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
-RESULTS_HEADER = "| Epoch | Step | Validation Loss | F1 | Accuracy | Precision | Recall |"
-_RESULT_KEYS = ("epoch", "step", "eval_loss", "f1", "accuracy", "precision", "recall")
-_SUMMARY_KEYS = (("Loss", "eval_loss"), ("F1", "f1"), ("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"))
-_METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall"}
-_STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 # PNG files the card shows, by figure name of hpsearch.plots.figures, with their captions.
 CARD_PLOTS = {"history": "Optimisation history", "epochs": "Validation {metric} by epoch, every trial", "importances": "Parameter importances"}
-TOP_TRIALS = 5  # rows of the top-trials table
-LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"
-BOOTSTRAP_RESAMPLES = 2000
-BOOTSTRAP_SEED = 0  # fixed, so the same study always gets the same card
-
-
-@dataclass
-class CardFacts:
-    """Everything a card says, read from storage: one trial and the study around it."""
-
-    study_name: str
-    storage: str  # redacted
-    trial: FrozenTrial
-    is_best: bool  # the card of `hpsearch card best`
-    info: dict[str, Any]  # the study's `hpsearch` attribute: config, data, base_model, versions, created
-    trials: list[FrozenTrial] = field(default_factory=list)
-    best_number: int | None = None
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.info.get("config", {})
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.info.get("data", {})
-
-    @property
-    def objective(self) -> str:
-        return str(self.config.get("objective", "f1"))
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return list(self.trial.user_attrs.get(EPOCHS_ATTR, []))
-
-    @property
-    def shipped_row(self) -> dict[str, Any] | None:
-        """The epoch whose model the trial ships; for a pruned or failed trial, its last epoch."""
-        rows = self.rows
-        shipped = self.trial.user_attrs.get("shipped_epoch")
-        for row in rows:
-            if row.get("epoch") == shipped:
-                return row
-        return rows[-1] if rows else None
 
 
 # --------------------------------------------------------------------------- public entry
@@ -150,49 +104,6 @@ def default_output(config: SearchConfig, facts: CardFacts) -> Path:
     return best / "README.md"
 
 
-# --------------------------------------------------------------------------- gathering
-
-
-def gather(study: optuna.Study, trial: str, *, storage: str) -> CardFacts:
-    """Pick the trial ("best" or a number) and read what the card needs from storage."""
-    from hpsearch.study import STUDY_ATTR
-
-    info = study.user_attrs.get(STUDY_ATTR)
-    if not isinstance(info, dict):
-        raise CardError(f"study {study.study_name!r} was not made by `hpsearch run` (it has no {STUDY_ATTR!r} attribute); pass the --study that `hpsearch run` made")
-    trials = study.get_trials(deepcopy=False)
-    best = best_trial(study)
-    if trial == "best":
-        if best is None:
-            raise CardError(f"study {study.study_name!r} has no complete trial yet; run `hpsearch run` first")
-        chosen = best
-    else:
-        chosen = _numbered(study.study_name, trials, trial)
-    return CardFacts(
-        study_name=study.study_name,
-        storage=redact(storage),
-        trial=chosen,
-        is_best=trial == "best",
-        info=info,
-        trials=list(trials),
-        best_number=best.number if best is not None else None,
-    )
-
-
-def _numbered(study_name: str, trials: list[FrozenTrial], text: str) -> FrozenTrial:
-    try:
-        number = int(text)
-    except ValueError:
-        raise CardError(f"expected 'best' or a trial number, got {text!r}") from None
-    found = next((t for t in trials if t.number == number), None)
-    if found is None:
-        have = f"trials 0 to {len(trials) - 1}" if trials else "no trials yet"
-        raise CardError(f"study {study_name!r} has no trial {number} (it has {have}); see `hpsearch trials`")
-    if found.state in (TrialState.RUNNING, TrialState.WAITING):
-        raise CardError(f"trial {number} is still {_STATE_NAMES[found.state]}; write its card once it has finished")
-    return found
-
-
 def _best_model_marker(folder: Path) -> dict[str, Any] | None:
     import json
 
@@ -204,87 +115,42 @@ def _best_model_marker(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def fmt_metric(value: Any, decimals: int = 4) -> str:
-    """A number as the Trainer's cards print it (transformers.modelcard._maybe_round).
-
-    Floats with more than ``decimals`` decimals are rounded and padded (0.63601 → "0.6360");
-    shorter ones print as Python prints them (0.5 → "0.5", 1.0 → "1.0"); ints unchanged.
-    """
-    text = str(value)
-    if isinstance(value, float) and "." in text and len(text.split(".")[1]) > decimals:
-        return f"{value:.{decimals}f}"
-    return text
-
-
-def md_cell(value: Any) -> str:
-    """Text that cannot break a Markdown table row: pipes escaped, line breaks made spaces."""
-    return md_inline(value).replace("|", "\\|")
-
-
-def md_inline(value: Any) -> str:
-    """User text (dataset, label, column names) safe in running Markdown: one line, no HTML."""
-    text = " ".join(str(value).split())
-    for ch in ("\\", "`", "*", "_", "[", "]"):
-        text = text.replace(ch, "\\" + ch)
-    return text.replace("<", "&lt;").replace(">", "&gt;")
-
-
-def md_code(value: Any) -> str:
-    """User text as a one-line Markdown code span, whatever backticks it holds."""
-    text = " ".join(str(value).split())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _sig(value: Any) -> str:
-    """A parameter value for tables: 4 significant digits for floats."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """The Trainer's "Training results" table: one row per epoch, its numbers as fmt_metric prints them."""
-    widths = [len(h.strip()) for h in RESULTS_HEADER.strip("|").split("|")]
-    lines = [RESULTS_HEADER, "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt_metric(row.get(k)) for k in _RESULT_KEYS) + " |")
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- metadata
 
 
 def build_card_data(facts: CardFacts) -> Any:
     """The YAML front matter: huggingface_hub.ModelCardData with one EvalResult per metric and split."""
-    from huggingface_hub import EvalResult, ModelCardData
+    from huggingface_hub import ModelCardData
 
-    data = facts.data
-    dataset_name = str(data.get("name") or "unknown")
-    hub_id = data.get("hub_id")
+    hub_id = facts.data.get("hub_id")
+    return ModelCardData(
+        library_name="transformers",
+        base_model=_hub_base_model(facts),
+        tags=["text-classification", "hpsearch", "optuna"],
+        datasets=[str(hub_id)] if hub_id else None,
+        metrics=list(METRIC_LABELS),
+        model_name=model_name(facts),
+        eval_results=_eval_results(facts) or None,
+    )
+
+
+def _eval_results(facts: CardFacts) -> list[Any]:
+    """The shipped epoch's validation scores, then the test split's where the run measured it."""
+    from huggingface_hub import EvalResult
+
+    hub_id = facts.data.get("hub_id")
     results = []
-    for split, metrics in (("validation", facts.shipped_row), ("test", _test_metrics(facts.trial))):
+    for split, metrics in (("validation", facts.shipped_row), ("test", facts.test_metrics)):
         if not metrics:
             continue
-        for key, label in _METRIC_LABELS.items():
-            if _is_number(metrics.get(key)):
+        for key, label in METRIC_LABELS.items():
+            if is_number(metrics.get(key)):
                 results.append(
                     EvalResult(
                         task_type="text-classification",
                         task_name="Text Classification",
                         dataset_type=str(hub_id) if hub_id else "local",
-                        dataset_name=dataset_name,
+                        dataset_name=str(facts.data.get("name") or "unknown"),
                         dataset_config=facts.config.get("dataset_config") if hub_id else None,
                         dataset_split=split,
                         metric_type=key,
@@ -292,16 +158,7 @@ def build_card_data(facts: CardFacts) -> Any:
                         metric_value=float(metrics[key]),
                     )
                 )
-    hub_base = _hub_base_model(facts)
-    return ModelCardData(
-        library_name="transformers",
-        base_model=hub_base,
-        tags=["text-classification", "hpsearch", "optuna"],
-        datasets=[str(hub_id)] if hub_id else None,
-        metrics=list(_METRIC_LABELS),
-        model_name=model_name(facts),
-        eval_results=results or None,
-    )
+    return results
 
 
 def model_name(facts: CardFacts) -> str:
@@ -352,12 +209,10 @@ def check_card(text: str, card_data: Any) -> None:
 
 def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str]], plots_skipped: str | None) -> dict[str, Any]:
     """The variables every card template sees (the README documents them)."""
-    trial = facts.trial
-    row = facts.shipped_row
-    test = _test_metrics(trial)
     data = facts.data
     hub_base = _hub_base_model(facts)
     rows = facts.rows
+    row = facts.shipped_row
     return {
         "marker": MARKER,
         "card_data_yaml": card_data.to_yaml(),
@@ -367,29 +222,15 @@ def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str
         "dataset_name": str(data.get("name") or "unknown"),
         "dataset_hub_id": data.get("hub_id"),
         "data": data,
-        "label_names": [str(n) for n in data.get("label_names", [])],
+        "label_names": facts.label_names,
         "sizes": dict(data.get("sizes", {})),
         "objective": facts.objective,
-        "objective_label": _METRIC_LABELS.get(facts.objective, facts.objective),
-        "trial": {
-            "number": trial.number,
-            "state": _STATE_NAMES.get(trial.state, trial.state.name.lower()),
-            "value": trial.value,
-            "params": dict(trial.params),
-            "is_best": trial.number == facts.best_number,
-            "is_recipe": bool(trial.user_attrs.get("recipe", False)),
-            "shipped_epoch": trial.user_attrs.get("shipped_epoch"),
-            "last_epoch": rows[-1]["epoch"] if rows else None,
-            "planned_epochs": _planned_epochs(facts),
-            "checkpoint_rule": trial.user_attrs.get("checkpoint_rule", facts.config.get("checkpoint", "last")),
-            "pruned_reason": trial.user_attrs.get("pruned_reason"),
-            "fail_reason": trial.user_attrs.get("fail_reason"),
-            "kept_model": bool(trial.user_attrs.get("kept_model", False)),
-        },
+        "objective_label": metric_label(facts.objective),
+        "trial": trial_facts(facts),
         "epochs": rows,
         "shipped": row,
-        "summary": _summary(row),
-        "test_summary": _summary(test),
+        "summary": metric_summary(row),
+        "test_summary": metric_summary(facts.test_metrics),
         "hyperparameters": hyperparameters(facts),
         "results_header": RESULTS_HEADER,
         "results_table": results_table(rows),
@@ -400,355 +241,6 @@ def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str
         "plots_skipped": plots_skipped,
         "versions": {str(k): str(v) for k, v in facts.info.get("versions", {}).items()},
     }
-
-
-def _summary(metrics: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if not metrics:
-        return []
-    out = []
-    for label, key in _SUMMARY_KEYS:
-        value = metrics.get(key, metrics.get("loss") if key == "eval_loss" else None)  # test metrics say "loss"
-        if _is_number(value):
-            out.append((label, fmt_metric(value)))
-    return out
-
-
-def _test_metrics(trial: FrozenTrial) -> dict[str, Any] | None:
-    test = trial.user_attrs.get("test_metrics")
-    return test if isinstance(test, dict) and test else None
-
-
-def _training_args(facts: CardFacts) -> dict[str, Any]:
-    """The trial's TrainingArguments values; rebuilt from the recipe and params if not stored."""
-    stored = facts.trial.user_attrs.get("training_args")
-    if isinstance(stored, dict):
-        return dict(stored)
-    return {**facts.config.get("recipe", {}), **facts.trial.params}
-
-
-def _planned_epochs(facts: CardFacts) -> int | None:
-    value = _training_args(facts).get("num_train_epochs")
-    return int(value) if _is_number(value) else None
-
-
-def hyperparameters(facts: CardFacts) -> list[tuple[str, str]]:
-    """The Trainer card's hyperparameter list, with every searched or non-default value added."""
-    args = _training_args(facts)
-    out: list[tuple[str, str]] = []
-    shown = {"learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "seed", "adam_beta1", "adam_beta2", "adam_epsilon", "lr_scheduler_type", "num_train_epochs", "warmup_ratio"}
-    for label, key in (("learning_rate", "learning_rate"), ("train_batch_size", "per_device_train_batch_size"), ("eval_batch_size", "per_device_eval_batch_size"), ("seed", "seed")):
-        if key in args:
-            out.append((label, str(args[key])))
-    if all(k in args for k in ("adam_beta1", "adam_beta2", "adam_epsilon")):
-        out.append(("optimizer", f"Adam with betas=({args['adam_beta1']},{args['adam_beta2']}) and epsilon={args['adam_epsilon']}"))
-    if "lr_scheduler_type" in args:
-        out.append(("lr_scheduler_type", str(args["lr_scheduler_type"])))
-    searched = set(facts.config.get("space", {}))
-    if "warmup_ratio" in args and (args["warmup_ratio"] or "warmup_ratio" in searched):
-        out.append(("lr_scheduler_warmup_ratio", str(args["warmup_ratio"])))
-    if "num_train_epochs" in args:
-        out.append(("num_epochs", str(args["num_train_epochs"])))
-    recipe_defaults = {"weight_decay": 0.0}
-    for key, value in args.items():
-        if key in shown:
-            continue
-        if key in searched or key not in recipe_defaults or value != recipe_defaults[key]:
-            out.append((key, str(value)))
-    return out
-
-
-def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
-    """Runs of epochs whose model predicted one class for every validation example.
-
-    Read from the rows alone. Binary: recall 1 with precision equal to accuracy (both are
-    then the positive rate) means every example was called positive; recall 0 and precision
-    0 with accuracy equal to the negative rate (or, where the rate is unknown, recall and
-    precision 0) means every example was called negative. Macro averages over K classes:
-    recall 1/K with precision accuracy/K. ``scores`` are what that constant predictor scores
-    (which are the epoch's own scores).
-    """
-    average = facts.data.get("average", "binary")
-    labels = [str(n) for n in facts.data.get("label_names", [])]
-    rate = positive_rate(_all_rows(facts))
-    found: list[dict[str, Any]] = []
-    for row in facts.rows:
-        kind = _constant_kind(row, average, len(labels), rate)
-        if kind is None:
-            continue
-        label = {"positive": labels[1] if len(labels) > 1 else "1", "negative": labels[0] if labels else "0"}.get(kind)
-        if found and found[-1]["kind"] == kind and found[-1]["epochs"][-1] == row["epoch"] - 1:
-            found[-1]["epochs"].append(row["epoch"])
-            continue
-        found.append({"kind": kind, "label": label, "epochs": [row["epoch"]], "scores": {k: fmt_metric(row[k]) for k in _METRIC_LABELS}})
-    return found
-
-
-def _constant_kind(row: dict[str, Any], average: str, n_labels: int, rate: float | None) -> str | None:
-    if not all(_is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
-        return None
-    r, p, acc = row["recall"], row["precision"], row["accuracy"]
-    if average == "binary":
-        if _close(r, 1.0) and _close(p, acc) and acc < 1.0:
-            return "positive"
-        if _close(r, 0.0) and _close(p, 0.0) and (rate is None or _close(acc, 1.0 - rate, 1e-4)):
-            return "negative"
-        return None
-    if n_labels > 1 and _close(r, 1.0 / n_labels) and _close(p, acc / n_labels):
-        return "one class"
-    return None
-
-
-def _close(a: float, b: float, tol: float = 1e-6) -> bool:
-    return abs(a - b) <= tol
-
-
-def _all_rows(facts: CardFacts) -> list[dict[str, Any]]:
-    return [r for t in facts.trials for r in t.user_attrs.get(EPOCHS_ATTR, [])]
-
-
-def positive_rate(rows: list[dict[str, Any]]) -> float | None:
-    """The validation split's share of the positive class, recovered from binary metric rows.
-
-    An all-positive epoch has precision equal to it. Any epoch with recall r > 0 and
-    precision p > 0 also fixes it: with P positives among n, TP = rP and FP = rP/p - rP, so
-    accuracy = (TP + (n - P) - FP)/n gives P/n = (accuracy - 1) / (2r - 1 - r/p).
-    """
-    import statistics
-
-    found = []
-    for row in rows:
-        if not all(_is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
-            continue
-        r, p, acc = row["recall"], row["precision"], row["accuracy"]
-        if r > 0 and p > 0:
-            denominator = 2 * r - 1 - r / p
-            if abs(denominator) > 1e-12:
-                value = (acc - 1) / denominator
-                if 0 < value < 1:
-                    found.append(value)
-    return statistics.median(found) if found else None
-
-
-def search_facts(facts: CardFacts) -> dict[str, Any]:
-    """How the search ran: settings, the space, trial counts, epoch cost, recipe and top trials."""
-    config = facts.config
-    counts = {name: sum(1 for t in facts.trials if t.state == state) for state, name in _STATE_NAMES.items()}
-    trained = [t for t in facts.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
-    per_trial = int(config.get("recipe", {}).get("num_train_epochs", 0)) or None
-    recipe = next((t for t in facts.trials if t.user_attrs.get("recipe")), None)
-    return {
-        "study": facts.study_name,
-        "storage": facts.storage,
-        "created": facts.info.get("created"),
-        "sampler": describe_sampler(config.get("sampler", {})),
-        "pruner": describe_pruner(config.get("pruner", {}), facts.objective, per_trial),
-        "objective": describe_objective(facts),
-        "checkpoint": config.get("checkpoint", "last"),
-        "space_table": space_table(facts, recipe),
-        "counts": {"total": len(facts.trials), **counts},
-        "epochs_per_trial": per_trial,
-        "epochs_trained": sum(len(t.user_attrs.get(EPOCHS_ATTR, [])) for t in facts.trials),
-        "epochs_unpruned": len(trained) * per_trial if per_trial else None,
-        "trials_trained": len(trained),
-        "recipe": _recipe_comparison(facts, recipe),
-        "top_table": top_trials_table(facts),
-        "pruned": _reasons(facts, TrialState.PRUNED, "pruned_reason"),
-        "failed": _reasons(facts, TrialState.FAIL, "fail_reason"),
-    }
-
-
-def describe_sampler(sampler: dict[str, Any]) -> str:
-    name, seed = sampler.get("name", "tpe"), sampler.get("seed")
-    if name == "tpe":
-        return f"TPESampler (seed {seed}; the first {sampler.get('startup_trials')} trials, the recipe included, are random)"
-    return {"random": "RandomSampler", "qmc": "QMCSampler (Sobol)"}.get(name, str(name)) + f" (seed {seed})"
-
-
-def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) -> str:
-    name = pruner.get("name", "median")
-    label = _METRIC_LABELS.get(objective, objective)
-    if name == "median":
-        start = int(pruner.get("warmup_epochs", 1)) + 1
-        return (
-            f"MedianPruner ({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))}): "
-            f"from epoch {start} on, a trial stops when its validation {label} is below the median of the complete trials at the same epoch"
-        )
-    if name == "halving":
-        return f"SuccessiveHalvingPruner (min resource 1 epoch, reduction factor {pruner.get('reduction_factor')})"
-    if name == "hyperband":
-        return f"HyperbandPruner (1 to {epochs} epochs, reduction factor {pruner.get('reduction_factor')})"
-    return "none (every trial trains all its epochs)"
-
-
-def _epochs(n: Any) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
-def describe_objective(facts: CardFacts) -> str:
-    objective = facts.objective
-    labels = [str(n) for n in facts.data.get("label_names", [])]
-    text = f"maximise validation {_METRIC_LABELS.get(objective, objective)}"
-    if objective == "accuracy":
-        return text
-    if facts.data.get("average", "binary") == "binary":
-        positive = labels[1] if len(labels) > 1 else "1"
-        return text + f" (binary average: the positive class is {md_code(positive)})"
-    return text + f" (macro average over {len(labels)} classes)"
-
-
-def space_table(facts: CardFacts, recipe: FrozenTrial | None) -> str:
-    recipe_values = facts.config.get("recipe", {})
-    rows = []
-    for name, spec in facts.config.get("space", {}).items():
-        try:
-            described = Param(name, **spec).describe()
-        except Exception:  # a hand-edited study attribute: show it as stored
-            described = str(spec)
-        recipe_value = recipe_values.get(name, recipe.params.get(name) if recipe is not None else None)
-        rows.append([name, described, _sig(recipe_value) or "default", _sig(facts.trial.params.get(name)) or "not sampled"])
-    return markdown_table(["Parameter", "Range or choices", "Recipe value", "This trial"], rows)
-
-
-def _recipe_comparison(facts: CardFacts, recipe: FrozenTrial | None) -> dict[str, Any] | None:
-    if recipe is None:
-        return None
-    mine = facts.trial.value
-    theirs = recipe.value
-    difference = None if mine is None or theirs is None else mine - theirs
-    return {
-        "number": recipe.number,
-        "state": _STATE_NAMES.get(recipe.state, recipe.state.name.lower()),
-        "value": None if theirs is None else fmt_metric(theirs),
-        "this_value": None if mine is None else fmt_metric(mine),
-        "difference": None if difference is None else f"{difference:+.4f}",
-        "is_this_trial": recipe.number == facts.trial.number,
-        "reason": recipe.user_attrs.get("pruned_reason") or recipe.user_attrs.get("fail_reason"),
-    }
-
-
-def top_trials_table(facts: CardFacts) -> str:
-    done = sorted((t for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None), key=lambda t: (-t.value, t.number))
-    if not done:
-        return ""
-    names = list(facts.config.get("space", {})) or sorted({k for t in done for k in t.params})
-    label = _METRIC_LABELS.get(facts.objective, facts.objective)
-    rows = []
-    for t in done[:TOP_TRIALS]:
-        notes = [n for n, on in (("this card", t.number == facts.trial.number), ("recipe", bool(t.user_attrs.get("recipe")))) if on]
-        rows.append([t.number, fmt_metric(t.value), t.user_attrs.get("shipped_epoch", ""), *[_sig(t.params.get(n)) for n in names], ", ".join(notes)])
-    return markdown_table(["Trial", f"Validation {label}", "Epoch", *names, "Note"], rows)
-
-
-def _reasons(facts: CardFacts, state: TrialState, attr: str) -> dict[str, Any]:
-    trials = [t for t in facts.trials if t.state == state]
-    shown = [{"number": t.number, "reason": str(t.user_attrs.get(attr) or "no reason recorded")} for t in trials[:LIST_LIMIT]]
-    return {"trials": shown, "more": max(0, len(trials) - LIST_LIMIT)}
-
-
-# --------------------------------------------------------------------------- trust
-
-
-def trust_facts(facts: CardFacts) -> dict[str, Any]:
-    """How far to trust the number: sampling noise, selection, the test split, a baseline."""
-    row = facts.shipped_row
-    n = facts.data.get("sizes", {}).get("validation")
-    binary = facts.data.get("average", "binary") == "binary"
-    rate = positive_rate(_all_rows(facts)) if binary else None
-    counts = confusion_counts(row, n, rate) if row and n and rate is not None else None
-    done = [t.value for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None]
-    out: dict[str, Any] = {
-        "validation_size": n,
-        "positives": round(rate * n) if rate is not None and n else None,
-        "accuracy_interval": None,
-        "f1_interval": None,
-        "complete_trials": len(done),
-        "complete_low": fmt_metric(min(done)) if done else None,
-        "complete_high": fmt_metric(max(done)) if done else None,
-        "test": None,
-        "baseline": None,
-        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
-    }
-    if row and n and _is_number(row.get("accuracy")):
-        low, high = wilson_interval(round(row["accuracy"] * n), n)
-        out["accuracy_interval"] = (f"{low:.4f}", f"{high:.4f}")
-    if counts is not None and counts[0] > 0:
-        low, high = bootstrap_f1_interval(*counts)
-        out["f1_interval"] = (f"{low:.3f}", f"{high:.3f}")
-    test = _test_metrics(facts.trial)
-    if test and row:
-        key = facts.objective
-        if _is_number(test.get(key)) and _is_number(row.get(key)):
-            out["test"] = {"value": fmt_metric(test[key]), "validation": fmt_metric(row[key]), "difference": f"{test[key] - row[key]:+.4f}", "size": facts.data.get("sizes", {}).get("test")}
-    if rate is not None:
-        positive = 2 * rate / (1 + rate)
-        model_f1 = row.get("f1") if row else None
-        out["baseline"] = {
-            "label": str((facts.data.get("label_names") or ["0", "1"])[-1]),
-            "f1": fmt_metric(positive),
-            "accuracy": fmt_metric(rate),
-            "majority_accuracy": fmt_metric(max(rate, 1 - rate)),
-            "beats_model": _is_number(model_f1) and positive >= model_f1,
-        }
-    return out
-
-
-def confusion_counts(row: dict[str, Any], n: int, rate: float) -> tuple[int, int, int, int] | None:
-    """(TP, FP, FN, TN) of a binary epoch on n examples, or None if the row does not fit any."""
-    if not all(_is_number(row.get(k)) for k in ("recall", "precision", "accuracy", "f1")):
-        return None
-    positives = round(rate * n)
-    tp = round(row["recall"] * positives)
-    tn = round(row["accuracy"] * n) - tp
-    fp, fn = (n - positives) - tn, positives - tp
-    if min(tp, fp, fn, tn) < 0:
-        return None
-    predicted = tp + fp
-    check = {
-        "recall": tp / positives if positives else 0.0,
-        "precision": tp / predicted if predicted else 0.0,
-        "accuracy": (tp + tn) / n,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-    }
-    if any(abs(check[k] - row[k]) > 1e-6 for k in check):
-        return None
-    return tp, fp, fn, tn
-
-
-def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (scipy's binomial test)."""
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def bootstrap_f1_interval(tp: int, fp: int, fn: int, tn: int, confidence: float = 0.95) -> tuple[float, float]:
-    """A percentile bootstrap interval of binary F1, resampling the validation examples."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    truth = np.repeat(np.array([1, 0, 1, 0], dtype=np.int8), [tp, fp, fn, tn])
-    predicted = np.repeat(np.array([1, 1, 0, 0], dtype=np.int8), [tp, fp, fn, tn])
-
-    def f1(t: Any, p: Any, axis: int = -1) -> Any:
-        hits = np.sum((t == 1) & (p == 1), axis=axis)
-        wrong = np.sum(t != p, axis=axis)
-        return np.where(hits > 0, 2 * hits / np.maximum(2 * hits + wrong, 1), 0.0)
-
-    result = bootstrap(
-        (truth, predicted), f1, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
-        batch=200, method="percentile", confidence_level=confidence, rng=np.random.default_rng(BOOTSTRAP_SEED),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 # --------------------------------------------------------------------------- template
@@ -788,7 +280,7 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, sig=_sig)
+    env.filters.update(metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, sig=fmt_param)
     return env
 
 
@@ -857,7 +349,7 @@ def _make_plots(study: optuna.Study, facts: CardFacts, scratch: Path) -> tuple[l
         paths = plots.render_pngs(figs, scratch)
     except plots.PngUnavailable as e:
         return [], str(e)
-    label = _METRIC_LABELS.get(facts.objective, facts.objective)
+    label = metric_label(facts.objective)
     return [{"name": p.stem, "file": p.name, "title": CARD_PLOTS[p.stem].format(metric=label)} for p in paths], None
 
 
@@ -897,3 +389,8 @@ def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths
         upload_card_artifacts(study, trial.number, paths, artifact_dir=artifact_dir(config))
     except Exception as e:
         raise CardError(f"wrote {paths[0]}, but attaching it to trial {trial.number}'s artifacts failed: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:300]

@@ -26,10 +26,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import hpsearch.plots as plots
-from hpsearch.card import MARKER, RESULTS_HEADER, fmt_metric, gather, md_cell, write_card
+from hpsearch.card import MARKER, write_card
+from hpsearch.card_facts import gather
 from hpsearch.config import Recipe, SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import CardError
+from hpsearch.markdown import RESULTS_HEADER, fmt_metric, md_cell
 from hpsearch.space import recipe_params, training_values
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR
@@ -211,7 +213,8 @@ def test_single_class_epochs_are_reported_with_the_all_positive_scores(golden):
 
 
 def test_single_class_epochs_of_a_macro_averaged_task_are_found():
-    from hpsearch.card import CardFacts, single_class_epochs
+    from hpsearch.card_facts import CardFacts
+    from hpsearch.trust import single_class_epochs
 
     # 3 classes of 40, 30 and 30 examples; epoch 2 calls everything the first class.
     one_class = {"epoch": 2, "step": 20, "eval_loss": 1.09, "f1": (2 * 0.4 / 1.4) / 3, "accuracy": 0.4, "precision": 0.4 / 3, "recall": 1 / 3}

@@ -1,0 +1,70 @@
+"""Markdown for model cards: numbers as the Trainer's cards print them, user text escaped, tables.
+
+The card template uses these as Jinja2 filters (``metric``, ``md_cell``, ``md_inline``,
+``md_code``, ``sig``); the card's sections use them to build their tables.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+RESULTS_HEADER = "| Epoch | Step | Validation Loss | F1 | Accuracy | Precision | Recall |"
+_RESULT_KEYS = ("epoch", "step", "eval_loss", "f1", "accuracy", "precision", "recall")
+
+
+def fmt_metric(value: Any, decimals: int = 4) -> str:
+    """A number as the Trainer's cards print it (transformers.modelcard._maybe_round).
+
+    Floats with more than ``decimals`` decimals are rounded and padded (0.63601 → "0.6360");
+    shorter ones print as Python prints them (0.5 → "0.5", 1.0 → "1.0"); ints unchanged.
+    """
+    text = str(value)
+    if isinstance(value, float) and "." in text and len(text.split(".")[1]) > decimals:
+        return f"{value:.{decimals}f}"
+    return text
+
+
+def fmt_param(value: Any) -> str:
+    """A parameter value for tables: 4 significant digits for floats, nothing for None."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def md_cell(value: Any) -> str:
+    """Text that cannot break a Markdown table row: pipes escaped, line breaks made spaces."""
+    return md_inline(value).replace("|", "\\|")
+
+
+def md_inline(value: Any) -> str:
+    """User text (dataset, label, column names) safe in running Markdown: one line, no HTML."""
+    text = " ".join(str(value).split())
+    for ch in ("\\", "`", "*", "_", "[", "]"):
+        text = text.replace(ch, "\\" + ch)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(value: Any) -> str:
+    """User text as a one-line Markdown code span, whatever backticks it holds."""
+    text = " ".join(str(value).split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table whose every cell is escaped with :func:`md_cell`."""
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """The Trainer's "Training results" table: one row per epoch, its numbers as fmt_metric prints them."""
+    widths = [len(h.strip()) for h in RESULTS_HEADER.strip("|").split("|")]
+    lines = [RESULTS_HEADER, "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt_metric(row.get(k)) for k in _RESULT_KEYS) + " |")
+    return "\n".join(lines)

@@ -63,8 +63,10 @@ def check_url(url: str) -> None:
             f"storage {redact(url)!r}: expected a URL such as sqlite:///studies/hpsearch.db, "
             "postgresql://user@host/db, journal:PATH or redis://host:6379"
         )
-    if scheme == "sqlite" and (not url.startswith("sqlite:///") or not url[len("sqlite:///"):].strip()):
-        raise StorageError(f"storage {redact(url)!r}: a SQLite URL has three slashes and a file: sqlite:///PATH")
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise StorageError(f"storage {redact(url)!r}: a SQLite URL has three slashes: sqlite:///PATH")
+    if scheme == "sqlite" and not url[len("sqlite:///"):].strip():
+        raise StorageError(f"storage {redact(url)!r}: expected a database file after the slashes: sqlite:///PATH")
     if scheme == "journal" and not url[len("journal:"):].strip():
         raise StorageError(f"storage {redact(url)!r}: expected journal:PATH")
     if scheme not in ("sqlite", "journal"):
@@ -154,13 +156,21 @@ def _rdb(url: str) -> optuna.storages.RDBStorage:
                     heartbeat_interval=HEARTBEAT_INTERVAL,
                     grace_period=GRACE_PERIOD,
                 )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except sqlalchemy.exc.DatabaseError as e:
             # Workers opening a new database together race to create Optuna's tables and
             # version row; the losers fail on a duplicate. By the next try the tables are there.
             tries -= 1
-            if tries == 0:
+            if tries == 0 or not _lost_schema_race(e):
                 raise
             time.sleep(0.2 + random.random())
+
+
+def _lost_schema_race(error: Exception) -> bool:
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    return isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error)  # SQLite
 
 
 def _journal_file(path: Path, create: bool) -> optuna.storages.JournalStorage:

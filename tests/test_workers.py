@@ -1,0 +1,251 @@
+"""Several `hpsearch run` processes on one study: real subprocesses, real storages, tiny model.
+
+Two workers started together on PostgreSQL, a journal file and Redis share the study's total,
+run the recipe once as trial 0, sample different parameters and keep one best model. A worker
+killed with SIGKILL mid-trial leaves a running trial that the next run marks failed; a run
+with other settings than the study's is refused before anything changes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import tiny_run_args
+from optuna.trial import TrialState
+from test_storage import deleted_afterwards, postgres_url, storage_url, unique_name
+
+from hpsearch.config import load_config
+from hpsearch.space import recipe_params
+from hpsearch.storage import open_storage
+from hpsearch.study import FINISHED, STUDY_ATTR, _create_or_resume
+
+TOTAL = 4
+# Fast trials: one epoch of 32 short examples, no pruning (every trial finishes).
+FAST = ("--epochs", "1", "--pruner", "none", "--max-train-samples", "32", "--max-eval-samples", "16")
+WORKER_TIMEOUT = 300  # seconds; a hung worker fails the test instead of hanging it
+
+
+def _worker(model: Path, cwd: Path, *args: str, log: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two workers share the machine's cores
+    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpsearch", *tiny_run_args(model, *FAST, *args)],
+            cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+        )
+
+
+def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
+    try:
+        return proc.wait(timeout=WORKER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"worker {log} did not finish in {WORKER_TIMEOUT} s: {(cwd / f'{log}.err').read_text()[-2000:]}")
+
+
+# --------------------------------------------------------------------------- creating together
+
+
+def _join(url: str, config: Any, barrier: Any) -> None:
+    try:
+        storage = open_storage(url, create=True)
+    except BaseException:
+        barrier.abort()  # the others fail at once rather than wait out the timeout
+        raise
+    barrier.wait(timeout=60)
+    _create_or_resume(storage, config, {"data": {}, "base_model": "tiny"})
+
+
+def _start_together(url: str, name: str, workers: int = 4) -> list[int]:
+    """Exit codes of processes that open the storage and create-or-join the study at one moment."""
+    config = load_config(None, {"study": name, "storage": url})
+    recipe_params(config.recipe, config.space)  # import transformers here, not in each worker
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(workers)
+    procs = [context.Process(target=_join, args=(url, config, barrier)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    return [p.exitcode for p in procs]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "redis"])
+def test_workers_creating_a_study_together_enqueue_the_recipe_once(tmp_path, kind):
+    url = storage_url(kind, tmp_path)
+    name = unique_name()
+    with deleted_afterwards(name, url):
+        assert _start_together(url, name) == [0, 0, 0, 0]
+        study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+        assert [(t.number, t.state, t.user_attrs) for t in study.trials] == [(0, TrialState.WAITING, {"recipe": True})]
+        assert study.user_attrs[STUDY_ATTR]["config"]["study"] == name
+
+
+@pytest.fixture
+def new_database() -> Any:
+    """A PostgreSQL database made for the test (no Optuna tables yet), dropped afterwards."""
+    url = postgres_url()
+    import psycopg2
+
+    name = unique_name().replace("-", "_")
+    admin = psycopg2.connect(url, connect_timeout=3)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+    except psycopg2.Error as e:
+        admin.close()
+        pytest.skip(f"cannot create a PostgreSQL database: {e}")
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_workers_opening_a_new_postgresql_database_together_all_start(new_database):
+    # Each worker's first connection creates Optuna's tables; all but one lose that race.
+    assert _start_together(new_database, unique_name()) == [0, 0, 0, 0]
+
+
+# --------------------------------------------------------------------------- two real workers
+
+
+@pytest.fixture(scope="module", params=["postgresql", "journal", "redis"])
+def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
+    """Two `hpsearch run --trials 4` processes started together on one study of each storage."""
+    cwd = tmp_path_factory.mktemp(f"workers-{request.param}")
+    url = storage_url(request.param, cwd)
+    name = unique_name()
+    with deleted_afterwards(name, url):
+        procs = {log: _worker(tiny_model, cwd, "--trials", str(TOTAL), "--study", name, "--storage", url, log=log) for log in ("a", "b")}
+        for log, proc in procs.items():
+            assert _wait(proc, cwd, log) == 0, (cwd / f"{log}.err").read_text()[-2000:]
+        study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
+        yield {
+            "trials": study.trials,
+            "pids": {str(p.pid) for p in procs.values()},
+            "marker": json.loads((cwd / "studies" / name / "best-model" / "hpsearch.json").read_text()),
+        }
+
+
+def test_two_workers_together_reach_the_total(two_workers):
+    trials = two_workers["trials"]
+    finished = [t for t in trials if t.state in FINISHED]
+    # Each worker stops once it sees the total finished; one may already have started one
+    # more trial while the other's last trial ran (see README, "Several workers").
+    assert TOTAL <= len(finished) <= TOTAL + 1, [(t.number, t.state) for t in trials]
+    assert len(finished) == len(trials)
+    assert {t.user_attrs["worker"].rpartition(":")[2] for t in trials} == two_workers["pids"]
+
+
+def test_two_workers_run_the_recipe_once_as_trial_0(two_workers):
+    recipe = [t.number for t in two_workers["trials"] if t.user_attrs.get("recipe")]
+    assert recipe == [0]
+
+
+def test_two_workers_sample_different_parameters(two_workers):
+    params = [json.dumps(t.params, sort_keys=True) for t in two_workers["trials"]]
+    assert len(set(params)) == len(params), params
+
+
+def test_the_best_model_folder_holds_the_best_trial_of_both_workers(two_workers):
+    trials = {t.number: t for t in two_workers["trials"]}
+    marker = two_workers["marker"]
+    assert marker["value"] == max(t.value for t in trials.values())
+    assert trials[marker["trial"]].value == marker["value"]
+    assert trials[marker["trial"]].user_attrs["kept_model"] is True
+
+
+# --------------------------------------------------------------------------- a killed worker
+
+
+def _running_trial_of(pid: int, study_name: str, url: str) -> optuna.trial.FrozenTrial | None:
+    worker = f"{socket.gethostname()}:{pid}"
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
+    except Exception:  # not made yet
+        return None
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return next((t for t in running if t.user_attrs.get("worker") == worker), None)
+
+
+def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workdir, tiny_model, cli):
+    url = "sqlite:///studies/hpsearch.db"
+    # Full-size training data, so that the trial runs for a while after it shows as running.
+    slow = ("--max-train-samples", "300")
+    proc = _worker(tiny_model, workdir, "--trials", "1", *slow, log="killed")
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    trial = None
+    while trial is None and proc.poll() is None and time.monotonic() < deadline:
+        # The progress line shows the study is made: from then on reading it races nothing.
+        if "trial 0" in (workdir / "killed.err").read_text():
+            trial = _running_trial_of(proc.pid, "hpsearch", url)
+        time.sleep(0.05)
+    assert trial is not None, (workdir / "killed.err").read_text()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _running_trial_of(proc.pid, "hpsearch", url) is not None
+
+    code, out, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *slow))
+    assert code == 0, err
+    study = optuna.load_study(study_name="hpsearch", storage=url)
+    dead = study.trials[trial.number]
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs["fail_reason"] == f"worker {socket.gethostname()}:{proc.pid} died while the trial ran"
+    assert [t.number for t in study.trials if t.state in FINISHED] == [trial.number + 1]
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+@pytest.fixture(scope="module")
+def made_study(tiny_model, tmp_path_factory) -> dict[str, Any]:
+    """A one-trial study made by `hpsearch run`, with absolute paths so any test can resume it."""
+    from hpsearch.cli import main
+
+    folder = tmp_path_factory.mktemp("resume")
+    flags = ["--storage", f"sqlite:///{folder / 'studies' / 'hpsearch.db'}", "--workdir", str(folder / "studies")]
+    assert main(tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags)) == 0
+    return {"flags": flags, "url": flags[1], "folder": folder}
+
+
+def _snapshot(url: str) -> Any:
+    study = optuna.load_study(study_name="hpsearch", storage=url)
+    trials = [(t.number, t.state, t.params, t.value, t.user_attrs, t.datetime_complete) for t in study.trials]
+    return trials, study.user_attrs
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("--epochs", "2"), "was made with epochs=1, this run has epochs=2"),
+        (("--max-length", "16"), "was made with max_length=32, this run has max_length=16"),
+        (("--model", "other-model"), "was made with model='"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused_and_changes_nothing(made_study, tiny_model, tmp_path, cli, change, named):
+    model = tiny_model
+    if change[0] == "--model":  # the same weights in another folder are still another model setting
+        model = tmp_path / change[1]
+        model.symlink_to(tiny_model, target_is_directory=True)
+        change = ()
+    before = _snapshot(made_study["url"])
+    code, out, err = cli(*tiny_run_args(model, *FAST, "--trials", "3", *made_study["flags"], *change))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], err
+    assert "rerun with the same settings to resume, or pass a new --study" in lines[0]
+    assert _snapshot(made_study["url"]) == before

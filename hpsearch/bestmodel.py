@@ -55,7 +55,7 @@ class BestModelStore:
         self.study_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             current = self.marker()
-            if current is not None and not value > current["value"]:
+            if current is not None and not _better(value, trial, current):
                 return False
             tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
             try:
@@ -80,6 +80,14 @@ class BestModelStore:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _better(value: float, trial: int, current: dict[str, Any]) -> bool:
+    """Higher is better; on a tie the earlier trial wins, as it does in the study's ranking.
+
+    With several workers a later trial can finish first, so ties are decided by number.
+    """
+    return value > current["value"] or (value == current["value"] and trial < current["trial"])
 
 
 def _fsync_tree(folder: Path) -> None:

@@ -40,7 +40,7 @@ from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, study_dir
-from hpsearch.trials import EPOCHS_ATTR, best_trial
+from hpsearch.trials import EPOCHS_ATTR, best_trial, recipe_trial
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 # optuna-dashboard lists a trial's artifacts from study attributes under this prefix as well
@@ -296,7 +296,7 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None) -> str
     objective = (study.metric_names or [f"validation {config.get('objective', 'f1')}"])[0]
     trials = study.get_trials(deepcopy=False)
     best = best_trial(study)
-    recipe = next((t for t in trials if t.user_attrs.get("recipe")), None)
+    recipe = recipe_trial(trials)
     lines = [f"## hpsearch study `{study.study_name}`", ""]
     facts = [f"Objective: **{objective}**, maximised."]
     if info.get("base_model"):

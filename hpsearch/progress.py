@@ -35,6 +35,13 @@ class ConsoleReporter:
         if finished >= config.trials:
             self.console.print(f"the study already has {finished} finished trials; raise --trials to run more")
 
+    def waiting(self, running: int, needed: int) -> None:
+        trials = "trial" if running == 1 else "trials"
+        self.console.print(
+            f"waiting for {running} {trials} running in other workers: the study needs {needed} more "
+            "finished; a new trial starts only if they fail"
+        )
+
     def trial_start(self, number: int, params: dict[str, Any]) -> None:
         self._started[number] = self._epoch_started[number] = time.monotonic()
         shown = "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
 from hpsearch.config import Param
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
-from hpsearch.trials import EPOCHS_ATTR
+from hpsearch.trials import EPOCHS_ATTR, recipe_trial
 
 TOP_TRIALS = 5  # rows of the top-trials table
 LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"
@@ -26,7 +26,7 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
     counts = {name: sum(1 for t in facts.trials if t.state == state) for state, name in STATE_NAMES.items()}
     trained = [t for t in facts.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
     per_trial = int(config.get("recipe", {}).get("num_train_epochs", 0)) or None
-    recipe = next((t for t in facts.trials if t.user_attrs.get("recipe")), None)
+    recipe = recipe_trial(facts.trials)
     return {
         "study": facts.study_name,
         "storage": facts.storage,

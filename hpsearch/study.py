@@ -103,14 +103,16 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     storage = open_storage(config.storage, create=True)
     study = _create_or_resume(storage, config, {"data": task.summary(), "base_model": source.base_model})
     fail_dead_trials(study)
+    _requeue_interrupted_recipe(study, config)
     best = BestModelStore(study_dir(config))
     best.recover()
 
     before = count_finished(study)
     if reporter is not None:
         reporter.run_start(study, config, task, before)
-    if before >= config.trials:
-        return RunResult(study, best.folder, 0, stopped=None)
+    stop_at_total = _StopAtTotal(config.trials, reporter)
+    if stop_at_total.reached(study):
+        return RunResult(study, best.folder, count_finished(study) - before, stopped=None)
 
     objective = Objective(
         config,
@@ -121,7 +123,6 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
         scratch=None,
     )
     guard = _FailureGuard(config.max_failures)
-    stop_at_total = optuna.study.MaxTrialsCallback(config.trials, states=FINISHED)
     study_callbacks = [stop_at_total, guard]
     if reporter is not None:
         study_callbacks.append(reporter.trial_end)
@@ -317,6 +318,54 @@ def _jsonish(value: Any) -> Any:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _StopAtTotal:
+    """Stops the study at ``total`` finished trials, without overshooting it.
+
+    Trials that other workers are running count as on their way: a worker does not start a
+    trial that they may make unnecessary, but waits for them, and starts one only if they
+    fail. Workers found dead meanwhile have their trials failed, so nobody waits for them.
+    """
+
+    def __init__(self, total: int, reporter: Any = None, poll: float = 2.0) -> None:
+        self.total, self.reporter, self.poll = total, reporter, poll
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.reached(study):
+            study.stop()
+
+    def reached(self, study: optuna.Study) -> bool:
+        announced = False
+        while True:
+            fail_dead_trials(study)
+            optuna.storages.fail_stale_trials(study)
+            finished = count_finished(study)
+            if finished >= self.total:
+                return True
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished + running < self.total:
+                return False
+            if not announced and self.reporter is not None:
+                self.reporter.waiting(running, self.total - finished)
+                announced = True
+            time.sleep(self.poll)
+
+
+def _requeue_interrupted_recipe(study: optuna.Study, config: SearchConfig) -> None:
+    """Run the recipe again if its trial was interrupted or its worker died.
+
+    Every comparison in the card and the note is against the recipe; a recipe trial that
+    failed on its own (out of memory, NaN loss) is a result and is not repeated.
+    """
+    from hpsearch.space import recipe_params
+
+    recipes = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("recipe")]
+    if not recipes or any(t.state != TrialState.FAIL for t in recipes):
+        return
+    reason = str(recipes[-1].user_attrs.get("fail_reason", ""))
+    if reason == "interrupted" or reason.startswith("worker "):
+        study.enqueue_trial(recipe_params(config.recipe, config.space), user_attrs={"recipe": True})
 
 
 class _FailureGuard:

@@ -21,6 +21,13 @@ _STATES = {
 }
 
 
+def recipe_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The recipe trial: a finished one where the recipe ran again after an interruption."""
+    recipes = [t for t in trials if t.user_attrs.get("recipe")]
+    finished = [t for t in recipes if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return (finished or recipes or [None])[0]
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete trial with the highest value; the earliest wins a tie, as the kept model does."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch.card_facts import METRIC_LABELS, CardFacts, gather, is_number, metric_label
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
-from hpsearch.errors import CardError
+from hpsearch.errors import CardError, first_line
 from hpsearch.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
 from hpsearch.search_summary import search_facts
 from hpsearch.trial_summary import hyperparameters, metric_summary, trial_facts
@@ -194,7 +194,7 @@ def check_card(text: str, card_data: Any) -> None:
     try:
         card = ModelCard(text)
     except Exception as e:
-        raise CardError(f"the rendered card does not parse as a model card: {_first_line(e)}; check the template's YAML front matter") from None
+        raise CardError(f"the rendered card does not parse as a model card: {first_line(e)}; check the template's YAML front matter") from None
     want = [(r.metric_type, r.dataset_split, r.metric_value) for r in card_data.eval_results or []]
     got = [(r.metric_type, r.dataset_split, r.metric_value) for r in card.data.eval_results or []]
     if want != got:
@@ -253,7 +253,7 @@ def load_template(template: str | Path | None) -> tuple[str, str]:
         try:
             return path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as e:
-            reason = "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be read ({_first_line(e)})"
+            reason = "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be read ({first_line(e)})"
             raise CardError(f"template {str(path)!r} {reason}; pass a readable Jinja2 file to --template") from None
     path = default_template_path()
     return path.read_text(encoding="utf-8"), str(path)
@@ -303,7 +303,7 @@ def _render(compiled: Any, name: str, context: dict[str, Any]) -> str:
         line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == name), None)
         where = f"template {name}, line {line}" if line is not None else f"template {name}"
         hint = " (the variables a template may use are listed in the README)" if type(e).__name__ == "UndefinedError" else ""
-        raise CardError(f"{where}: {_first_line(e)}{hint}") from None
+        raise CardError(f"{where}: {first_line(e)}{hint}") from None
 
 
 # --------------------------------------------------------------------------- writing
@@ -388,9 +388,5 @@ def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths
     try:
         upload_card_artifacts(study, trial.number, paths, artifact_dir=artifact_dir(config))
     except Exception as e:
-        raise CardError(f"wrote {paths[0]}, but attaching it to trial {trial.number}'s artifacts failed: {_first_line(e)}") from None
+        raise CardError(f"wrote {paths[0]}, but attaching it to trial {trial.number}'s artifacts failed: {first_line(e)}") from None
 
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]

@@ -16,10 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import CardError
 from hpsearch.storage import redact
-from hpsearch.trials import EPOCHS_ATTR, best_trial
+from hpsearch.trials import EPOCHS_ATTR, STATE_NAMES, best_trial
 
 METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall"}
-STATE_NAMES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed", TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
 
 
 @dataclass

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, first_line
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -58,8 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
             return 1
-        first = (str(e).strip().splitlines() or [""])[0]
-        abort(f"unexpected {type(e).__name__}: {first} (run again with --verbose for the traceback)", 1)
+        abort(f"unexpected {type(e).__name__}: {first_line(e)} (run again with --verbose for the traceback)", 1)
 
 
 # --------------------------------------------------------------------------- parser

@@ -36,11 +36,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import SearchConfig
+from hpsearch.config import Param, SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, study_dir
-from hpsearch.trials import EPOCHS_ATTR, best_trial, recipe_trial
+from hpsearch.trials import EPOCHS_ATTR, best_trial, format_param, recipe_trial
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 # optuna-dashboard lists a trial's artifacts from study attributes under this prefix as well
@@ -311,13 +311,13 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None) -> str
     lines += _best_model_lines(study, config, workdir)
     if config.get("recipe"):
         lines += ["", "### Recipe", "", "| argument | value |", "|---|---|"]
-        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in config["recipe"].items()]
+        lines += [f"| `{k}` | {format_param(v)} |" for k, v in config["recipe"].items()]
     if config.get("space"):
         lines += ["", "### Search space", "", "| parameter | range | recipe | best trial |", "|---|---|---|---|"]
         for name, spec in config["space"].items():
             lines.append(
-                f"| `{name}` | {_describe(spec)} | {_fmt(config.get('recipe', {}).get(name))} | "
-                f"{_fmt(best.params.get(name)) if best is not None else ''} |"
+                f"| `{name}` | {Param(name, **spec).describe()} | {format_param(config.get('recipe', {}).get(name))} | "
+                f"{format_param(best.params.get(name)) if best is not None else ''} |"
             )
     lines += ["", f"Storage: `{redact(config.get('storage', '')) or '?'}`. Per-epoch metrics: each trial's note and its `epochs` attribute."]
     return "\n".join(lines) + "\n"
@@ -402,23 +402,8 @@ def _info(study: optuna.Study) -> dict[str, Any]:
     return dict(study.user_attrs.get(STUDY_ATTR, {}))
 
 
-def _describe(spec: dict[str, Any]) -> str:
-    if "choices" in spec:
-        return "{" + ", ".join(str(c) for c in spec["choices"]) + "}"
-    text = f"{spec['low']:g} – {spec['high']:g}"
-    if spec.get("log"):
-        text += " (log)"
-    if spec.get("step") is not None:
-        text += f" step {spec['step']:g}"
-    return text
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _num(value: Any) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -181,7 +181,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         else:
             frame = pd.read_parquet(path)
     except Exception as e:  # pandas raises many types for unreadable files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"dataset file {str(path)!r} cannot be read as {kind}: {first}") from None
     if len(frame) == 0:
         raise DataError(f"dataset file {str(path)!r} has no rows")
@@ -196,7 +196,7 @@ def _read_hub(name: str, config_name: str | None) -> dict[str, pd.DataFrame]:
     except Exception as e:  # offline, unknown name, missing config: all end here
         from hpsearch.hub import is_offline
 
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         if is_offline():
             raise DataError(
                 f"dataset {name!r} is not a local path, not in the Hugging Face cache, and the Hub is "

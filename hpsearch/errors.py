@@ -7,6 +7,12 @@ anything else is a bug and is shown in full only with ``--verbose``.
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type's name when empty), for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__)[:limit]
+
+
 class HpsearchError(Exception):
     """A problem the user can fix: bad input, a missing study, an unwritable path."""
 

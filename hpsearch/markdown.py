@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from hpsearch.trials import format_param
+
 RESULTS_HEADER = "| Epoch | Step | Validation Loss | F1 | Accuracy | Precision | Recall |"
 _RESULT_KEYS = ("epoch", "step", "eval_loss", "f1", "accuracy", "precision", "recall")
 
@@ -25,11 +27,7 @@ def fmt_metric(value: Any, decimals: int = 4) -> str:
     return text
 
 
-def fmt_param(value: Any) -> str:
-    """A parameter value for tables: 4 significant digits for floats, nothing for None."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
+fmt_param = format_param  # the card's name for the trials table's formatter
 
 
 def md_cell(value: Any) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
-from hpsearch.errors import ModelError
+from hpsearch.errors import ModelError, first_line
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _load(source: ModelSource, load: Any) -> Any:
     try:
         return load(source.location)
     except (OSError, ValueError, EnvironmentError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         if source.local:
             raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
         from hpsearch.hub import is_offline

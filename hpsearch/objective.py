@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
+from hpsearch.errors import first_line
 from hpsearch.data import Task
 from hpsearch.metrics import METRICS, compute_metrics_for
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
@@ -226,25 +227,21 @@ def _train(trial: optuna.Trial, trainer: Any) -> None:
     except NonFiniteLoss as e:
         _fail(trial, f"non-finite loss: {e}")
     except (MemoryError, torch.OutOfMemoryError) as e:
-        _fail(trial, f"out of memory: {_first_line(e)}")
+        _fail(trial, f"out of memory: {first_line(e)}")
     except RuntimeError as e:
         text = str(e).lower()
         oom = "out of memory" in text or "can't allocate memory" in text
-        _fail(trial, f"out of memory: {_first_line(e)}" if oom else f"{type(e).__name__}: {_first_line(e)}")
+        _fail(trial, f"out of memory: {first_line(e)}" if oom else f"{type(e).__name__}: {first_line(e)}")
     except (optuna.TrialPruned, TrialFailed):
         raise
     except Exception as e:
-        _fail(trial, f"{type(e).__name__}: {_first_line(e)}")
+        _fail(trial, f"{type(e).__name__}: {first_line(e)}")
 
 
 def _fail(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr("fail_reason", reason)
     raise TrialFailed(reason)
 
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:300]
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

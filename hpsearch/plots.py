@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.trials import EPOCHS_ATTR, best_trial
+from hpsearch.trials import EPOCHS_ATTR, best_trial, format_param
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -158,13 +158,11 @@ def _kind(trial: FrozenTrial, best_number: int | None) -> str | None:
 
 
 def _hover(trial: FrozenTrial, kind: str, metric: str) -> str:
-    params = "<br>".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+    params = "<br>".join(f"{k}={format_param(v)}" for k, v in trial.params.items())
     head = f"trial {trial.number} ({'best' if kind == 'best' else kind})"
     return f"{head}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<br>{params}<extra></extra>"
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _finite(value: Any) -> bool:

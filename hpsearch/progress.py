@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage import redact
+from hpsearch.trials import best_trial, format_param
 
 
 class ConsoleReporter:
@@ -44,7 +45,7 @@ class ConsoleReporter:
 
     def trial_start(self, number: int, params: dict[str, Any]) -> None:
         self._started[number] = self._epoch_started[number] = time.monotonic()
-        shown = "  ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+        shown = "  ".join(f"{k}={format_param(v)}" for k, v in params.items())
         self.console.print(f"[bold cyan]trial {number}[/] ({min(self.finished + 1, self.total)}/{self.total})  {shown}")
 
     def epoch(self, number: int, row: dict[str, Any], *, pruned: bool) -> None:
@@ -77,10 +78,4 @@ class ConsoleReporter:
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
-    from hpsearch.trials import best_trial
-
     return best_trial(study)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -26,7 +26,7 @@ from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, study_dir
-from hpsearch.trials import trial_records
+from hpsearch.trials import format_param, trial_records
 
 REPORT_NAME = "report.html"  # in studies/<study>/ unless --output says otherwise
 _TITLES = {
@@ -139,19 +139,13 @@ def _row(record: dict[str, Any], params: list[str]) -> dict[str, Any]:
         "state": record["state"],
         "value": "" if record["value"] is None else f"{record['value']:.4f}",
         "epoch": "" if record["epoch"] is None else record["epoch"],
-        "params": [_fmt(record["params"].get(p)) for p in params],
+        "params": [format_param(record["params"].get(p)) for p in params],
         "duration": "" if record["duration_s"] is None else f"{record['duration_s']:.1f} s",
         "note": "; ".join(x for x in (marks, record["reason"] or "") if x),
         "best": record["best"],
     }
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 # --------------------------------------------------------------------------- writing

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from hpsearch.errors import StorageError
+from hpsearch.errors import StorageError, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -77,7 +77,7 @@ def _check_server_url(url: str) -> None:
     if not url.split(":", 1)[1].startswith("//"):
         raise StorageError(f"storage {redact(url)!r}: expected SCHEME://[user[:password]@]host[:port]/NAME")
     try:
-        urlsplit(url).port
+        _ = urlsplit(url).port  # raises ValueError for a port that is not a number
     except ValueError:
         raise StorageError(f"storage {redact(url)!r}: the port is not a number from 0 to 65535") from None
 
@@ -120,7 +120,7 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
     except StorageError:
         raise
     except Exception as e:
-        raise StorageError(f"storage {redact(url)!r} cannot be opened: {_first_line(e, url)}") from None
+        raise StorageError(f"storage {redact(url)!r} cannot be opened: {_redacted_first_line(e, url)}") from None
 
 
 def _need_module(module: str, server: str, extra: str, *, alternative: str | None = None) -> None:
@@ -197,11 +197,10 @@ def _journal_redis(url: str) -> optuna.storages.JournalStorage:
         return JournalStorage(JournalRedisBackend(url))
 
 
-def _first_line(error: Exception, url: str) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0] if text else type(error).__name__
+def _redacted_first_line(error: Exception, url: str) -> str:
+    line = first_line(error)
     parts = urlsplit(url) if "://" in url else None
     if parts is not None and parts.password:
         for secret in {parts.password, unquote(parts.password)}:
             line = line.replace(secret, "***")
-    return line[:300]
+    return line

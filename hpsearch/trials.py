@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 EPOCHS_ATTR = "epochs"  # trial user attribute: the per-epoch rows every tool reads
 
-_STATES = {
+STATE_NAMES = {
     TrialState.COMPLETE: "complete",
     TrialState.PRUNED: "pruned",
     TrialState.FAIL: "failed",
@@ -44,7 +44,7 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         duration = (trial.datetime_complete - trial.datetime_start).total_seconds()
     return {
         "number": trial.number,
-        "state": _STATES.get(trial.state, trial.state.name.lower()),
+        "state": STATE_NAMES.get(trial.state, trial.state.name.lower()),
         "value": trial.value,
         "epoch": rows[-1]["epoch"] if rows else None,
         "shipped_epoch": trial.user_attrs.get("shipped_epoch"),
@@ -109,7 +109,7 @@ def trials_table(records: list[dict[str, Any]], objective: str = "f1") -> Any:
             state,
             "" if r["value"] is None else f"{r['value']:.4f}",
             "" if r["epoch"] is None else str(r["epoch"]),
-            *[_fmt(r["params"].get(n)) for n in names],
+            *[format_param(r["params"].get(n)) for n in names],
             _duration(r),
             (marks.strip() + ("; " if marks.strip() and r["reason"] else "") + (r["reason"] or "")).strip(),
         )
@@ -141,9 +141,8 @@ def _short_name(name: str) -> str:
     return {"per_device_train_batch_size": "batch", "learning_rate": "lr"}.get(name, name)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
+def format_param(value: Any) -> str:
+    """A parameter value for tables and progress lines: 4 significant digits, nothing for None."""
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-3 else f"{value:.4g}"
-    return str(value)
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

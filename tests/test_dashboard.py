@@ -119,7 +119,7 @@ def test_study_note_summarises_recipe_space_and_best_against_recipe(workdir):
     assert "| recipe | 0 | 0.7000 |" in note
     assert "the best trial beats the recipe by +0.1200 (+17.1%)" in note
     assert "Trials: 5 in all: 2 complete, 1 pruned, 1 failed, 1 running." in note
-    assert "| `learning_rate` | 1e-05 – 0.0001 (log) | 5e-05 | 8e-05 |" in note
+    assert "| `learning_rate` | 1e-05..0.0001 (log) | 5e-05 | 8e-05 |" in note
     assert "| `seed` | 42 |" in note
 
 

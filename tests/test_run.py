@@ -153,3 +153,22 @@ def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
     assert trial.value == shipped["f1"]
     folder = workdir / "studies" / "hpsearch" / "best-model"
     assert _validation_f1_of(folder, workdir) == pytest.approx(trial.value, abs=1e-9)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [((), False), (("--trust-remote-code",), True)])
+def test_remote_code_is_trusted_only_when_asked(workdir, tiny_model, cli, monkeypatch, flags, expected):
+    import transformers
+
+    seen = []
+    for cls in (transformers.AutoTokenizer, transformers.AutoModelForSequenceClassification):
+        real = cls.from_pretrained.__func__
+
+        def spy(klass, *args, _real=real, **kwargs):
+            seen.append(kwargs.get("trust_remote_code"))
+            return _real(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    code, _, err = cli(*tiny_run_args(tiny_model, "--trials", "1", "--epochs", "1", *flags))
+    assert code == 0, err
+    assert seen == [expected, expected]
+    assert _study().user_attrs[STUDY_ATTR]["config"]["trust_remote_code"] is expected

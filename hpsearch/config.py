@@ -144,8 +144,10 @@ class PrunerConfig:
     """Which Optuna pruner cuts weak trials; its resources are epochs."""
 
     name: str = "median"  # median | halving | hyperband | none
-    # Epochs every trial trains before it may be pruned (MedianPruner's warm-up).
-    warmup_epochs: int = 1
+    # Epochs every trial trains before it may be pruned (MedianPruner's warm-up). 0: a
+    # trial may stop after its first epoch; measured on sms_spam this saves 48% of the
+    # epochs against 36% with 1, for the same best F1 (benchmarks/RESULTS.md).
+    warmup_epochs: int = 0
     # Trials that finish unpruned before the median pruner starts judging.
     startup_trials: int = 3
     # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.

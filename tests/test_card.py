@@ -246,7 +246,7 @@ def test_search_section_reports_settings_counts_cost_and_recipe(golden):
     assert "- Recipe: trial 0 scored validation F1 0.5805; this trial 0.6088 (+0.0283)" in text
     assert "| learning\\_rate | 1e-05..0.0001 (log) | 5e-05 | 3e-05 |" in text
     assert "- Trial 3: out of memory: CUDA out of memory. Tried to allocate 96.00 MiB" in text
-    assert "- Pruner: MedianPruner (3 startup trials, warm-up 1 epoch)" in text
+    assert "- Pruner: MedianPruner (3 startup trials, warm-up 0 epochs)" in text
 
 
 def test_hyperparameters_list_the_trials_values_and_searched_extras(golden):

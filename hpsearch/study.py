@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import signal
 import socket
@@ -126,7 +127,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     study_callbacks = [stop_at_total, guard]
     if reporter is not None:
         study_callbacks.append(reporter.trial_end)
-    with _interrupts():
+    with _interrupts(), _frozen_heap():
         study.optimize(objective, timeout=config.timeout, catch=(TrialFailed,), callbacks=study_callbacks, gc_after_trial=False)
     result = RunResult(study, best.folder, count_finished(study) - before)
     if guard.tripped:
@@ -386,6 +387,22 @@ class _FailureGuard:
         if self.streak >= self.limit:
             self.tripped = True
             study.stop()
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Hide what lives for the whole run (libraries, data, the base model) from the collector.
+
+    Each trial ends with ``gc.collect()`` to free its model; without this it walks every
+    object torch and transformers made (about half a million: 0.25-0.6 s a trial on 2 CPUs).
+    Objects a trial makes are not frozen, so they are still freed.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,219 @@
+"""GPU throughput: training samples per second inside hpsearch against a bare Trainer.
+
+    python benchmarks/gpu_throughput.py                  # bert-base (BertConfig defaults), 3 trials x 1 epoch
+    python benchmarks/gpu_throughput.py --trials 4 --rows 8192 --batch 64
+    python benchmarks/gpu_throughput.py --tiny           # a smoke test of the script on a CPU
+
+A bert-base-sized model (``BertConfig()`` defaults, random weights, the packaged MiniLM
+tokenizer, whose vocabulary is bert-base's) trains a few trials of one fixed
+configuration (batch, learning rate; nothing searched, no pruning) inside ``run_search``
+and, in another process, in a bare ``Trainer`` with the same settings: bf16 where the GPU
+supports it, TF32, evaluation batch 64 each epoch, no checkpoints. A callback times each
+training epoch (from ``on_epoch_begin`` to ``on_epoch_end``, with the device synchronised,
+evaluation excluded) and divides the training rows by it. The first trial of each side
+pays CUDA start-up, so the figure is the median of the later trials. The sides alternate
+(hpsearch, Trainer, Trainer, hpsearch, ...) when ``--rounds`` is above 1.
+
+Data: ``--dataset`` if given, else synthetic reviews of 40-120 words (``--rows`` of them,
+truncated at ``--max-length`` tokens), made here with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--role", choices=("parent", "hpsearch", "trainer"), default="parent", help=argparse.SUPPRESS)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rows", type=int, default=4096, help="synthetic training rows (validation: a quarter)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--dataset", default=None, help="a dataset folder instead of the synthetic data")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="a 2-layer model and 256 rows: checks the script, measures nothing")
+    p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
+    p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role == "hpsearch":
+        h.emit(_hpsearch_child(args))
+    elif args.role == "trainer":
+        h.emit(_trainer_child(args))
+    else:
+        _parent(args)
+
+
+def _parent(args: argparse.Namespace) -> None:
+    if args.tiny:
+        args.rows, args.batch = min(args.rows, 256), min(args.batch, 16)
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
+        model_dir = _make_model(Path(tmp) / "bert-base-random", tiny=args.tiny)
+        data_dir = args.dataset or str(_make_data(Path(tmp) / "data", args.rows))
+        common = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--batch", str(args.batch), "--max-length", str(args.max_length), "--model-dir", str(model_dir), "--data-dir", data_dir]
+        runs = []
+        for r in range(args.rounds):
+            for side in (["hpsearch", "trainer"] if r % 2 == 0 else ["trainer", "hpsearch"]):
+                with tempfile.TemporaryDirectory(prefix=f"bench-gpu-{side}-", dir=tmp) as work:
+                    out = h.run_child([__file__, "--role", side, "--workdir", work, *common], src=args.src if side == "hpsearch" else None, cwd=work)
+                out["side"], out["round"] = side, r
+                runs.append(out)
+                print(f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s (per trial {out['samples_per_s']}), {out['device']}", file=sys.stderr)
+    by_side = {s: [x["steady_samples_per_s"] for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
+    summary = {
+        "device": runs[0]["device"],
+        "bf16": runs[0]["bf16"],
+        "hpsearch_samples_per_s": by_side["hpsearch"],
+        "trainer_samples_per_s": by_side["trainer"],
+        "ratio_hpsearch_to_trainer": [round(a / b, 3) for a, b in zip(by_side["hpsearch"], by_side["trainer"])],
+    }
+    payload = {"benchmark": "gpu_throughput", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
+    path = h.save("gpu_throughput", payload)
+    print(json.dumps(summary, indent=2))
+    print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
+
+
+def _make_model(folder: Path, *, tiny: bool) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from hpsearch.modeling import packaged_default_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128) if tiny else BertConfig()
+    config.vocab_size = tokenizer.vocab_size
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _make_data(folder: Path, rows: int) -> Path:
+    import csv
+
+    rng = random.Random(20240605)
+    words = ("the kettle lamp charger battery price design handle works broke quickly slowly great awful "
+             "really quite never not but and after before week month return refund replace recommend").split()
+    folder.mkdir(parents=True)
+    for split, n in (("train", rows), ("validation", max(64, rows // 4))):
+        with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for _ in range(n):
+                w.writerow([" ".join(rng.choice(words) for _ in range(rng.randint(40, 120))), rng.randint(0, 1)])
+    return folder
+
+
+class Throughput:
+    """Times each training epoch with the device synchronised; evaluation is outside it."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.per_epoch: list[float] = []
+        self._started = 0.0
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Cb(TrainerCallback):
+            def on_epoch_begin(self, *a: Any, **k: Any) -> None:
+                _sync()
+                outer._started = time.perf_counter()
+
+            def on_epoch_end(self, *a: Any, **k: Any) -> None:
+                _sync()
+                outer.per_epoch.append(outer.rows / (time.perf_counter() - outer._started))
+
+        return _Cb()
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _device() -> tuple[str, bool]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", False
+    return torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported()
+
+
+def _result(meter: Throughput, trials: int) -> dict[str, Any]:
+    per_trial = [round(x, 1) for x in meter.per_epoch]
+    later = per_trial[len(per_trial) // trials:] if trials > 1 else per_trial  # skip the first trial's epochs
+    device, bf16 = _device()
+    return {"samples_per_s": per_trial, "steady_samples_per_s": round(statistics.median(later), 1), "device": device, "bf16": bf16}
+
+
+def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
+    from hpsearch import load_config, run_search
+
+    toml = Path(args.workdir) / "fixed.toml"
+    toml.write_text(f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n", encoding="utf-8")
+    config = load_config(toml, {
+        "model": args.model_dir, "dataset": args.data_dir, "trials": args.trials, "epochs": args.epochs, "pruner": "none",
+        "max_length": args.max_length, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
+    })
+    meter = Throughput(_train_rows(args.data_dir))
+    run_search(config, callbacks=[meter.callback()])
+    return _result(meter, args.trials)
+
+
+def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from hpsearch import load_config
+    from hpsearch.data import load_task, tokenize_task
+
+    hf_logging.set_verbosity_error()
+    config = load_config(overrides={"model": args.model_dir, "dataset": args.data_dir, "max_length": args.max_length})
+    task = load_task(config)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    data = tokenize_task(task, tokenizer, args.max_length)
+    device, bf16 = _device()
+    cuda = torch.cuda.is_available()
+    meter = Throughput(len(data["train"]))
+    for trial in range(args.trials):
+        training_args = TrainingArguments(
+            output_dir=f"{args.workdir}/trial-{trial}", per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
+            learning_rate=5e-05, num_train_epochs=args.epochs, seed=42, eval_strategy="epoch", save_strategy="no",
+            logging_strategy="epoch", report_to="none", disable_tqdm=True, bf16=bf16, fp16=cuda and not bf16,
+            tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=task.num_labels)
+        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, callbacks=[meter.callback()])
+        trainer.train()
+        del trainer, model
+    return _result(meter, args.trials)
+
+
+def _train_rows(folder: str) -> int:
+    import csv
+
+    with open(Path(folder) / "train.csv", encoding="utf-8") as f:
+        return sum(1 for _ in csv.reader(f)) - 1
+
+
+if __name__ == "__main__":
+    main()

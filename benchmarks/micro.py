@@ -1,0 +1,170 @@
+"""Micro-measurements behind the proposals: one question each, A and B alternated in one process.
+
+    python benchmarks/micro.py gc           # gc.collect() with the libraries loaded, before and after gc.freeze()
+    python benchmarks/micro.py exit         # interpreter exit after a search, with and without gc.freeze at exit
+    python benchmarks/micro.py eval         # evaluation: batch 32/64/128/256, no_grad against inference_mode
+    python benchmarks/micro.py bf16         # CPU training steps: fp32 against bf16 autocast (AMX)
+
+Each prints one JSON line and saves it under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import _harness as h
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "exit-child"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--freeze", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.what == "exit-child":
+        _exit_child(args.freeze)
+        return
+    load_before = h.loadavg()
+    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16}[args.what](args.repeats)
+    payload = {"benchmark": f"micro-{args.what}", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "result": result}
+    path = h.save(f"micro-{args.what}", payload)
+    print(json.dumps(result))
+    print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
+
+
+def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any]:
+    """MiniLM and sms_spam rows, made as hpsearch makes them."""
+    from transformers.utils import logging as hf_logging
+
+    from hpsearch import load_config
+    from hpsearch.data import load_task, tokenize_task
+    from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
+
+    hf_logging.set_verbosity_error()
+    config = load_config(overrides={"dataset": str(h.SMS_SPAM), "max_train_samples": train, "max_eval_samples": evaluate, "max_length": max_length})
+    source = resolve_model(config.model)
+    task = load_task(config)
+    tokenizer = load_tokenizer(source, config)
+    data = tokenize_task(task, tokenizer, max_length)
+    return load_base_model(source, config, task.label_names), tokenizer, data, task
+
+
+def _gc(repeats: int) -> dict[str, Any]:
+    import gc
+
+    model, *_ = _sms(16, 16, 32)  # torch, transformers, the model: what a run holds
+    import sklearn.metrics  # noqa: F401
+    import transformers.trainer  # noqa: F401
+
+    def timed() -> float:
+        t = time.perf_counter()
+        gc.collect()
+        return round(time.perf_counter() - t, 4)
+
+    objects = len(gc.get_objects())
+    plain = [timed() for _ in range(repeats)]
+    gc.freeze()
+    frozen = [timed() for _ in range(repeats)]
+    gc.unfreeze()
+    return {"objects_tracked": objects, "gc_collect_s": plain, "gc_collect_after_freeze_s": frozen}
+
+
+def _exit(repeats: int) -> dict[str, Any]:
+    """A tiny search in a child; the time from its last line to the process's end."""
+    out: dict[str, list[float]] = {"plain": [], "gc.freeze at exit": []}
+    for i in range(repeats):
+        for freeze in (False, True) if i % 2 == 0 else (True, False):
+            proc = subprocess.run([sys.executable, __file__, "exit-child", *(["--freeze"] if freeze else [])], capture_output=True, text=True)
+            ended = time.time()
+            last = [line for line in proc.stdout.splitlines() if line.startswith("END ")]
+            if proc.returncode != 0 or not last:
+                raise SystemExit(proc.stderr[-3000:])
+            out["gc.freeze at exit" if freeze else "plain"].append(round(ended - float(last[-1].split()[1]), 3))
+    return {"exit_s": out}
+
+
+def _exit_child(freeze: bool) -> None:
+    import atexit
+    import gc
+
+    from memory import tiny_model
+
+    from hpsearch import load_config, run_search
+
+    with tempfile.TemporaryDirectory(prefix="bench-exit-") as tmp:
+        model = tiny_model(os.path.join(tmp, "tiny"))
+        config = load_config(overrides={"model": str(model), "max_length": 32, "trials": 1, "epochs": 1, "pruner": "none", "storage": f"sqlite:///{tmp}/hp.db", "workdir": f"{tmp}/studies"})
+        run_search(config)
+    if freeze:
+        atexit.register(gc.freeze)
+    print("END", time.time(), flush=True)
+
+
+def _eval(repeats: int) -> dict[str, Any]:
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    model, tokenizer, data, _ = _sms(16, 400, 128)
+    model.eval()
+    collate = DataCollatorWithPadding(tokenizer)
+    rows = [data["validation"][i] for i in range(len(data["validation"]))]  # sorted by length, as hpsearch does
+
+    def timed(batch: int, mode: str) -> float:
+        context = torch.inference_mode if mode == "inference_mode" else torch.no_grad
+        t = time.perf_counter()
+        with context():
+            for start in range(0, len(rows), batch):
+                model(**collate(rows[start:start + batch]))
+        return round(time.perf_counter() - t, 3)
+
+    keys = [(64, "no_grad"), (64, "inference_mode"), (32, "no_grad"), (128, "no_grad"), (256, "no_grad")]
+    timed(64, "no_grad")  # warm-up
+    out: dict[str, list[float]] = {}
+    for i in range(repeats):
+        for batch, mode in keys if i % 2 == 0 else list(reversed(keys)):
+            out.setdefault(f"batch {batch} {mode}", []).append(timed(batch, mode))
+    return {"rows": len(rows), "max_length": 128, "eval_s": out}
+
+
+def _bf16(repeats: int) -> dict[str, Any]:
+    import copy
+
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    model, tokenizer, data, _ = _sms(64, 16, 64)
+    collate = DataCollatorWithPadding(tokenizer)
+    batches = [collate([data["train"][i] for i in range(j, j + 16)]) for j in range(0, 64, 16)]
+
+    def timed(bf16: bool) -> float:
+        m = copy.deepcopy(model)
+        m.train()
+        optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
+        t = time.perf_counter()
+        for inputs in batches:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = m(**inputs).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return round(time.perf_counter() - t, 3)
+
+    timed(False)
+    timed(True)
+    out: dict[str, list[float]] = {"fp32": [], "bf16 autocast": []}
+    for i in range(repeats):
+        for bf16 in (False, True) if i % 2 == 0 else (True, False):
+            out["bf16 autocast" if bf16 else "fp32"].append(timed(bf16))
+    flags = open("/proc/cpuinfo").read()
+    return {"steps": len(batches), "batch": 16, "max_length": 64, "train_s": out, "cpu_amx_bf16": "amx_bf16" in flags, "cpu_avx512_bf16": "avx512_bf16" in flags}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Pruning: the same search with and without the pruner: epochs, wall time, best F1.
+
+    python benchmarks/pruning.py                                   # none vs median, 12 trials x 5 epochs
+    python benchmarks/pruning.py --pruners none,median,median-early,hyperband --trials 20
+
+Every side is one fresh ``hpsearch run`` process on the same data subset (sms_spam by
+default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
+
+* ``none``: no pruning, every trial trains every epoch.
+* ``median``: the median of finished trials at the same epoch, 3 start-up trials, judged
+  from epoch 2 (``warmup_epochs = 1``; hpsearch's default when RESULTS.md section 2 was taken).
+* ``median-early``: the median pruner judging from epoch 1 (``warmup_epochs = 0``, the default now).
+* ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
+
+Epochs trained and best F1 do not depend on the machine's load; wall time does, so the
+sides run in lockstep: one process each, taking turns at every epoch (see _harness.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import _harness as h
+
+PRESETS = {
+    "none": "[pruner]\nname = 'none'\n",
+    "median": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
+    "median-early": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
+    "halving": "[pruner]\nname = 'halving'\n",
+    "hyperband": "[pruner]\nname = 'hyperband'\n",
+}
+
+
+def main() -> None:
+    h.gate()  # a child waits here for its first turn; the parent passes straight through
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--role", choices=("parent", "child"), default="parent", help=argparse.SUPPRESS)
+    p.add_argument("--dataset", default=str(h.SMS_SPAM), help="dataset folder (default ../shared/data/sms_spam)")
+    p.add_argument("--train", type=int, default=400, help="training rows")
+    p.add_argument("--eval", type=int, default=400, help="validation (and test) rows")
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}")
+    p.add_argument("--src", default=None, help="run hpsearch from this source tree (a proposed change)")
+    p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.role == "child":
+        h.emit(_child(args))
+        return
+    names = args.pruners.split(",")
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
+    common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--trials", str(args.trials), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
+    logs = Path(tempfile.mkdtemp(prefix="bench-pruning-logs-"))
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-pruning-") as tmp:
+        lockstep = h.Lockstep()
+        for name in names:
+            work = Path(tmp) / name
+            work.mkdir()
+            lockstep.add(name, [__file__, "--role", "child", "--preset", name, "--workdir", str(work), *common], src=args.src, cwd=work, log=logs / f"{name}.log")
+        for name, out in lockstep.run().items():
+            out["pruner"] = name
+            runs.append(out)
+            print(f"{name:>12}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}", file=sys.stderr)
+    base = next((r for r in runs if r["pruner"] == "none"), runs[0])
+    summary: dict[str, Any] = {}
+    for r in runs:
+        summary[r["pruner"]] = {
+            "wall_s": r["wall_s"],
+            "epochs_trained": r["epochs_trained"],
+            "pruned": r["pruned"],
+            "best_val_f1": round(r["best_val_f1"], 4),
+            "max_epoch_val_f1": round(r["max_epoch_val_f1"], 4),
+            "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
+            "epochs_saved_vs_none": round(1 - r["epochs_trained"] / base["epochs_trained"], 3),
+            "wall_ratio_vs_none": round(r["wall_s"] / base["wall_s"], 3),
+            "best_f1_minus_none": round(r["best_val_f1"] - base["best_val_f1"], 4),
+        }
+    payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
+    path = h.save("pruning", payload)
+    print(json.dumps(summary, indent=2))
+    print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
+
+
+def _child(args: argparse.Namespace) -> dict[str, Any]:
+    h.gate_each_epoch_in_hpsearch()
+    config = Path(args.workdir) / "pruner.toml"
+    config.write_text(PRESETS[args.preset], encoding="utf-8")
+    storage = f"sqlite:///{args.workdir}/hpsearch.db"
+    h.run_hpsearch_cli([
+        "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),
+        "--epochs", str(args.epochs), "--max-length", str(args.max_length), "--trials", str(args.trials), "--config", str(config),
+        "--storage", storage, "--workdir", f"{args.workdir}/studies",
+    ])
+    return h.study_summary(storage)
+
+
+if __name__ == "__main__":
+    main()

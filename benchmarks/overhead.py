@@ -241,7 +241,7 @@ def _instrument(b: h.Buckets, hpsearch: Any, transformers: Any, optuna: Any) -> 
     b.wrap(hpsearch.modeling, "load_base_model", "model load")
     b.wrap(hpsearch.study, "_check_existing_study", "storage")
     b.wrap(hpsearch.study, "_create_or_resume", "storage")
-    b.wrap(hpsearch.study, "fail_dead_trials", "storage")
+    b.wrap(hpsearch.study, "fail_dead_trials", "storage")  # the name study.py imported from workers
     b.wrap(hpsearch.study, "run_search", "run_search (other)")
     b.wrap(hpsearch.study, "check_url", "run_search (other)")
     original_open = hpsearch.study.open_storage

@@ -3,7 +3,7 @@
 The data flow, one module each: :mod:`~hpsearch.config` (the recipe, the search space and
 every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.space` → :mod:`~hpsearch.objective`
 (one Trainer fine-tune per trial) → :mod:`~hpsearch.study` (storage, sampler, pruner, the
-loop) → :mod:`~hpsearch.card` and the inspection views → :mod:`~hpsearch.cli`.
+loop; :mod:`~hpsearch.workers` for several workers on one study) → :mod:`~hpsearch.card` and the inspection views → :mod:`~hpsearch.cli`.
 
 Heavy libraries (torch, transformers) are imported only where training happens.
 """

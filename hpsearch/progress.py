@@ -40,7 +40,7 @@ class ConsoleReporter:
         trials = "trial" if running == 1 else "trials"
         self.console.print(
             f"waiting for {running} {trials} running in other workers: the study needs {needed} more "
-            "finished; a new trial starts only if they fail"
+            "finished; a new trial starts only if they fail (Ctrl-C stops waiting; nothing is lost)"
         )
 
     def trial_start(self, number: int, params: dict[str, Any]) -> None:

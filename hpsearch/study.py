@@ -14,7 +14,6 @@ import datetime
 import gc
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,9 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig
 from hpsearch.errors import ConfigError, SearchStopped, StorageError
 from hpsearch.storage import check_url, open_storage, redact
+from hpsearch.workers import CountedStudy, TotalReached, count_finished, fail_dead_trials
 
 STUDY_ATTR = "hpsearch"  # study user attribute: resolved config, data, model, versions
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Settings a resumed study may change; any other difference would mix incomparable trials.
 _RESUMABLE = {"trials", "timeout", "storage", "workdir", "eval_batch_size", "max_failures", "study"}
 
@@ -111,9 +110,19 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     before = count_finished(study)
     if reporter is not None:
         reporter.run_start(study, config, task, before)
-    stop_at_total = _StopAtTotal(config.trials, reporter)
-    if stop_at_total.reached(study):
-        return RunResult(study, best.folder, count_finished(study) - before, stopped=None)
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    study = CountedStudy(
+        config.study,
+        storage,
+        url=config.storage,
+        total=config.trials,
+        sampler=study.sampler,
+        pruner=study.pruner,
+        reporter=reporter,
+        deadline=deadline,
+    )
+    if study.done():
+        return RunResult(study, best.folder, 0, stopped=None)
 
     objective = Objective(
         config,
@@ -124,10 +133,10 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
         scratch=None,
     )
     guard = _FailureGuard(config.max_failures)
-    study_callbacks = [stop_at_total, guard]
+    study_callbacks: list[Any] = [_stop_when_done, guard]
     if reporter is not None:
         study_callbacks.append(reporter.trial_end)
-    with _interrupts(), _frozen_heap():
+    with _interrupts(), _frozen_heap(), contextlib.suppress(TotalReached):
         study.optimize(objective, timeout=config.timeout, catch=(TrialFailed,), callbacks=study_callbacks, gc_after_trial=False)
     result = RunResult(study, best.folder, count_finished(study) - before)
     if guard.tripped:
@@ -144,42 +153,6 @@ def _is_local_dataset(name: str) -> bool:
     from hpsearch.config import BUILTIN_DATASET
 
     return name == BUILTIN_DATASET or Path(name).exists()
-
-
-def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
-def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark failed the running trials whose worker process on this host has died.
-
-    RDB storages also find dead workers elsewhere by their heartbeat (after a grace
-    period); this catches a ``kill -9`` on this machine at once, on any storage.
-    """
-    host = socket.gethostname()
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(trial.user_attrs.get("worker", ""))
-        name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        storage = study._storage
-        # Another worker starting now may fail it first; then the trial is no longer ours to change.
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died while the trial ran")
-            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            failed.append(trial.number)
-    return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
@@ -321,36 +294,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class _StopAtTotal:
-    """Stops the study at ``total`` finished trials, without overshooting it.
-
-    Trials that other workers are running count as on their way: a worker does not start a
-    trial that they may make unnecessary, but waits for them, and starts one only if they
-    fail. Workers found dead meanwhile have their trials failed, so nobody waits for them.
-    """
-
-    def __init__(self, total: int, reporter: Any = None, poll: float = 2.0) -> None:
-        self.total, self.reporter, self.poll = total, reporter, poll
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.reached(study):
-            study.stop()
-
-    def reached(self, study: optuna.Study) -> bool:
-        announced = False
-        while True:
-            fail_dead_trials(study)
-            optuna.storages.fail_stale_trials(study)
-            finished = count_finished(study)
-            if finished >= self.total:
-                return True
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished + running < self.total:
-                return False
-            if not announced and self.reporter is not None:
-                self.reporter.waiting(running, self.total - finished)
-                announced = True
-            time.sleep(self.poll)
+def _stop_when_done(study: CountedStudy, trial: FrozenTrial) -> None:
+    if study.done():
+        study.stop()
 
 
 def _requeue_interrupted_recipe(study: optuna.Study, config: SearchConfig) -> None:

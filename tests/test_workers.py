@@ -28,7 +28,8 @@ from test_storage import deleted_afterwards, postgres_url, storage_url, unique_n
 from hpsearch.config import load_config
 from hpsearch.space import recipe_params
 from hpsearch.storage import open_storage
-from hpsearch.study import FINISHED, STUDY_ATTR, _create_or_resume
+from hpsearch.study import STUDY_ATTR, _create_or_resume
+from hpsearch.workers import FINISHED, CountedStudy, TotalReached
 
 TOTAL = 4
 # Fast trials: one epoch of 32 short examples, no pruning (every trial finishes).
@@ -90,6 +91,74 @@ def test_workers_creating_a_study_together_enqueue_the_recipe_once(tmp_path, kin
         study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
         assert [(t.number, t.state, t.user_attrs) for t in study.trials] == [(0, TrialState.WAITING, {"recipe": True})]
         assert study.user_attrs[STUDY_ATTR]["config"]["study"] == name
+
+
+# --------------------------------------------------------------------------- the last trial
+
+RAN, NOT_NEEDED = 10, 11  # exit codes of _claim_last
+
+
+def _claim_last(url: str, name: str, barrier: Any, fail_first: bool) -> None:
+    """One worker at the moment a trial ends: ask for the next one, run it briefly, tell.
+
+    With ``fail_first`` the first trial started here fails, as if it ran out of memory.
+    """
+    storage = open_storage(url, create=False)
+    study = CountedStudy(name, storage, url=url, total=TOTAL, poll=0.1)
+    barrier.wait(timeout=60)
+    try:
+        trial = study.ask()
+    except TotalReached:
+        os._exit(NOT_NEEDED)
+    time.sleep(0.5)  # the others look at the study while this trial runs
+    if fail_first and trial.number == TOTAL - 1:
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, 0.5)
+    os._exit(RAN)
+
+
+def _claim_together(url: str, name: str, workers: int, *, fail_first: bool = False) -> list[int]:
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(workers)
+    procs = [context.Process(target=_claim_last, args=(url, name, barrier, fail_first)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    return [p.exitcode for p in procs]
+
+
+def _study_one_short_of_the_total(url: str, name: str) -> optuna.Study:
+    study = optuna.create_study(study_name=name, storage=open_storage(url, create=True), direction="maximize")
+    for value in range(TOTAL - 1):
+        study.add_trial(optuna.trial.create_trial(value=float(value)))
+    return study
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "redis"])
+def test_workers_asking_together_for_the_last_trial_start_only_one(tmp_path, kind):
+    url = storage_url(kind, tmp_path)
+    name = unique_name()
+    with deleted_afterwards(name, url):
+        study = _study_one_short_of_the_total(url, name)
+        codes = _claim_together(url, name, 4)
+        assert sorted(codes) == [RAN, NOT_NEEDED, NOT_NEEDED, NOT_NEEDED], [(t.number, t.state, t.datetime_start) for t in study.get_trials()]
+        assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * TOTAL
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_worker_waiting_on_a_trial_that_fails_runs_one_in_its_place(tmp_path, kind):
+    url = storage_url(kind, tmp_path)
+    name = unique_name()
+    with deleted_afterwards(name, url):
+        study = _study_one_short_of_the_total(url, name)
+        codes = _claim_together(url, name, 3, fail_first=True)
+        assert sorted(codes) == [RAN, RAN, NOT_NEEDED]
+        failed, replacement = study.get_trials()[TOTAL - 1 :]
+        assert (failed.state, replacement.state) == (TrialState.FAIL, TrialState.COMPLETE)
+        # The replacement started only once the failure was known, not alongside it.
+        assert replacement.datetime_start >= failed.datetime_complete
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import torch
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from hpsearch import SearchStopped, load_config, run_search
+from hpsearch import SearchStopped, StorageError, load_config, run_search
+from hpsearch.storage import open_storage
 
 STORAGE = "sqlite:///studies/hpsearch.db"
 
@@ -98,9 +99,10 @@ def _wait_for_running_epoch(folder: Path, proc: subprocess.Popen, trial_number: 
         assert proc.poll() is None, proc.communicate()
         if (folder / "studies" / "hpsearch.db").exists():
             try:
-                study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{folder}/studies/hpsearch.db")
-                trials = study.get_trials(deepcopy=False)
-            except KeyError:
+                # open_storage, as the CLI does: the run may be creating the tables right now.
+                storage = open_storage(f"sqlite:///{folder}/studies/hpsearch.db", create=False)
+                trials = optuna.load_study(study_name="hpsearch", storage=storage).get_trials(deepcopy=False)
+            except (KeyError, StorageError):  # the study is not made yet, or the file is busy
                 trials = []
             if len(trials) > trial_number and trials[trial_number].state == TrialState.RUNNING and trials[trial_number].user_attrs.get("epochs"):
                 return
@@ -147,7 +149,7 @@ def test_a_second_interrupt_exits_at_once_and_the_next_run_cleans_up(tmp_path, t
     study = optuna.load_study(study_name="hpsearch", storage=url)
     assert study.trials[0].state in (TrialState.FAIL, TrialState.RUNNING)
     # the next run marks a trial left running by a dead worker failed, and does not count it
-    from hpsearch.study import fail_dead_trials
+    from hpsearch.workers import fail_dead_trials
 
     fail_dead_trials(study)
     assert optuna.load_study(study_name="hpsearch", storage=url).trials[0].state == TrialState.FAIL

@@ -3,11 +3,16 @@
     python benchmarks/memory.py                 # 10 trials of a tiny BERT, 2 epochs each
     python benchmarks/memory.py --trials 20 --epochs 1
     python benchmarks/memory.py --model PATH     # any local model folder instead
+    python benchmarks/memory.py --model default  # hpsearch's default model (the packaged MiniLM)
+    python benchmarks/memory.py --model PATH --without-trim   # as before hpsearch trimmed the heap
 
 One in-process ``run_search`` (the built-in dataset, pruner none, so every trial trains
 the same number of epochs); a reporter reads VmRSS from /proc/self/status when each trial
 has ended and its memory was released. Growth is judged from the second trial on: the
 first pays one-time costs (lazy imports, the first optimiser, allocator pools).
+
+hpsearch hands freed memory back to the system after each trial (glibc's ``malloc_trim``);
+``--without-trim`` turns that off, to see what the allocator keeps without it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class RssReporter:
 
     def __init__(self) -> None:
         self.after_trial: list[float] = []
+        self.kept: list[int] = []
         self.at_start: float | None = None
 
     def run_start(self, study: Any, config: Any, task: Any, finished: int) -> None:
@@ -40,6 +46,8 @@ class RssReporter:
 
     def trial_end(self, study: Any, trial: Any) -> None:
         self.after_trial.append(round(h.rss_mib(), 1))
+        if trial.user_attrs.get("kept_model"):
+            self.kept.append(trial.number)
         print(f"trial {trial.number} {trial.state.name.lower()}: RSS {self.after_trial[-1]:.1f} MiB", file=sys.stderr)
 
 
@@ -62,17 +70,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--model", default=None, help="model folder (default: a tiny BERT made here)")
+    p.add_argument("--model", default=None, help="model folder, or 'default' for hpsearch's own (default: a tiny BERT made here)")
     p.add_argument("--max-length", type=int, default=32)
+    p.add_argument("--without-trim", action="store_true", help="do not hand freed memory back after each trial")
     args = p.parse_args()
 
+    import hpsearch.objective
     from hpsearch import load_config, run_search
+
+    if args.without_trim:
+        hpsearch.objective._glibc = lambda: None
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         model = args.model or str(tiny_model(Path(tmp) / "tiny-bert"))
+        model_override = {} if model == "default" else {"model": model}
         config = load_config(
             overrides={
-                "model": model, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "max_length": args.max_length,
+                **model_override, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "max_length": args.max_length,
                 "storage": f"sqlite:///{tmp}/hpsearch.db", "workdir": f"{tmp}/studies",
             }
         )
@@ -83,6 +97,7 @@ def main() -> None:
     rss = reporter.after_trial
     steady = rss[1:] or rss
     summary = {
+        "trials_that_kept_a_model": reporter.kept,
         "rss_before_run_mib": round(before, 1),
         "rss_after_setup_mib": round(reporter.at_start or float("nan"), 1),
         "rss_after_each_trial_mib": rss,

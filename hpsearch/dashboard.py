@@ -14,8 +14,10 @@ What the dashboard shows beyond Optuna's own records:
   where the best model is (:func:`write_note`);
 - a note on every finished trial with its per-epoch validation metrics as a table;
 - the kept model's card and plots as artifacts of its trial, stored under
-  ``studies/<study>/artifacts/`` (:func:`upload_card_artifacts`; :func:`after_run`
-  does both at the end of a run).
+  ``studies/<study>/artifacts/`` (:func:`upload_card_artifacts`).
+
+:func:`after_run` brings all of it up to date; ``hpsearch run`` calls it after every trial
+(:class:`LiveRefresh`) and at the end, and :func:`serve` when it starts.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import Param, SearchConfig
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, first_line
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, study_dir
 from hpsearch.trials import EPOCHS_ATTR, best_trial, format_param, recipe_trial
@@ -124,11 +126,32 @@ def _refresh_best_effort(study: optuna.Study, config: SearchConfig) -> None:
     try:
         after_run(study, config)
     except Exception as e:  # e.g. "database is locked" while a run writes, or a read-only file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        print(f"hpsearch: note: the study's notes were not refreshed ({first[:200]})", file=sys.stderr, flush=True)
+        print(f"hpsearch: note: the study's notes were not refreshed ({first_line(e)[:200]})", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- what the dashboard shows
+
+
+class LiveRefresh:
+    """A study callback that runs :func:`after_run` after every trial, so the dashboard follows
+    a running search: the note's best trial and counts, the new trial's epoch table, the plot.
+
+    Workers take the study's lock for it, so that two never interleave the pieces of one
+    note. A failure is reported once and the search goes on.
+    """
+
+    def __init__(self, config: SearchConfig) -> None:
+        self.config = config
+        self.failed = False
+
+    def __call__(self, study: Any, trial: FrozenTrial) -> None:
+        try:
+            with study.lock():
+                after_run(study, self.config)
+        except Exception as e:  # noqa: BLE001 - notes are a courtesy; the search matters more
+            if not self.failed:
+                print(f"hpsearch: note: the dashboard notes were not refreshed ({first_line(e)}); the search goes on", file=sys.stderr, flush=True)
+            self.failed = True
 
 
 def after_run(study: optuna.Study, config: SearchConfig) -> None:

@@ -81,6 +81,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
     """
     from hpsearch.bestmodel import BestModelStore
+    from hpsearch.dashboard import LiveRefresh
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.hub import offline_if_unreachable
     from hpsearch.modeling import configure_threads, load_base_model, load_tokenizer, resolve_model
@@ -136,6 +137,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     study_callbacks: list[Any] = [_stop_when_done, guard]
     if reporter is not None:
         study_callbacks.append(reporter.trial_end)
+    study_callbacks.append(LiveRefresh(config))
     with _interrupts(), _frozen_heap(), contextlib.suppress(TotalReached):
         study.optimize(objective, timeout=config.timeout, catch=(TrialFailed,), callbacks=study_callbacks, gc_after_trial=False)
     result = RunResult(study, best.folder, count_finished(study) - before)

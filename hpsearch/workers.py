@@ -108,10 +108,14 @@ class CountedStudy(optuna.Study):
         # The storage as opened, not the cache the study wraps it in: the lock needs its engine.
         self._opened, self._url = storage, url
 
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """The study's lock (:func:`study_lock`): also for writes workers must not interleave."""
+        return study_lock(self._opened, self._url, self.study_name)
+
     def ask(self, fixed_distributions: dict[str, BaseDistribution] | None = None) -> optuna.Trial:
         announced = False
         while True:
-            with study_lock(self._opened, self._url, self.study_name):
+            with self.lock():
                 finished, running = self._census()
                 if finished >= self.total:
                     raise TotalReached

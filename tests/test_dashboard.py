@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import optuna_dashboard
 import pytest
 from conftest import free_port, tiny_run_args
 from optuna.trial import TrialState
@@ -198,6 +199,30 @@ def test_dashboard_reads_a_real_runs_study(workdir, tiny_model, cli):
     best = max((t for t in stored if t.value is not None), key=lambda t: (t.value, -t.number))
     assert f"| best | {best.number} | {best.value:.4f} |" in detail["note"]["body"]
     assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch 2)." in detail["note"]["body"]
+
+
+def test_a_running_search_refreshes_the_note_and_epoch_tables_after_every_trial(workdir, tiny_model):
+    from transformers import TrainerCallback
+
+    from hpsearch import load_config, run_search
+
+    seen: dict[int, tuple[str, str]] = {}
+
+    class Peek(TrainerCallback):
+        """What a dashboard would show when each trial starts training."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            study = optuna.load_study(study_name="hpsearch", storage=URL)
+            first = optuna.Trial(study, study.trials[0]._trial_id)
+            seen[study.trials[-1].number] = (optuna_dashboard.get_note(study), optuna_dashboard.get_note(first))
+
+    config = load_config(None, {"model": str(tiny_model), "trials": 2, "epochs": 1, "max_length": 32, "pruner": "none"})
+    run_search(config, callbacks=[Peek()])
+    first = optuna.load_study(study_name="hpsearch", storage=URL).trials[0]
+    study_note, trial_0_note = seen[1]
+    assert "| best | 0 |" in study_note
+    assert f"{first.user_attrs['epochs'][0]['f1']:.4f}" in trial_0_note  # its epoch table
+    assert seen[0] == ("", "")  # nothing to show before the first trial ends
 
 
 # --------------------------------------------------------------------------- errors

@@ -1,15 +1,17 @@
 """Pruning: the same search with and without the pruner: epochs, wall time, best F1.
 
     python benchmarks/pruning.py                                   # none vs median, 12 trials x 5 epochs
-    python benchmarks/pruning.py --pruners none,median,median-early,hyperband --trials 20
+    python benchmarks/pruning.py --pruners none,median-w1,median-w0,hyperband --trials 20
+    python benchmarks/pruning.py --seeds 42,43,44                 # each pruner once per sampler seed
 
 Every side is one fresh ``hpsearch run`` process on the same data subset (sms_spam by
 default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
 
 * ``none``: no pruning, every trial trains every epoch.
-* ``median``: the median of finished trials at the same epoch, 3 start-up trials, judged
-  from epoch 2 (``warmup_epochs = 1``; hpsearch's default when RESULTS.md section 2 was taken).
-* ``median-early``: the median pruner judging from epoch 1 (``warmup_epochs = 0``, the default now).
+* ``median``: the median pruner with hpsearch's default settings (median of finished
+  trials at the same epoch, 3 start-up trials, the default warm-up).
+* ``median-w0`` / ``median-w1``: the median pruner judging from epoch 1 / from epoch 2
+  (``warmup_epochs = 0`` / ``1``; ``median-early`` is the old name of ``median-w0``).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Epochs trained and best F1 do not depend on the machine's load; wall time does, so the
@@ -29,11 +31,14 @@ import _harness as h
 
 PRESETS = {
     "none": "[pruner]\nname = 'none'\n",
-    "median": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
-    "median-early": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
+    "median": "[pruner]\nname = 'median'\n",  # whatever hpsearch's defaults are
+    "median-w0": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
+    "median-w1": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }
+# The name the first measurements used for median-w0 (when the default warm-up was 1 epoch).
+PRESETS["median-early"] = PRESETS["median-w0"]
 
 
 def main() -> None:
@@ -47,6 +52,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}")
+    p.add_argument("--seeds", default="42", help="comma-separated TPE seeds; every pruner runs once with each")
+    p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     p.add_argument("--src", default=None, help="run hpsearch from this source tree (a proposed change)")
     p.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -58,33 +65,48 @@ def main() -> None:
     unknown = [n for n in names if n not in PRESETS]
     if unknown:
         p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
+    seeds = [int(x) for x in args.seeds.split(",")]
     common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--trials", str(args.trials), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
     logs = Path(tempfile.mkdtemp(prefix="bench-pruning-logs-"))
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-pruning-") as tmp:
         lockstep = h.Lockstep()
-        for name in names:
-            work = Path(tmp) / name
-            work.mkdir()
-            lockstep.add(name, [__file__, "--role", "child", "--preset", name, "--workdir", str(work), *common], src=args.src, cwd=work, log=logs / f"{name}.log")
-        for name, out in lockstep.run().items():
-            out["pruner"] = name
+        for seed in seeds:
+            for name in names:
+                key = name if len(seeds) == 1 else f"{name}@{seed}"
+                work = Path(tmp) / key
+                work.mkdir()
+                argv = [__file__, "--role", "child", "--preset", name, "--seed", str(seed), "--workdir", str(work), *common]
+                lockstep.add(key, argv, src=args.src, cwd=work, log=logs / f"{key}.log")
+        for key, out in lockstep.run().items():
+            out["pruner"], _, seed = key.partition("@")
+            out["seed"] = int(seed or seeds[0])
             runs.append(out)
-            print(f"{name:>12}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}", file=sys.stderr)
-    base = next((r for r in runs if r["pruner"] == "none"), runs[0])
+            print(f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}", file=sys.stderr)
     summary: dict[str, Any] = {}
-    for r in runs:
-        summary[r["pruner"]] = {
-            "wall_s": r["wall_s"],
-            "epochs_trained": r["epochs_trained"],
-            "pruned": r["pruned"],
-            "best_val_f1": round(r["best_val_f1"], 4),
-            "max_epoch_val_f1": round(r["max_epoch_val_f1"], 4),
-            "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
-            "epochs_saved_vs_none": round(1 - r["epochs_trained"] / base["epochs_trained"], 3),
-            "wall_ratio_vs_none": round(r["wall_s"] / base["wall_s"], 3),
-            "best_f1_minus_none": round(r["best_val_f1"] - base["best_val_f1"], 4),
-        }
+    for seed in seeds:
+        of_seed = [r for r in runs if r["seed"] == seed]
+        base = next((r for r in of_seed if r["pruner"] == "none"), of_seed[0])
+        for r in of_seed:
+            key = r["pruner"] if len(seeds) == 1 else f"{r['pruner']}@{seed}"
+            summary[key] = {
+                "wall_s": r["wall_s"],
+                "epochs_trained": r["epochs_trained"],
+                "pruned": r["pruned"],
+                "best_val_f1": round(r["best_val_f1"], 4),
+                "max_epoch_val_f1": round(r["max_epoch_val_f1"], 4),
+                "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
+                "epochs_saved_vs_none": round(1 - r["epochs_trained"] / base["epochs_trained"], 3),
+                "wall_ratio_vs_none": round(r["wall_s"] / base["wall_s"], 3),
+                "best_f1_minus_none": round(r["best_val_f1"] - base["best_val_f1"], 4),
+            }
+    if len(seeds) > 1:
+        for name in names:
+            rows = [v for k, v in summary.items() if k.partition("@")[0] == name]
+            summary[f"{name} (mean over seeds)"] = {
+                field: round(sum(row[field] for row in rows) / len(rows), 4)
+                for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none")
+            }
     payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
     path = h.save("pruning", payload)
     print(json.dumps(summary, indent=2))
@@ -94,7 +116,7 @@ def main() -> None:
 def _child(args: argparse.Namespace) -> dict[str, Any]:
     h.gate_each_epoch_in_hpsearch()
     config = Path(args.workdir) / "pruner.toml"
-    config.write_text(PRESETS[args.preset], encoding="utf-8")
+    config.write_text(PRESETS[args.preset] + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
     storage = f"sqlite:///{args.workdir}/hpsearch.db"
     h.run_hpsearch_cli([
         "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),

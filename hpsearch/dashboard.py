@@ -26,10 +26,11 @@ import contextlib
 import errno
 import json
 import mimetypes
+import signal
 import socket
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -78,13 +79,33 @@ def serve(config: SearchConfig, *, host: str = "127.0.0.1", port: int = 8080) ->
     app = optuna_dashboard.wsgi(study._storage, artifact_store=artifact_store(config))
     server = _bind(app, host, port)
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a user stops it: exit 0
+        # Ctrl-C or SIGTERM is how a user or a service manager stops it: exit 0.
+        with _stop_on_signals(), contextlib.suppress(KeyboardInterrupt):
             _refresh_best_effort(study, config)
             print(f"{_url(host, server.server_port)}/dashboard/", flush=True)
             print(f"serving study {config.study!r} from {redact(config.storage)}; Ctrl-C to stop", file=sys.stderr, flush=True)
             server.serve_forever()
     finally:
         server.server_close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the serving loop.
+
+    Set here, not left to Python's default: a process started in the background by a
+    non-interactive shell inherits SIGINT ignored, and would then not stop on Ctrl-C.
+    """
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):

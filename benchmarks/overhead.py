@@ -273,7 +273,7 @@ def _instrument(b: h.Buckets, hpsearch: Any, transformers: Any, optuna: Any) -> 
     try:
         import hpsearch.dashboard
 
-        b.wrap(hpsearch.dashboard, "after_run", "dashboard notes and plot after the run")
+        b.wrap(hpsearch.dashboard, "after_run", "dashboard notes and plot after each trial")
     except ImportError:
         pass
 

@@ -158,7 +158,6 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args, _RUN_KEYS)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
     result = run_search(config, reporter=ConsoleReporter(err))
-    _refresh_dashboard(result.study, config, err)
     out = _stdout_console()
     records = trial_records(result.study)
     out.print(trials_table(records, config.objective))
@@ -173,19 +172,6 @@ def _run(args: argparse.Namespace) -> int:
         out.print(f"card: hpsearch card best{flags}")
         out.print(f"best model: {study_dir(config) / 'best-model'}")
     return 0
-
-
-def _refresh_dashboard(study: Any, config: Any, err: Any) -> None:
-    """Bring the study's dashboard note, epoch tables and card artifacts up to date.
-
-    A finished search is worth more than its notes: a failure here is a warning only.
-    """
-    from hpsearch.dashboard import after_run
-
-    try:
-        after_run(study, config)
-    except Exception as e:  # noqa: BLE001 - the search itself succeeded
-        err.print(f"[yellow]note[/] the dashboard notes were not updated: {type(e).__name__}: {e}")
 
 
 def _trials(args: argparse.Namespace) -> int:

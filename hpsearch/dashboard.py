@@ -17,7 +17,7 @@ What the dashboard shows beyond Optuna's own records:
   ``studies/<study>/artifacts/`` (:func:`upload_card_artifacts`).
 
 :func:`after_run` brings all of it up to date; ``hpsearch run`` calls it after every trial
-(:class:`LiveRefresh`) and at the end, and :func:`serve` when it starts.
+(:class:`LiveRefresh`), and :func:`serve` when it starts.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ import contextlib
 import errno
 import json
 import mimetypes
-import signal
 import socket
 import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -42,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.config import Param, SearchConfig
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.storage import redact
-from hpsearch.study import STUDY_ATTR, load_study, study_dir
+from hpsearch.study import STUDY_ATTR, load_study, on_stop_signals, study_dir
 from hpsearch.trials import EPOCHS_ATTR, best_trial, format_param, recipe_trial
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
@@ -80,7 +79,7 @@ def serve(config: SearchConfig, *, host: str = "127.0.0.1", port: int = 8080) ->
     server = _bind(app, host, port)
     try:
         # Ctrl-C or SIGTERM is how a user or a service manager stops it: exit 0.
-        with _stop_on_signals(), contextlib.suppress(KeyboardInterrupt):
+        with on_stop_signals(_stop), contextlib.suppress(KeyboardInterrupt):
             _refresh_best_effort(study, config)
             print(f"{_url(host, server.server_port)}/dashboard/", flush=True)
             print(f"serving study {config.study!r} from {redact(config.storage)}; Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -89,23 +88,8 @@ def serve(config: SearchConfig, *, host: str = "127.0.0.1", port: int = 8080) ->
         server.server_close()
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in the serving loop.
-
-    Set here, not left to Python's default: a process started in the background by a
-    non-interactive shell inherits SIGINT ignored, and would then not stop on Ctrl-C.
-    """
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
@@ -176,7 +160,7 @@ class LiveRefresh:
 
 
 def after_run(study: optuna.Study, config: SearchConfig) -> None:
-    """Bring the dashboard's view up to date: run at the end of ``hpsearch run`` and by :func:`serve`.
+    """Bring the dashboard's view up to date: run after every trial of ``hpsearch run`` and by :func:`serve`.
 
     Writes the study note and the finished trials' epoch notes, and uploads the kept
     model's card and plots (``studies/<study>/best-model/README.md`` and its images) to

@@ -354,7 +354,21 @@ def _frozen_heap() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupts() -> Iterator[None]:
+def on_stop_signals(handler: Any) -> Iterator[None]:
+    """Run ``handler`` on SIGINT and SIGTERM inside the block, then put the previous ones back.
+
+    Set explicitly rather than left to Python's default: a process that a non-interactive
+    shell starts in the background inherits SIGINT ignored, and would not stop on Ctrl-C.
+    """
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _interrupts() -> contextlib.AbstractContextManager[None]:
     """Ctrl-C and SIGTERM end the running trial as failed; a second one exits at once."""
     hits = {"n": 0}
 
@@ -366,12 +380,7 @@ def _interrupts() -> Iterator[None]:
             os._exit(130)
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    return on_stop_signals(handler)
 
 
 def _quiet_libraries() -> None:

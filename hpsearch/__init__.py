@@ -2,7 +2,7 @@
 
 The data flow, one module each: :mod:`~hpsearch.config` (the recipe, the search space and
 every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.space` → :mod:`~hpsearch.objective`
-(one Trainer fine-tune per trial) → :mod:`~hpsearch.study` (storage, sampler, pruner, the
+(one Trainer fine-tune per trial) → :mod:`~hpsearch.study` (storage, sampler, pruner (:mod:`~hpsearch.pruners`), the
 loop; :mod:`~hpsearch.workers` for several workers on one study) → :mod:`~hpsearch.card` and the inspection views → :mod:`~hpsearch.cli`.
 
 Heavy libraries (torch, transformers) are imported only where training happens.
@@ -17,6 +17,7 @@ from hpsearch.errors import CardError, ConfigError, DataError, HpsearchError, Mo
 
 __all__ = [
     "DEFAULT_SPACE",
+    "AlignedMedianPruner",
     "CardError",
     "ConfigError",
     "DataError",
@@ -36,6 +37,10 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: `import hpsearch` stays light
+    if name == "AlignedMedianPruner":
+        from hpsearch.pruners import AlignedMedianPruner
+
+        return AlignedMedianPruner
     if name == "run_search":
         from hpsearch.study import run_search
 

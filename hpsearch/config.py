@@ -30,6 +30,8 @@ BUILTIN_DATASET = "builtin"
 DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
 
 PRUNERS = ("median", "halving", "hyperband", "none")
+PRUNER_METRICS = ("objective", "roc_auc")
+PRUNER_ALIGN = ("epochs", "updates")
 SAMPLERS = ("tpe", "random", "qmc")
 OBJECTIVES = ("f1", "accuracy", "precision", "recall")
 CHECKPOINT_RULES = ("last", "best")
@@ -145,17 +147,25 @@ class PrunerConfig:
 
     name: str = "median"  # median | halving | hyperband | none
     # Epochs every trial trains before it may be pruned (MedianPruner's warm-up). 0: a
-    # trial may stop after its first epoch; measured on sms_spam this saves 48% of the
-    # epochs against 36% with 1, for the same best F1 (benchmarks/RESULTS.md).
+    # trial may stop after its first epoch; on sms_spam that saved more epochs than 1 for
+    # the same best F1 with each of 3 sampler seeds (benchmarks/RESULTS.md).
     warmup_epochs: int = 0
     # Trials that finish unpruned before the median pruner starts judging.
     startup_trials: int = 3
+    # What the median rule compares: "objective" (the value trials report) or "roc_auc"
+    # (threshold-free, so it moves while a model still predicts one class and F1 is 0).
+    metric: str = "objective"
+    # Compare trials after as many "epochs", or after at most as many optimiser "updates"
+    # (an epoch at batch 32 makes a quarter of the updates of one at batch 8).
+    align: str = "epochs"
     # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.
     reduction_factor: int = 3
 
     def __post_init__(self) -> None:
         _check_choice("pruner.name", self.name, PRUNERS)
         _check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
+        _check_choice("pruner.metric", self.metric, PRUNER_METRICS)
+        _check_choice("pruner.align", self.align, PRUNER_ALIGN)
         _check_at_least("pruner.startup_trials", self.startup_trials, 0)
         _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
 

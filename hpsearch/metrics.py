@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 METRICS = ("f1", "accuracy", "precision", "recall")
+# Stored in every epoch's row beside METRICS for the pruner (see hpsearch/pruners.py), not
+# shown in the card: a threshold-free score that moves while F1 is still 0.
+RANKING_METRIC = "roc_auc"
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average: str) -> dict[str, float]:
@@ -28,14 +32,36 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average:
     }
 
 
+def roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Area under the ROC curve of the softmax scores, one class against the rest, averaged
+    over the classes the labels hold (for two classes, the AUC of either).
+
+    It ranks examples rather than thresholding them, so it tells a model that is learning
+    from one that is not while both still predict the majority class for everything (F1 0).
+    NaN when the labels hold a single class.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels)
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    scores = z / z.sum(axis=1, keepdims=True)
+    present = [c for c in np.unique(y) if 0 <= c < scores.shape[1]]
+    if len(present) < 2:
+        return math.nan
+    return float(np.mean([roc_auc_score(y == c, scores[:, c]) for c in present]))
+
+
 def compute_metrics_for(average: str) -> Any:
-    """A ``compute_metrics`` function for the Trainer."""
+    """A ``compute_metrics`` function for the Trainer: METRICS and RANKING_METRIC."""
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
-        return classification_metrics(labels, np.argmax(logits, axis=-1), average)
+        out = classification_metrics(labels, np.argmax(logits, axis=-1), average)
+        out[RANKING_METRIC] = roc_auc(labels, logits)
+        return out
 
     return compute_metrics
 

@@ -31,7 +31,8 @@ from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
-from hpsearch.metrics import METRICS, compute_metrics_for
+from hpsearch.metrics import METRICS, RANKING_METRIC, compute_metrics_for
+from hpsearch.pruners import AlignedMedianPruner
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
 from hpsearch.trials import EPOCHS_ATTR
 
@@ -194,6 +195,7 @@ class EpochCallback(TrainerCallback):
         epoch = int(round(state.epoch))
         row = {"epoch": epoch, "step": state.global_step, "train_loss": self._train_loss, "eval_loss": float(metrics["eval_loss"])}
         row.update({m: float(metrics[f"eval_{m}"]) for m in METRICS})
+        row[RANKING_METRIC] = float(metrics.get(f"eval_{RANKING_METRIC}", math.nan))
         if not math.isfinite(row["eval_loss"]):
             raise NonFiniteLoss(f"validation loss became {row['eval_loss']} at epoch {epoch}")
         best_before = max((r[self.objective] for r in self.rows), default=-math.inf)
@@ -210,6 +212,15 @@ class EpochCallback(TrainerCallback):
 
     def _why_pruned(self, epoch: int, value: float) -> str:
         text = f"pruned after epoch {epoch} by the {self.pruner_name} pruner: validation {self.objective} {value:.4f}"
+        pruner = self.trial.study.pruner
+        if isinstance(pruner, AlignedMedianPruner):
+            frozen = next(t for t in self.trial.study.get_trials(deepcopy=False) if t.number == self.trial.number)
+            verdict = pruner.judge(self.trial.study, frozen)
+            if verdict is not None:
+                mine, median, n = verdict
+                where = f"within {frozen.user_attrs[EPOCHS_ATTR][-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
+                text += f"; best {pruner.metric} {mine:.4f} below the median {median:.4f} of {n} finished trials {where}"
+            return text
         if self.pruner_name == "median":
             done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             at_epoch = [t.intermediate_values[epoch] for t in done if epoch in t.intermediate_values]

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig
 from hpsearch.errors import ConfigError, SearchStopped, StorageError
+from hpsearch.pruners import AlignedMedianPruner
 from hpsearch.storage import check_url, open_storage, redact
 from hpsearch.workers import CountedStudy, TotalReached, count_finished, fail_dead_trials
 
@@ -47,8 +48,11 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=config.seed)
 
 
-def build_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
+def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> optuna.pruners.BasePruner:
     """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
+    if config.name == "median" and (config.metric, config.align) != ("objective", "epochs"):
+        metric = objective if config.metric == "objective" else config.metric
+        return AlignedMedianPruner(metric=metric, align=config.align, startup_trials=config.startup_trials, warmup_epochs=config.warmup_epochs)
     if config.name == "median":
         # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.
         return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs + 1)
@@ -208,7 +212,7 @@ def _create_or_resume(storage: Any, config: SearchConfig, facts: dict[str, Any])
     recipe, so a study holds one recipe trial. The winner writes the ``hpsearch``
     attribute last; the others wait for it, then check their settings against it.
     """
-    sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner, config.epochs)
+    sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner, config.epochs, config.objective)
     try:
         study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner, direction="maximize")
     except optuna.exceptions.DuplicatedStudyError:

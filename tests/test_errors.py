@@ -50,6 +50,8 @@ RUN_CASES = [
     ("log-range-at-zero", lambda i, m: ["--config", _toml(i, "[space]\nweight_decay = {low = 0.0, high = 0.1, log = true}\n")], r"space.weight_decay: a log scale needs low > 0"),
     ("empty-choices", lambda i, m: ["--config", _toml(i, "[space]\nper_device_train_batch_size = {choices = []}\n")], r"expected at least one choice, got an empty list"),
     ("unknown-pruner", lambda i, m: ["--pruner", "medain"], r"pruner.name: expected one of median, halving, hyperband, none, got 'medain' \(did you mean 'median'\?\)"),
+    ("unknown-pruner-metric", lambda i, m: ["--config", _toml(i, "[pruner]\nmetric = 'auc'\n")], r"pruner.metric: expected one of objective, roc_auc, got 'auc' \(did you mean 'roc_auc'\?\)"),
+    ("unknown-pruner-align", lambda i, m: ["--config", _toml(i, "[pruner]\nalign = 'steps'\n")], r"pruner.align: expected one of epochs, updates, got 'steps'"),
     ("unknown-sampler", lambda i, m: ["--sampler", "grid"], r"sampler.name: expected one of tpe, random, qmc, got 'grid'"),
     ("unknown-objective", lambda i, m: ["--objective", "auc"], r"objective: expected one of f1, accuracy, precision, recall, got 'auc'"),
     ("not-a-training-argument", lambda i, m: ["--config", _toml(i, "[space]\nlearning_rat = {low = 1e-5, high = 1e-4}\n")], r"'learning_rat' is not a TrainingArguments parameter; did you mean 'learning_rate'\?"),

@@ -1,0 +1,97 @@
+"""The median stopping rule on any per-epoch metric, at equal epochs or equal updates.
+
+Optuna's :class:`~optuna.pruners.MedianPruner` compares a trial's reported value with the
+median of the complete trials' values *at the same step*. hpsearch reports validation F1
+at the epoch number, and two things make that comparison unfair early in a fine-tune:
+
+* An epoch is not a fixed amount of training: at batch 32 it makes a quarter of the
+  optimiser updates it makes at batch 8, so a large-batch trial is judged after one
+  epoch against small-batch trials that have trained four times as long.
+* F1 is 0 for every model that still predicts the majority class for everything, whether
+  it is about to learn or never will; many trials spend their first epochs there.
+
+:class:`AlignedMedianPruner` keeps the median rule and can change both: with
+``align="updates"`` a complete trial's value is read at the last epoch it reached *with no
+more optimiser updates* than the judged trial has made, and the value compared can be any
+metric of the trials' ``epochs`` rows (``roc_auc`` ranks examples instead of thresholding
+them). What trials report to Optuna, and what the study optimises, stay the objective.
+With the objective and ``align="epochs"`` it is the MedianPruner's rule, and hpsearch
+uses Optuna's class for that.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.trials import EPOCHS_ATTR
+
+
+_ALIGN_KEYS = {"epochs": "epoch", "updates": "step"}  # align -> the row key it compares
+
+
+class AlignedMedianPruner(BasePruner):
+    """Prune a trial whose best ``metric`` so far is below the median of the complete
+    trials' ``metric`` at the same point: after as many epochs, or after at most as many
+    optimiser updates.
+
+    Args:
+        metric: Key of the ``epochs`` rows to compare; higher is better.
+        align: "epochs" or "updates".
+        startup_trials: Complete trials needed before any trial is judged.
+        warmup_epochs: Epochs every trial trains before it may be judged.
+    """
+
+    def __init__(self, *, metric: str, align: str = "updates", startup_trials: int = 3, warmup_epochs: int = 0) -> None:
+        if align not in _ALIGN_KEYS:
+            raise ValueError(f"align: expected one of {', '.join(_ALIGN_KEYS)}, got {align!r}")
+        if startup_trials < 0 or warmup_epochs < 0:
+            raise ValueError(f"startup_trials and warmup_epochs must be >= 0; got {startup_trials} and {warmup_epochs}")
+        self.metric = metric
+        self.align = align
+        self.startup_trials = startup_trials
+        self.warmup_epochs = warmup_epochs
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        verdict = self.judge(study, trial)
+        return verdict is not None and verdict[0] < verdict[1]
+
+    def judge(self, study: optuna.Study, trial: FrozenTrial) -> tuple[float, float, int] | None:
+        """(the trial's best value, the median it is compared with, how many complete
+        trials gave the median), or None where the rule does not judge the trial yet."""
+        rows = trial.user_attrs.get(EPOCHS_ATTR) or []
+        if not rows or rows[-1]["epoch"] <= self.warmup_epochs:
+            return None
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) < self.startup_trials:
+            return None
+        mine = [v for row in rows if _finite(v := row.get(self.metric))]
+        if not mine:
+            return None  # nothing to judge by (say, a study from before the metric existed)
+        key = _ALIGN_KEYS[self.align]
+        point = rows[-1][key]
+        others = [v for t in done if (v := _value_at(t, key, point, self.metric)) is not None]
+        if not others:
+            return None  # every complete trial made more updates in its first epoch
+        return max(mine), statistics.median(others), len(others)
+
+
+def _value_at(trial: FrozenTrial, key: str, point: int, metric: str) -> float | None:
+    """``metric`` at the last epoch of ``trial`` whose ``key`` (epoch or step) is at most
+    ``point``: the same epoch, or the last epoch within as many updates."""
+    value = None
+    for row in trial.user_attrs.get(EPOCHS_ATTR) or []:
+        if row[key] > point:
+            break
+        if _finite(row.get(metric)):
+            value = row[metric]
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,142 @@
+"""The aligned median rule, on in-memory studies with hand-written epoch rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from hpsearch.config import PrunerConfig
+from hpsearch.metrics import compute_metrics_for, roc_auc
+from hpsearch.pruners import AlignedMedianPruner
+from hpsearch.search_summary import describe_pruner
+from hpsearch.study import build_pruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _rows(steps_per_epoch: int, f1: list[float], auc: list[float]) -> list[dict]:
+    return [{"epoch": e, "step": e * steps_per_epoch, "f1": a, "roc_auc": b} for e, (a, b) in enumerate(zip(f1, auc, strict=True), 1)]
+
+
+def _study(pruner: optuna.pruners.BasePruner, complete: list[list[dict]]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for rows in complete:
+        trial = study.ask()
+        trial.set_user_attr("epochs", rows)
+        for row in rows:
+            trial.report(row["f1"], row["epoch"])
+        study.tell(trial, rows[-1]["f1"])
+    return study
+
+
+def _verdicts(study: optuna.Study, rows: list[dict]) -> list[bool]:
+    """should_prune after each of the rows, as the epoch callback asks it."""
+    trial = study.ask()
+    out = []
+    for i, row in enumerate(rows):
+        trial.set_user_attr("epochs", rows[: i + 1])
+        trial.report(row["f1"], row["epoch"])
+        out.append(trial.should_prune())
+    return out
+
+
+# Three batch-8 trials: 32 updates an epoch. Their ROC AUC after epoch 1 is 0.90, 0.96, 0.99.
+DONE = [_rows(32, [0.0, 0.7, 0.9], [0.90, 0.98, 0.99]), _rows(32, [0.2, 0.9, 0.9], [0.96, 0.99, 1.0]), _rows(32, [0.5, 0.9, 0.9], [0.99, 1.0, 1.0])]
+
+
+def test_a_trial_is_not_judged_before_any_complete_trial_made_as_few_updates():
+    # Batch 32 on the same data: 8 updates an epoch; epochs 1-3 are 8, 16, 24 updates, all
+    # fewer than the 32 of anyone's first epoch. The epoch-aligned rule prunes it at once.
+    slow = _rows(8, [0.0, 0.0, 0.0], [0.5, 0.5, 0.5])
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="updates"), DONE), slow) == [False, False, False]
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="epochs"), DONE), slow)[0] is True
+
+
+def test_updates_align_reads_each_complete_trial_at_its_last_epoch_within_as_many_updates():
+    # Batch 16: 16 updates an epoch. At epoch 2 (32 updates) the median is of the others'
+    # epoch-1 AUC (0.96); at epoch 3 (48 updates) still of epoch 1; at 64, of epoch 2 (0.99).
+    pruner = AlignedMedianPruner(metric="roc_auc", align="updates")
+    study = _study(pruner, DONE)
+    assert _verdicts(study, _rows(16, [0.0, 0.0, 0.0, 0.0], [0.5, 0.97, 0.98, 0.985])) == [False, False, False, True]
+    assert _verdicts(study, _rows(16, [0.0, 0.0], [0.5, 0.95])) == [False, True]
+
+
+def test_the_metric_is_read_from_the_rows_not_the_reported_value():
+    # F1 0.0 after epoch 1 is below every complete trial's median F1 (0.2), yet its AUC is not.
+    rows = _rows(32, [0.0, 0.95], [0.97, 1.0])
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="epochs"), DONE), rows) == [False, False]
+    assert _verdicts(_study(AlignedMedianPruner(metric="f1", align="epochs"), DONE), rows)[0] is True
+
+
+def test_the_trials_best_value_so_far_is_what_is_compared():
+    # As in MedianPruner, a worse epoch is judged by the best so far: 0.99 is not below the
+    # median 0.99 of the others' epoch 2, although this epoch's 0.5 is.
+    rows = _rows(32, [0.5, 0.4], [0.99, 0.5])
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="epochs"), DONE), rows) == [False, False]
+
+
+@pytest.mark.parametrize(("startup", "warmup", "expected"), [
+    (3, 0, [True]),   # 3 complete trials, judged from epoch 1
+    (4, 0, [False]),  # only 3 complete: not judged yet
+    (3, 1, [False]),  # epoch 1 is inside the warm-up
+])
+def test_startup_trials_and_warmup_epochs(startup, warmup, expected):
+    pruner = AlignedMedianPruner(metric="roc_auc", align="updates", startup_trials=startup, warmup_epochs=warmup)
+    assert _verdicts(_study(pruner, DONE), _rows(32, [0.0], [0.5])) == expected
+
+
+def test_a_trial_without_the_metric_is_not_judged():
+    rows = [{"epoch": 1, "step": 32, "f1": 0.0, "roc_auc": math.nan}]
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc"), DONE), rows) == [False]
+    old = [{"epoch": 1, "step": 32, "f1": 0.0}]  # rows written before the metric existed
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc"), DONE), old) == [False]
+
+
+@pytest.mark.parametrize("f1", [[0.0, 0.0, 0.0], [0.2, 0.9, 0.9], [0.3, 0.8, 0.95], [0.1, 0.9, 0.7], [0.6, 0.6, 0.6]])
+def test_objective_at_equal_epochs_decides_as_optunas_median_pruner(f1):
+    rows = _rows(32, f1, [0.5] * 3)
+    ours = _verdicts(_study(AlignedMedianPruner(metric="f1", align="epochs"), DONE), rows)
+    theirs = _verdicts(_study(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1), DONE), rows)
+    assert ours == theirs
+
+
+def test_build_pruner_uses_optunas_class_for_the_plain_median_rule():
+    assert type(build_pruner(PrunerConfig(), 5)) is optuna.pruners.MedianPruner
+    pruner = build_pruner(PrunerConfig(metric="roc_auc", align="updates", startup_trials=2), 5)
+    assert isinstance(pruner, AlignedMedianPruner)
+    assert (pruner.metric, pruner.align, pruner.startup_trials) == ("roc_auc", "updates", 2)
+    assert build_pruner(PrunerConfig(align="updates"), 5, "accuracy").metric == "accuracy"
+
+
+def test_roc_auc_is_sklearns_for_two_classes_and_the_mean_one_vs_rest_for_more():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(50, 2)), rng.integers(0, 2, 50)
+    z = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert roc_auc(labels, logits) == pytest.approx(roc_auc_score(labels, z[:, 1]))
+    logits3, labels3 = rng.normal(size=(60, 3)), np.repeat([0, 1, 2], 20)
+    z3 = np.exp(logits3) / np.exp(logits3).sum(axis=1, keepdims=True)
+    assert roc_auc(labels3, logits3) == pytest.approx(roc_auc_score(labels3, z3, multi_class="ovr", average="macro"))
+    assert math.isnan(roc_auc(np.zeros(5, dtype=int), logits[:5]))
+
+
+def test_a_model_that_predicts_one_class_scores_f1_zero_but_its_ranking_counts():
+    # "ham" (0) for every message, yet the two spam messages get the highest spam scores.
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    logits = np.array([[3.0, 0.0], [2.9, 0.0], [2.8, 0.0], [2.7, 0.0], [2.0, 0.0], [1.9, 0.0]])
+    out = compute_metrics_for("binary")(type("P", (), {"predictions": logits, "label_ids": labels})())
+    assert out["f1"] == 0.0
+    assert out["roc_auc"] == 1.0
+
+
+def test_the_card_says_what_the_aligned_rule_compares():
+    config = {"name": "median", "metric": "roc_auc", "align": "updates", "startup_trials": 3, "warmup_epochs": 0}
+    assert describe_pruner(config, "f1", 5) == (
+        "median rule on validation ROC AUC (3 startup trials, warm-up 0 epochs): from epoch 1 on, a trial stops when "
+        "its best validation ROC AUC so far is below the median of the complete trials after at most as many optimiser updates"
+    )
+    plain = {"name": "median", "metric": "objective", "align": "epochs", "startup_trials": 3, "warmup_epochs": 0}
+    assert describe_pruner(plain, "f1", 5).startswith("MedianPruner (3 startup trials, warm-up 0 epochs)")

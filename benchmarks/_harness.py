@@ -365,7 +365,7 @@ def study_summary(storage: str, study: str = "hpsearch") -> dict[str, Any]:
         "pruned": sum(t.state == TrialState.PRUNED for t in s.trials),
         "failed": sum(t.state == TrialState.FAIL for t in s.trials),
         "trials": [
-            {"number": t.number, "state": t.state.name.lower(), "params": t.params, "f1": [round(r["f1"], 4) for r in rows[t.number]]}
+            {"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value, "f1": [round(r["f1"], 4) for r in rows[t.number]]}
             for t in s.trials
         ],
     }

@@ -3,6 +3,7 @@
     python benchmarks/pruning.py                                   # none vs median, 12 trials x 5 epochs
     python benchmarks/pruning.py --pruners none,median-w1,median-w0,hyperband --trials 20
     python benchmarks/pruning.py --seeds 42,43,44                 # each pruner once per sampler seed
+    python benchmarks/pruning.py --trials 10 --pruned-trials 24   # pruned searches go on past 10 trials
 
 Every side is one fresh ``hpsearch run`` process on the same data subset (sms_spam by
 default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
@@ -12,7 +13,18 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   trials at the same epoch, 3 start-up trials, the default warm-up).
 * ``median-w0`` / ``median-w1``: the median pruner judging from epoch 1 / from epoch 2
   (``warmup_epochs = 0`` / ``1``; ``median-early`` is the old name of ``median-w0``).
+* ``median-auc-updates``: the median rule on validation ROC AUC instead of F1, with trials
+  compared after at most as many optimiser updates instead of at the same epoch
+  (``metric = "roc_auc"``, ``align = "updates"``); ``median-auc`` and ``median-updates``
+  make one of the two changes each.
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
+
+Two readings of "fewer epochs for the same best F1": at the same number of trials (the
+first ``--trials`` trials of every side), and at the same budget: ``--pruned-trials`` lets
+the pruned searches go on, and the summary gives, for each, the best F1 reached within the
+epochs the unpruned search trained, and the epochs each search needed to first reach the
+unpruned search's best F1. A search is sequential and deterministic, so the first
+``--trials`` trials of a longer pruned search are exactly the shorter search.
 
 Epochs trained and best F1 do not depend on the machine's load; wall time does, so the
 sides run in lockstep: one process each, taking turns at every epoch (see _harness.py).
@@ -34,6 +46,11 @@ PRESETS = {
     "median": "[pruner]\nname = 'median'\n",  # whatever hpsearch's defaults are
     "median-w0": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
     "median-w1": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
+    # The median rule on ROC AUC, with trials compared after at most as many optimiser
+    # updates (hpsearch/pruners.py); and each of the two changes alone.
+    "median-auc-updates": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\n",
+    "median-auc": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\n",
+    "median-updates": "[pruner]\nname = 'median'\nalign = 'updates'\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }
@@ -49,6 +66,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=400, help="training rows")
     p.add_argument("--eval", type=int, default=400, help="validation (and test) rows")
     p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--pruned-trials", type=int, default=None, help="trials of the pruned searches (default --trials); the first --trials are compared as the same search")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}")
@@ -66,7 +84,10 @@ def main() -> None:
     if unknown:
         p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
     seeds = [int(x) for x in args.seeds.split(",")]
-    common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--trials", str(args.trials), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
+    pruned_trials = args.pruned_trials or args.trials
+    if pruned_trials < args.trials:
+        p.error(f"--pruned-trials must be at least --trials ({args.trials}); got {pruned_trials}")
+    common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
     logs = Path(tempfile.mkdtemp(prefix="bench-pruning-logs-"))
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-pruning-") as tmp:
@@ -76,7 +97,8 @@ def main() -> None:
                 key = name if len(seeds) == 1 else f"{name}@{seed}"
                 work = Path(tmp) / key
                 work.mkdir()
-                argv = [__file__, "--role", "child", "--preset", name, "--seed", str(seed), "--workdir", str(work), *common]
+                trials = args.trials if name == "none" else pruned_trials
+                argv = [__file__, "--role", "child", "--preset", name, "--seed", str(seed), "--workdir", str(work), "--trials", str(trials), *common]
                 lockstep.add(key, argv, src=args.src, cwd=work, log=logs / f"{key}.log")
         for key, out in lockstep.run().items():
             out["pruner"], _, seed = key.partition("@")
@@ -87,30 +109,64 @@ def main() -> None:
     for seed in seeds:
         of_seed = [r for r in runs if r["seed"] == seed]
         base = next((r for r in of_seed if r["pruner"] == "none"), of_seed[0])
+        base_budget = _budget(base["trials"])
         for r in of_seed:
             key = r["pruner"] if len(seeds) == 1 else f"{r['pruner']}@{seed}"
+            same = _budget(r["trials"][: args.trials])  # the same search: its first --trials trials
+            budget = _budget(r["trials"])
             summary[key] = {
                 "wall_s": r["wall_s"],
-                "epochs_trained": r["epochs_trained"],
+                "trials_run": len(r["trials"]),
+                "epochs_trained": same["epochs"],
                 "pruned": r["pruned"],
-                "best_val_f1": round(r["best_val_f1"], 4),
+                "best_val_f1": round(same["best"], 4),
                 "max_epoch_val_f1": round(r["max_epoch_val_f1"], 4),
                 "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
-                "epochs_saved_vs_none": round(1 - r["epochs_trained"] / base["epochs_trained"], 3),
-                "wall_ratio_vs_none": round(r["wall_s"] / base["wall_s"], 3),
-                "best_f1_minus_none": round(r["best_val_f1"] - base["best_val_f1"], 4),
+                "epochs_saved_vs_none": round(1 - same["epochs"] / base_budget["epochs"], 3),
+                "wall_ratio_vs_none": round(_wall_of_first(r, same["epochs"]) / base["wall_s"], 3),
+                "best_f1_minus_none": round(same["best"] - base_budget["best"], 4),
+                # the same budget: as many epochs as the unpruned search trained
+                "best_f1_within_none_epochs": round(_best_within(budget["curve"], base_budget["epochs"]), 4),
+                "epochs_to_none_best": _epochs_to(budget["curve"], base_budget["best"]),
             }
     if len(seeds) > 1:
         for name in names:
             rows = [v for k, v in summary.items() if k.partition("@")[0] == name]
             summary[f"{name} (mean over seeds)"] = {
                 field: round(sum(row[field] for row in rows) / len(rows), 4)
-                for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none")
+                for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none", "best_f1_within_none_epochs")
             }
     payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
     path = h.save("pruning", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
+
+
+def _budget(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Epochs trained, best value, and the best value after each trial (in trial order,
+    which is the order they ran in: one worker) against the epochs trained so far."""
+    epochs, best, curve = 0, 0.0, []
+    for t in sorted(trials, key=lambda t: t["number"]):
+        epochs += len(t["f1"])
+        if t["state"] == "complete" and t.get("value") is not None:
+            best = max(best, t["value"])
+        curve.append((epochs, best))
+    return {"epochs": epochs, "best": best, "curve": curve}
+
+
+def _wall_of_first(run: dict[str, Any], epochs: int) -> float:
+    """Wall time of a run's first ``epochs`` epochs: its start-up, then one stretch up to
+    its first epoch and one per epoch (each ends where the next epoch begins)."""
+    return run["start_s"] + sum(x["s"] for x in run["stretches"][: epochs + 1])
+
+
+def _best_within(curve: list[tuple[int, float]], epochs: int) -> float:
+    return max((b for e, b in curve if e <= epochs), default=0.0)
+
+
+def _epochs_to(curve: list[tuple[int, float]], target: float) -> int | None:
+    """Epochs trained when the search first held a trial at least as good as ``target``."""
+    return next((e for e, b in curve if b >= target - 1e-9), None)
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:

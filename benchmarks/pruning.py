@@ -70,6 +70,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}")
+    p.add_argument("--baseline", default=None, metavar="FILE", help="take the sides named in --reuse from this earlier result file instead of running them (epochs and F1 are deterministic)")
+    p.add_argument("--reuse", default="none", help="comma-separated presets to take from --baseline (default none)")
     p.add_argument("--seeds", default="42", help="comma-separated TPE seeds; every pruner runs once with each")
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     p.add_argument("--src", default=None, help="run hpsearch from this source tree (a proposed change)")
@@ -84,6 +86,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
     seeds = [int(x) for x in args.seeds.split(",")]
+    reused = _reused_runs(Path(args.baseline), args.reuse.split(","), seeds) if args.baseline else []
     pruned_trials = args.pruned_trials or args.trials
     if pruned_trials < args.trials:
         p.error(f"--pruned-trials must be at least --trials ({args.trials}); got {pruned_trials}")
@@ -94,6 +97,8 @@ def main() -> None:
         lockstep = h.Lockstep()
         for seed in seeds:
             for name in names:
+                if any(r["pruner"] == name and r["seed"] == seed for r in reused):
+                    continue
                 key = name if len(seeds) == 1 else f"{name}@{seed}"
                 work = Path(tmp) / key
                 work.mkdir()
@@ -105,6 +110,7 @@ def main() -> None:
             out["seed"] = int(seed or seeds[0])
             runs.append(out)
             print(f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}", file=sys.stderr)
+    runs += reused
     summary: dict[str, Any] = {}
     for seed in seeds:
         of_seed = [r for r in runs if r["seed"] == seed]
@@ -123,7 +129,9 @@ def main() -> None:
                 "max_epoch_val_f1": round(r["max_epoch_val_f1"], 4),
                 "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
                 "epochs_saved_vs_none": round(1 - same["epochs"] / base_budget["epochs"], 3),
-                "wall_ratio_vs_none": round(_wall_of_first(r, same["epochs"]) / base["wall_s"], 3),
+                # wall times compare only within one invocation, where the sides took turns
+                "wall_ratio_vs_none": None if r.get("reused_from") != base.get("reused_from") else round(_wall_of_first(r, same["epochs"]) / base["wall_s"], 3),
+                "reused_from": r.get("reused_from"),
                 "best_f1_minus_none": round(same["best"] - base_budget["best"], 4),
                 # the same budget: as many epochs as the unpruned search trained
                 "best_f1_within_none_epochs": round(_best_within(budget["curve"], base_budget["epochs"]), 4),
@@ -133,7 +141,7 @@ def main() -> None:
         for name in names:
             rows = [v for k, v in summary.items() if k.partition("@")[0] == name]
             summary[f"{name} (mean over seeds)"] = {
-                field: round(sum(row[field] for row in rows) / len(rows), 4)
+                field: None if any(row[field] is None for row in rows) else round(sum(row[field] for row in rows) / len(rows), 4)
                 for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none", "best_f1_within_none_epochs")
             }
     payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
@@ -142,14 +150,24 @@ def main() -> None:
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
 
 
+def _reused_runs(path: Path, names: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    picked = [dict(r, reused_from=path.name) for r in runs if r["pruner"] in names and r["seed"] in seeds]
+    missing = {(n, s) for n in names for s in seeds} - {(r["pruner"], r["seed"]) for r in picked}
+    if missing:
+        raise SystemExit(f"{path} has no run of {sorted(missing)[0]}")
+    return picked
+
+
 def _budget(trials: list[dict[str, Any]]) -> dict[str, Any]:
     """Epochs trained, best value, and the best value after each trial (in trial order,
     which is the order they ran in: one worker) against the epochs trained so far."""
     epochs, best, curve = 0, 0.0, []
     for t in sorted(trials, key=lambda t: t["number"]):
         epochs += len(t["f1"])
-        if t["state"] == "complete" and t.get("value") is not None:
-            best = max(best, t["value"])
+        if t["state"] == "complete":
+            # Older result files lack "value": it was the last epoch's F1 (checkpoint "last").
+            best = max(best, t["value"] if t.get("value") is not None else t["f1"][-1])
         curve.append((epochs, best))
     return {"epochs": epochs, "best": best, "curve": curve}
 

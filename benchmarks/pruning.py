@@ -132,7 +132,7 @@ def main() -> None:
                 # wall times compare only within one invocation, where the sides took turns
                 "wall_ratio_vs_none": None if r.get("reused_from") != base.get("reused_from") else round(_wall_of_first(r, same["epochs"]) / base["wall_s"], 3),
                 "reused_from": r.get("reused_from"),
-                "best_f1_minus_none": round(same["best"] - base_budget["best"], 4),
+                "best_f1_minus_none": round(same["best"] - base_budget["best"], 4) + 0.0,  # no -0.0
                 # the same budget: as many epochs as the unpruned search trained
                 "best_f1_within_none_epochs": round(_best_within(budget["curve"], base_budget["epochs"]), 4),
                 "epochs_to_none_best": _epochs_to(budget["curve"], base_budget["best"]),
@@ -152,7 +152,7 @@ def main() -> None:
 
 def _reused_runs(path: Path, names: list[str], seeds: list[int]) -> list[dict[str, Any]]:
     runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    picked = [dict(r, reused_from=path.name) for r in runs if r["pruner"] in names and r["seed"] in seeds]
+    picked = [dict(r, reused_from=r.get("reused_from") or path.name) for r in runs if r["pruner"] in names and r["seed"] in seeds]
     missing = {(n, s) for n in names for s in seeds} - {(r["pruner"], r["seed"]) for r in picked}
     if missing:
         raise SystemExit(f"{path} has no run of {sorted(missing)[0]}")
@@ -183,8 +183,9 @@ def _best_within(curve: list[tuple[int, float]], epochs: int) -> float:
 
 
 def _epochs_to(curve: list[tuple[int, float]], target: float) -> int | None:
-    """Epochs trained when the search first held a trial at least as good as ``target``."""
-    return next((e for e, b in curve if b >= target - 1e-9), None)
+    """Epochs trained when the search first held a trial at least as good as ``target``
+    (to 4 decimals: older result files hold F1 rounded to 4)."""
+    return next((e for e, b in curve if round(b, 4) >= round(target, 4)), None)
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:

@@ -214,11 +214,10 @@ class EpochCallback(TrainerCallback):
         text = f"pruned after epoch {epoch} by the {self.pruner_name} pruner: validation {self.objective} {value:.4f}"
         pruner = self.trial.study.pruner
         if isinstance(pruner, AlignedMedianPruner):
-            frozen = next(t for t in self.trial.study.get_trials(deepcopy=False) if t.number == self.trial.number)
-            verdict = pruner.judge(self.trial.study, frozen)
+            verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:
                 mine, median, n = verdict
-                where = f"within {frozen.user_attrs[EPOCHS_ATTR][-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
+                where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
                 text += f"; best {pruner.metric} {mine:.4f} below the median {median:.4f} of {n} finished trials {where}"
             return text
         if self.pruner_name == "median":

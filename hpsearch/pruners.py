@@ -58,13 +58,13 @@ class AlignedMedianPruner(BasePruner):
         self.warmup_epochs = warmup_epochs
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        verdict = self.judge(study, trial)
+        verdict = self.judge(study, trial.user_attrs.get(EPOCHS_ATTR) or [])
         return verdict is not None and verdict[0] < verdict[1]
 
-    def judge(self, study: optuna.Study, trial: FrozenTrial) -> tuple[float, float, int] | None:
-        """(the trial's best value, the median it is compared with, how many complete
-        trials gave the median), or None where the rule does not judge the trial yet."""
-        rows = trial.user_attrs.get(EPOCHS_ATTR) or []
+    def judge(self, study: optuna.Study, rows: list[dict[str, Any]]) -> tuple[float, float, int] | None:
+        """For a trial with these epoch rows: (its best value, the median it is compared
+        with, how many complete trials gave the median), or None where the rule does not
+        judge it yet."""
         if not rows or rows[-1]["epoch"] <= self.warmup_epochs:
             return None
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

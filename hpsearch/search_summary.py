@@ -57,18 +57,19 @@ def describe_sampler(sampler: dict[str, Any]) -> str:
 
 def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) -> str:
     name = pruner.get("name", "median")
-    if name == "median" and (pruner.get("metric", "objective"), pruner.get("align", "epochs")) != ("objective", "epochs"):
-        start = int(pruner.get("warmup_epochs", 1)) + 1
-        metric = metric_label(objective) if pruner.get("metric", "objective") == "objective" else "ROC AUC"
-        point = "after at most as many optimiser updates" if pruner.get("align") == "updates" else "at the same epoch"
-        return (
-            f"median rule on validation {metric} ({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))}): "
-            f"from epoch {start} on, a trial stops when its best validation {metric} so far is below the median of the complete trials {point}"
-        )
     if name == "median":
         start = int(pruner.get("warmup_epochs", 1)) + 1
+        settings = f"({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
+        metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
+        if (metric, align) != ("objective", "epochs"):
+            label = metric_label(objective) if metric == "objective" else "ROC AUC"
+            point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
+            return (
+                f"median rule on validation {label} {settings}: "
+                f"from epoch {start} on, a trial stops when its best validation {label} so far is below the median of the complete trials {point}"
+            )
         return (
-            f"MedianPruner ({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))}): "
+            f"MedianPruner {settings}: "
             f"from epoch {start} on, a trial stops when its validation {metric_label(objective)} is below the median of the complete trials at the same epoch"
         )
     if name == "halving":

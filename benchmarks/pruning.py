@@ -17,6 +17,9 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   compared after at most as many optimiser updates instead of at the same epoch
   (``metric = "roc_auc"``, ``align = "updates"``); ``median-auc`` and ``median-updates``
   make one of the two changes each.
+* ``median-auc-updates-se1`` / ``-se05``: the same, stopping a trial only when its ROC AUC
+  is below the median by more than 1 / 0.5 standard errors of the difference
+  (``margin_se``).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -51,6 +54,9 @@ PRESETS = {
     "median-auc-updates": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\n",
     "median-auc": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\n",
     "median-updates": "[pruner]\nname = 'median'\nalign = 'updates'\n",
+    # ... stopping only gaps larger than the validation split can resolve.
+    "median-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\n",
+    "median-auc-updates-se05": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }

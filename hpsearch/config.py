@@ -158,6 +158,9 @@ class PrunerConfig:
     # Compare trials after as many "epochs", or after at most as many optimiser "updates"
     # (an epoch at batch 32 makes a quarter of the updates of one at batch 8).
     align: str = "epochs"
+    # Stop a trial only when it is below the median by more than this many standard errors
+    # of the difference (metric = "roc_auc" only, whose rows carry one). 0: the plain rule.
+    margin_se: float = 0.0
     # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.
     reduction_factor: int = 3
 
@@ -166,6 +169,9 @@ class PrunerConfig:
         _check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
         _check_choice("pruner.metric", self.metric, PRUNER_METRICS)
         _check_choice("pruner.align", self.align, PRUNER_ALIGN)
+        _check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
+        if self.margin_se and self.metric != "roc_auc":
+            raise ConfigError(f"pruner.margin_se: needs metric = \"roc_auc\" (the only metric stored with a standard error), got metric = {self.metric!r}")
         _check_at_least("pruner.startup_trials", self.startup_trials, 0)
         _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
 

@@ -11,6 +11,8 @@ METRICS = ("f1", "accuracy", "precision", "recall")
 # Stored in every epoch's row beside METRICS for the pruner (see hpsearch/pruners.py), not
 # shown in the card: a threshold-free score that moves while F1 is still 0.
 RANKING_METRIC = "roc_auc"
+# Its standard error, stored beside it so that a pruner can tell a real gap from noise.
+RANKING_METRIC_SE = "roc_auc_se"
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average: str) -> dict[str, float]:
@@ -52,8 +54,32 @@ def roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean([roc_auc_score(y == c, scores[:, c]) for c in present]))
 
 
+def roc_auc_se(labels: np.ndarray, auc: float) -> float:
+    """Standard error of a ROC AUC of ``auc`` on these labels, by Hanley and McNeil (1982),
+    from the AUC and the class counts alone; for more than two classes, that of the mean of
+    the one-against-the-rest AUCs, each taken at ``auc`` and treated as independent.
+
+    On 32 positives and 224 negatives it is 0.013 at AUC 0.989 and 0.004 at 0.999: two
+    trials whose AUCs differ by less than that are not told apart by the validation split.
+    NaN when the labels hold a single class or the AUC is not finite.
+    """
+    y = np.asarray(labels)
+    present = np.unique(y)
+    if len(present) < 2 or not math.isfinite(auc):
+        return math.nan
+    a = min(max(auc, 0.0), 1.0)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    # Two classes: one AUC, class 1 the positive one (the formula is not symmetric).
+    variances = []
+    for c in present[-1:] if len(present) == 2 else present:
+        pos = int(np.sum(y == c))
+        neg = len(y) - pos
+        variances.append(max(a * (1 - a) + (pos - 1) * (q1 - a * a) + (neg - 1) * (q2 - a * a), 0.0) / (pos * neg))
+    return math.sqrt(sum(variances)) / len(variances)
+
+
 def compute_metrics_for(average: str) -> Any:
-    """A ``compute_metrics`` function for the Trainer: METRICS and RANKING_METRIC."""
+    """A ``compute_metrics`` function for the Trainer: METRICS, RANKING_METRIC and its standard error."""
 
     def compute_metrics(eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
@@ -61,6 +87,7 @@ def compute_metrics_for(average: str) -> Any:
             logits = logits[0]
         out = classification_metrics(labels, np.argmax(logits, axis=-1), average)
         out[RANKING_METRIC] = roc_auc(labels, logits)
+        out[RANKING_METRIC_SE] = roc_auc_se(labels, out[RANKING_METRIC])
         return out
 
     return compute_metrics

@@ -31,7 +31,7 @@ from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
-from hpsearch.metrics import METRICS, RANKING_METRIC, compute_metrics_for
+from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for
 from hpsearch.pruners import AlignedMedianPruner
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
 from hpsearch.trials import EPOCHS_ATTR
@@ -195,7 +195,8 @@ class EpochCallback(TrainerCallback):
         epoch = int(round(state.epoch))
         row = {"epoch": epoch, "step": state.global_step, "train_loss": self._train_loss, "eval_loss": float(metrics["eval_loss"])}
         row.update({m: float(metrics[f"eval_{m}"]) for m in METRICS})
-        row[RANKING_METRIC] = float(metrics.get(f"eval_{RANKING_METRIC}", math.nan))
+        for key in (RANKING_METRIC, RANKING_METRIC_SE):
+            row[key] = float(metrics.get(f"eval_{key}", math.nan))
         if not math.isfinite(row["eval_loss"]):
             raise NonFiniteLoss(f"validation loss became {row['eval_loss']} at epoch {epoch}")
         best_before = max((r[self.objective] for r in self.rows), default=-math.inf)
@@ -216,9 +217,9 @@ class EpochCallback(TrainerCallback):
         if isinstance(pruner, AlignedMedianPruner):
             verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:
-                mine, median, n = verdict
                 where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
-                text += f"; best {pruner.metric} {mine:.4f} below the median {median:.4f} of {n} finished trials {where}"
+                margin = f" by more than {verdict.margin:.4f} ({pruner.margin_se:g} standard errors)" if pruner.margin_se else ""
+                text += f"; best {pruner.metric} {verdict.best:.4f} below the median {verdict.median:.4f}{margin} of {verdict.n} finished trials {where}"
             return text
         if self.pruner_name == "median":
             done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

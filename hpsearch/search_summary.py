@@ -60,13 +60,14 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
     if name == "median":
         start = int(pruner.get("warmup_epochs", 1)) + 1
         settings = f"({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
-        metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
-        if (metric, align) != ("objective", "epochs"):
+        metric, align, margin = pruner.get("metric", "objective"), pruner.get("align", "epochs"), pruner.get("margin_se", 0)
+        if (metric, align, margin) != ("objective", "epochs", 0):
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
             point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
+            by = f" by more than {margin:g} standard errors of the difference (Hanley and McNeil)" if margin else ""
             return (
                 f"median rule on validation {label} {settings}: "
-                f"from epoch {start} on, a trial stops when its best validation {label} so far is below the median of the complete trials {point}"
+                f"from epoch {start} on, a trial stops when its best validation {label} so far is below the median of the complete trials {point}{by}"
             )
         return (
             f"MedianPruner {settings}: "

@@ -50,9 +50,15 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
 
 def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> optuna.pruners.BasePruner:
     """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
-    if config.name == "median" and (config.metric, config.align) != ("objective", "epochs"):
+    if config.name == "median" and (config.metric, config.align, config.margin_se) != ("objective", "epochs", 0):
         metric = objective if config.metric == "objective" else config.metric
-        return AlignedMedianPruner(metric=metric, align=config.align, startup_trials=config.startup_trials, warmup_epochs=config.warmup_epochs)
+        return AlignedMedianPruner(
+            metric=metric,
+            align=config.align,
+            startup_trials=config.startup_trials,
+            warmup_epochs=config.warmup_epochs,
+            margin_se=config.margin_se,
+        )
     if config.name == "median":
         # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.
         return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs + 1)

@@ -10,7 +10,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from hpsearch.config import PrunerConfig
-from hpsearch.metrics import compute_metrics_for, roc_auc
+from hpsearch.errors import ConfigError
+from hpsearch.metrics import compute_metrics_for, roc_auc, roc_auc_se
 from hpsearch.pruners import AlignedMedianPruner
 from hpsearch.search_summary import describe_pruner
 from hpsearch.study import build_pruner
@@ -140,3 +141,59 @@ def test_the_card_says_what_the_aligned_rule_compares():
     )
     plain = {"name": "median", "metric": "objective", "align": "epochs", "startup_trials": 3, "warmup_epochs": 0}
     assert describe_pruner(plain, "f1", 5).startswith("MedianPruner (3 startup trials, warm-up 0 epochs)")
+
+
+def _with_se(rows: list[dict], labels: np.ndarray) -> list[dict]:
+    return [{**row, "roc_auc_se": roc_auc_se(labels, row["roc_auc"])} for row in rows]
+
+
+# The validation split of the pruning benchmark: 32 spam messages, 224 ham.
+SPLIT = np.array([1] * 32 + [0] * 224)
+
+
+def test_roc_auc_se_is_hanley_and_mcneils_and_shrinks_as_the_auc_nears_one():
+    # Hanley and McNeil's formula is exact where scores are exponential: positives with mean
+    # A / (1 - A), negatives with mean 1 have AUC A. The spread of the AUC over 600 drawn
+    # validation splits of 32 spam and 224 ham (class 1 the positives) is the formula's.
+    rng = np.random.default_rng(0)
+    for auc in (0.8, 0.99):
+        drawn = [roc_auc_score(SPLIT, np.r_[rng.exponential(auc / (1 - auc), 32), rng.exponential(1.0, 224)]) for _ in range(600)]
+        assert np.std(drawn) == pytest.approx(roc_auc_se(SPLIT, auc), rel=0.1), auc
+    errors = [roc_auc_se(SPLIT, a) for a in (0.9, 0.989, 0.999, 1.0)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] == 0.0
+    assert errors[1] == pytest.approx(0.01305, abs=1e-5)
+    assert math.isnan(roc_auc_se(np.zeros(4, dtype=int), 0.5)) and math.isnan(roc_auc_se(SPLIT, math.nan))
+    three = np.repeat([0, 1, 2], 20)
+    one_vs_rest = roc_auc_se(np.array([1] * 20 + [0] * 40), 0.9)
+    assert roc_auc_se(three, 0.9) == pytest.approx(one_vs_rest / math.sqrt(3))
+
+
+def test_a_margin_of_standard_errors_spares_gaps_the_split_cannot_resolve():
+    # Complete trials near AUC 0.999 after 32 updates; a trial at 0.989 is 0.010 below
+    # their median: 0.8 standard errors of the difference, so margin 1 spares it, margin 0.5
+    # and the plain rule stop it. A trial at 0.90 is 2.6 standard errors below: all stop it.
+    done = [_with_se(_rows(32, [0.5, 0.9], [a, 1.0]), SPLIT) for a in (0.998, 0.999, 0.9995)]
+    close = _with_se(_rows(32, [0.4, 0.9], [0.989, 0.99]), SPLIT)
+    far = _with_se(_rows(32, [0.0, 0.0], [0.90, 0.95]), SPLIT)
+    for margin, expected in ((0.0, True), (0.5, True), (1.0, False)):
+        pruner = AlignedMedianPruner(metric="roc_auc", align="updates", margin_se=margin)
+        assert _verdicts(_study(pruner, done), close)[0] is expected, margin
+        assert _verdicts(_study(pruner, done), far)[0] is True, margin
+    verdict = AlignedMedianPruner(metric="roc_auc", margin_se=1.0).judge(_study(optuna.pruners.NopPruner(), done), close[:1])
+    assert verdict.margin == pytest.approx(math.hypot(roc_auc_se(SPLIT, 0.989), roc_auc_se(SPLIT, 0.999)))
+    # Rows without standard errors (a study from before they were stored) are not judged.
+    pruner = AlignedMedianPruner(metric="roc_auc", margin_se=1.0)
+    assert _verdicts(_study(pruner, [_rows(32, [0.5], [0.999])] * 3), _rows(32, [0.0], [0.5])) == [False]
+
+
+def test_margin_se_needs_the_roc_auc_and_the_card_names_it():
+    pruner = build_pruner(PrunerConfig(metric="roc_auc", align="updates", margin_se=1.0), 5)
+    assert isinstance(pruner, AlignedMedianPruner) and pruner.margin_se == 1.0
+    with pytest.raises(ConfigError, match=r"pruner.margin_se: needs metric = \"roc_auc\""):
+        PrunerConfig(margin_se=1.0)
+    with pytest.raises(ConfigError, match="pruner.margin_se"):
+        PrunerConfig(metric="roc_auc", margin_se=-1.0)
+    config = {"name": "median", "metric": "roc_auc", "align": "updates", "startup_trials": 3, "warmup_epochs": 0, "margin_se": 1.0}
+    assert describe_pruner(config, "f1", 5).endswith(
+        "below the median of the complete trials after at most as many optimiser updates by more than 1 standard errors of the difference (Hanley and McNeil)"
+    )

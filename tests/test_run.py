@@ -11,7 +11,7 @@ from conftest import tiny_run_args, write_rows
 
 from hpsearch.study import STUDY_ATTR
 
-ROW_KEYS = {"epoch", "step", "train_loss", "eval_loss", "f1", "accuracy", "precision", "recall", "roc_auc"}
+ROW_KEYS = {"epoch", "step", "train_loss", "eval_loss", "f1", "accuracy", "precision", "recall", "roc_auc", "roc_auc_se"}
 
 
 def _study(name: str = "hpsearch", url: str = "sqlite:///studies/hpsearch.db") -> optuna.Study:

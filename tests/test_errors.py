@@ -52,6 +52,8 @@ RUN_CASES = [
     ("unknown-pruner", lambda i, m: ["--pruner", "medain"], r"pruner.name: expected one of median, halving, hyperband, none, got 'medain' \(did you mean 'median'\?\)"),
     ("unknown-pruner-metric", lambda i, m: ["--config", _toml(i, "[pruner]\nmetric = 'auc'\n")], r"pruner.metric: expected one of objective, roc_auc, got 'auc' \(did you mean 'roc_auc'\?\)"),
     ("unknown-pruner-align", lambda i, m: ["--config", _toml(i, "[pruner]\nalign = 'steps'\n")], r"pruner.align: expected one of epochs, updates, got 'steps'"),
+    ("margin-without-roc-auc", lambda i, m: ["--config", _toml(i, "[pruner]\nmargin_se = 1.0\n")], r"pruner.margin_se: needs metric = \"roc_auc\""),
+    ("negative-margin", lambda i, m: ["--config", _toml(i, "[pruner]\nmetric = 'roc_auc'\nmargin_se = -1\n")], r"pruner.margin_se: expected"),
     ("unknown-sampler", lambda i, m: ["--sampler", "grid"], r"sampler.name: expected one of tpe, random, qmc, got 'grid'"),
     ("unknown-objective", lambda i, m: ["--objective", "auc"], r"objective: expected one of f1, accuracy, precision, recall, got 'auc'"),
     ("not-a-training-argument", lambda i, m: ["--config", _toml(i, "[space]\nlearning_rat = {low = 1e-5, high = 1e-4}\n")], r"'learning_rat' is not a TrainingArguments parameter; did you mean 'learning_rate'\?"),

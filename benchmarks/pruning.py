@@ -19,7 +19,8 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   make one of the two changes each.
 * ``median-auc-updates-se1`` / ``-se05``: the same, stopping a trial only when its ROC AUC
   is below the median by more than 1 / 0.5 standard errors of the difference
-  (``margin_se``).
+  (``margin_se``); ``best-auc-updates-se1``: below the *best* complete trial by more than
+  1 standard error (``reference = "best"``).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -57,6 +58,7 @@ PRESETS = {
     # ... stopping only gaps larger than the validation split can resolve.
     "median-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\n",
     "median-auc-updates-se05": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\n",
+    "best-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }

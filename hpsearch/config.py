@@ -32,6 +32,7 @@ DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
 PRUNERS = ("median", "halving", "hyperband", "none")
 PRUNER_METRICS = ("objective", "roc_auc")
 PRUNER_ALIGN = ("epochs", "updates")
+PRUNER_REFERENCES = ("median", "best")
 SAMPLERS = ("tpe", "random", "qmc")
 OBJECTIVES = ("f1", "accuracy", "precision", "recall")
 CHECKPOINT_RULES = ("last", "best")
@@ -161,6 +162,9 @@ class PrunerConfig:
     # Stop a trial only when it is below the median by more than this many standard errors
     # of the difference (metric = "roc_auc" only, whose rows carry one). 0: the plain rule.
     margin_se: float = 0.0
+    # What a trial is compared with: the complete trials' "median", or the "best" of them
+    # (with a margin: stop a trial that is clearly worse than the best so far).
+    reference: str = "median"
     # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.
     reduction_factor: int = 3
 
@@ -170,6 +174,9 @@ class PrunerConfig:
         _check_choice("pruner.metric", self.metric, PRUNER_METRICS)
         _check_choice("pruner.align", self.align, PRUNER_ALIGN)
         _check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
+        _check_choice("pruner.reference", self.reference, PRUNER_REFERENCES)
+        if self.reference == "best" and not self.margin_se:
+            raise ConfigError("pruner.reference: \"best\" needs margin_se > 0 (without a margin every trial below the best would stop)")
         if self.margin_se and self.metric != "roc_auc":
             raise ConfigError(f"pruner.margin_se: needs metric = \"roc_auc\" (the only metric stored with a standard error), got metric = {self.metric!r}")
         _check_at_least("pruner.startup_trials", self.startup_trials, 0)

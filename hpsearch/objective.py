@@ -219,7 +219,7 @@ class EpochCallback(TrainerCallback):
             if verdict is not None:
                 where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
                 margin = f" by more than {verdict.margin:.4f} ({pruner.margin_se:g} standard errors)" if pruner.margin_se else ""
-                text += f"; best {pruner.metric} {verdict.best:.4f} below the median {verdict.median:.4f}{margin} of {verdict.n} finished trials {where}"
+                text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {verdict.n} finished trials {where}"
             return text
         if self.pruner_name == "median":
             done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

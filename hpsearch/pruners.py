@@ -21,7 +21,10 @@ uses Optuna's class for that.
 A third change is optional: ``margin_se`` stops a trial only when its value is below the
 median by more than that many standard errors of the difference, read from the rows'
 ``<metric>_se``. On an easy task every trial that learns at all has a ROC AUC near 1, and
-the bare median then separates trials by gaps the validation split cannot resolve.
+the bare median then separates trials by gaps the validation split cannot resolve. With a
+margin, ``reference="best"`` compares with the best complete trial instead of the median:
+a trial stops when it is clearly worse than the best one so far, as Optuna's
+``WilcoxonPruner`` judges against the best trial.
 """
 
 from __future__ import annotations
@@ -41,23 +44,26 @@ _ALIGN_KEYS = {"epochs": "epoch", "updates": "step"}  # align -> the row key it 
 
 
 class Verdict(NamedTuple):
-    """How a trial stands: its best value so far, the median it is compared with, how many
-    complete trials gave the median, and how far below the median it must be to stop."""
+    """How a trial stands: its best value so far, the value it is compared with (the
+    complete trials' median or best), how many complete trials gave that, and how far below
+    it the trial must be to stop."""
 
     best: float
-    median: float
+    against: float
     n: int
     margin: float
 
     @property
     def prune(self) -> bool:
-        return self.best < self.median - self.margin
+        return self.best < self.against - self.margin
 
 
 class AlignedMedianPruner(BasePruner):
     """Prune a trial whose best ``metric`` so far is below the median of the complete
     trials' ``metric`` at the same point: after as many epochs, or after at most as many
     optimiser updates; with ``margin_se``, below it by more than that many standard errors.
+    With ``reference="best"``, the best complete trial's value at that point replaces the
+    median.
 
     Args:
         metric: Key of the ``epochs`` rows to compare; higher is better.
@@ -67,14 +73,24 @@ class AlignedMedianPruner(BasePruner):
         margin_se: Standard errors of the difference between the trial's best value and the
             median that the gap must exceed; the rows' ``<metric>_se`` give them (the
             trial's at its best epoch, and the median of the complete trials' at the
-            point compared). 0 is the plain median rule.
+            point compared, or the best trial's). 0 is the plain median rule.
+        reference: "median" or "best": what the trial's best value is compared with.
     """
 
     def __init__(
-        self, *, metric: str, align: str = "updates", startup_trials: int = 3, warmup_epochs: int = 0, margin_se: float = 0.0
+        self,
+        *,
+        metric: str,
+        align: str = "updates",
+        startup_trials: int = 3,
+        warmup_epochs: int = 0,
+        margin_se: float = 0.0,
+        reference: str = "median",
     ) -> None:
         if align not in _ALIGN_KEYS:
             raise ValueError(f"align: expected one of {', '.join(_ALIGN_KEYS)}, got {align!r}")
+        if reference not in ("median", "best"):
+            raise ValueError(f"reference: expected median or best, got {reference!r}")
         if startup_trials < 0 or warmup_epochs < 0 or not margin_se >= 0:
             raise ValueError(
                 f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}"
@@ -84,6 +100,7 @@ class AlignedMedianPruner(BasePruner):
         self.startup_trials = startup_trials
         self.warmup_epochs = warmup_epochs
         self.margin_se = margin_se
+        self.reference = reference
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         verdict = self.judge(study, trial.user_attrs.get(EPOCHS_ATTR) or [])
@@ -106,15 +123,19 @@ class AlignedMedianPruner(BasePruner):
         if not others:
             return None  # every complete trial made more updates in its first epoch
         best = max(mine, key=lambda row: row[self.metric])
-        median = statistics.median(row[self.metric] for row in others)
+        se_key = f"{self.metric}_se"
+        if self.reference == "best":
+            top = max(others, key=lambda row: row[self.metric])
+            against, their_errors = top[self.metric], [top.get(se_key)]
+        else:
+            against, their_errors = statistics.median(row[self.metric] for row in others), [row.get(se_key) for row in others]
         margin = 0.0
         if self.margin_se > 0:
-            se_key = f"{self.metric}_se"
-            errors = [row[se_key] for row in others if _finite(row.get(se_key))]
+            errors = [e for e in their_errors if _finite(e)]
             if not _finite(best.get(se_key)) or not errors:
                 return None  # no standard errors to weigh the gap with
             margin = self.margin_se * math.hypot(best[se_key], statistics.median(errors))
-        return Verdict(best[self.metric], median, len(others), margin)
+        return Verdict(best[self.metric], against, len(others), margin)
 
 
 def _row_at(trial: FrozenTrial, key: str, point: int, metric: str) -> dict[str, Any] | None:

@@ -61,13 +61,15 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
         start = int(pruner.get("warmup_epochs", 1)) + 1
         settings = f"({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
         metric, align, margin = pruner.get("metric", "objective"), pruner.get("align", "epochs"), pruner.get("margin_se", 0)
-        if (metric, align, margin) != ("objective", "epochs", 0):
+        reference = pruner.get("reference", "median")
+        if (metric, align, margin, reference) != ("objective", "epochs", 0, "median"):
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
             point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
             by = f" by more than {margin:g} standard errors of the difference (Hanley and McNeil)" if margin else ""
+            against = "the best" if reference == "best" else "the median"
             return (
-                f"median rule on validation {label} {settings}: "
-                f"from epoch {start} on, a trial stops when its best validation {label} so far is below the median of the complete trials {point}{by}"
+                f"{reference} rule on validation {label} {settings}: "
+                f"from epoch {start} on, a trial stops when its best validation {label} so far is below {against} of the complete trials {point}{by}"
             )
         return (
             f"MedianPruner {settings}: "

@@ -50,7 +50,7 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
 
 def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> optuna.pruners.BasePruner:
     """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
-    if config.name == "median" and (config.metric, config.align, config.margin_se) != ("objective", "epochs", 0):
+    if config.name == "median" and (config.metric, config.align, config.margin_se, config.reference) != ("objective", "epochs", 0, "median"):
         metric = objective if config.metric == "objective" else config.metric
         return AlignedMedianPruner(
             metric=metric,
@@ -58,6 +58,7 @@ def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> op
             startup_trials=config.startup_trials,
             warmup_epochs=config.warmup_epochs,
             margin_se=config.margin_se,
+            reference=config.reference,
         )
     if config.name == "median":
         # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.

@@ -197,3 +197,24 @@ def test_margin_se_needs_the_roc_auc_and_the_card_names_it():
     assert describe_pruner(config, "f1", 5).endswith(
         "below the median of the complete trials after at most as many optimiser updates by more than 1 standard errors of the difference (Hanley and McNeil)"
     )
+
+
+def test_reference_best_stops_a_trial_clearly_worse_than_the_best_even_above_the_median():
+    # Complete trials at 0.95, 0.96 and 0.9995 after 32 updates. A trial at 0.97 is above
+    # their median, but 0.0295 below the best: more than one standard error of the
+    # difference (0.022). A trial at 0.99 is within it and goes on.
+    done = [_with_se(_rows(32, [0.5, 0.9], [a, 1.0]), SPLIT) for a in (0.95, 0.96, 0.9995)]
+    best_rule = AlignedMedianPruner(metric="roc_auc", align="updates", margin_se=1.0, reference="best")
+    median_rule = AlignedMedianPruner(metric="roc_auc", align="updates", margin_se=1.0)
+    worse = _with_se(_rows(32, [0.3], [0.97]), SPLIT)
+    assert _verdicts(_study(best_rule, done), worse) == [True]
+    assert _verdicts(_study(median_rule, done), worse) == [False]
+    assert _verdicts(_study(best_rule, done), _with_se(_rows(32, [0.3], [0.99]), SPLIT)) == [False]
+    verdict = best_rule.judge(_study(optuna.pruners.NopPruner(), done), worse)
+    assert verdict.against == 0.9995
+    assert verdict.margin == pytest.approx(math.hypot(roc_auc_se(SPLIT, 0.97), roc_auc_se(SPLIT, 0.9995)))
+    with pytest.raises(ConfigError, match=r"pruner.reference: \"best\" needs margin_se > 0"):
+        PrunerConfig(metric="roc_auc", reference="best")
+    assert build_pruner(PrunerConfig(metric="roc_auc", margin_se=1.0, reference="best"), 5).reference == "best"
+    config = {"name": "median", "metric": "roc_auc", "align": "updates", "startup_trials": 3, "warmup_epochs": 0, "margin_se": 1.0, "reference": "best"}
+    assert "is below the best of the complete trials after at most as many optimiser updates by more than 1" in describe_pruner(config, "f1", 5)

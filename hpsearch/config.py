@@ -33,6 +33,8 @@ PRUNERS = ("median", "halving", "hyperband", "none")
 PRUNER_METRICS = ("objective", "roc_auc")
 PRUNER_ALIGN = ("epochs", "updates")
 PRUNER_REFERENCES = ("median", "best")
+# The [pruner] settings under which the median rule is Optuna's MedianPruner's own.
+PLAIN_MEDIAN = {"metric": "objective", "align": "epochs", "margin_se": 0.0, "reference": "median"}
 SAMPLERS = ("tpe", "random", "qmc")
 OBJECTIVES = ("f1", "accuracy", "precision", "recall")
 CHECKPOINT_RULES = ("last", "best")
@@ -181,6 +183,12 @@ class PrunerConfig:
             raise ConfigError(f"pruner.margin_se: needs metric = \"roc_auc\" (the only metric stored with a standard error), got metric = {self.metric!r}")
         _check_at_least("pruner.startup_trials", self.startup_trials, 0)
         _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
+
+
+def is_plain_median(pruner: Mapping[str, Any]) -> bool:
+    """Whether these ``[pruner]`` settings (a stored configuration: a missing key has its
+    default) ask for nothing beyond Optuna's MedianPruner."""
+    return all(pruner.get(key, plain) == plain for key, plain in PLAIN_MEDIAN.items())
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
-from hpsearch.config import Param
+from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
 from hpsearch.trials import EPOCHS_ATTR, recipe_trial
 
@@ -60,9 +60,9 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
     if name == "median":
         start = int(pruner.get("warmup_epochs", 1)) + 1
         settings = f"({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
-        metric, align, margin = pruner.get("metric", "objective"), pruner.get("align", "epochs"), pruner.get("margin_se", 0)
-        reference = pruner.get("reference", "median")
-        if (metric, align, margin, reference) != ("objective", "epochs", 0, "median"):
+        if not is_plain_median(pruner):
+            metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
+            margin, reference = pruner.get("margin_se", 0), pruner.get("reference", "median")
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
             point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
             by = f" by more than {margin:g} standard errors of the difference (Hanley and McNeil)" if margin else ""

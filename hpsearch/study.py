@@ -17,14 +17,14 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig
+from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig, is_plain_median
 from hpsearch.errors import ConfigError, SearchStopped, StorageError
 from hpsearch.pruners import AlignedMedianPruner
 from hpsearch.storage import check_url, open_storage, redact
@@ -50,7 +50,7 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
 
 def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> optuna.pruners.BasePruner:
     """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
-    if config.name == "median" and (config.metric, config.align, config.margin_se, config.reference) != ("objective", "epochs", 0, "median"):
+    if config.name == "median" and not is_plain_median(asdict(config)):
         metric = objective if config.metric == "objective" else config.metric
         return AlignedMedianPruner(
             metric=metric,

@@ -20,7 +20,8 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
 * ``median-auc-updates-se1`` / ``-se05``: the same, stopping a trial only when its ROC AUC
   is below the median by more than 1 / 0.5 standard errors of the difference
   (``margin_se``); ``best-auc-updates-se1``: below the *best* complete trial by more than
-  1 standard error (``reference = "best"``).
+  1 standard error (``reference = "best"``); ``best-auc-updates-se1-s1``: that rule with one
+  start-up trial instead of 3 (``startup_trials = 1``).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -59,6 +60,8 @@ PRESETS = {
     "median-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\n",
     "median-auc-updates-se05": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\n",
     "best-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\n",
+    # ... judging from the second trial on: one complete trial is a reference already.
+    "best-auc-updates-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }

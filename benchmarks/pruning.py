@@ -9,8 +9,10 @@ Every side is one fresh ``hpsearch run`` process on the same data subset (sms_sp
 default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
 
 * ``none``: no pruning, every trial trains every epoch.
-* ``median``: the median pruner with hpsearch's default settings (median of finished
-  trials at the same epoch, 3 start-up trials, the default warm-up).
+* ``default``: hpsearch's default pruner, whatever it is (``best-auc-updates-se1-s1``
+  since 2026-11-27; ``median-w0`` before).
+* ``median``: the median pruner with its default settings (median of finished trials at
+  the same epoch, 3 start-up trials, the default warm-up).
 * ``median-w0`` / ``median-w1``: the median pruner judging from epoch 1 / from epoch 2
   (``warmup_epochs = 0`` / ``1``; ``median-early`` is the old name of ``median-w0``).
 * ``median-auc-updates``: the median rule on validation ROC AUC instead of F1, with trials
@@ -21,7 +23,8 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   is below the median by more than 1 / 0.5 standard errors of the difference
   (``margin_se``); ``best-auc-updates-se1``: below the *best* complete trial by more than
   1 standard error (``reference = "best"``); ``best-auc-updates-se1-s1``: that rule with one
-  start-up trial instead of 3 (``startup_trials = 1``).
+  start-up trial instead of 3 (``startup_trials = 1``); ``best-auc-updates-se05-s1``: the same
+  with a margin of 0.5 standard errors.
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -48,7 +51,8 @@ import _harness as h
 
 PRESETS = {
     "none": "[pruner]\nname = 'none'\n",
-    "median": "[pruner]\nname = 'median'\n",  # whatever hpsearch's defaults are
+    "default": "",  # no [pruner] table: whatever hpsearch's default is
+    "median": "[pruner]\nname = 'median'\n",  # the median rule with its default settings
     "median-w0": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
     "median-w1": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
     # The median rule on ROC AUC, with trials compared after at most as many optimiser
@@ -62,6 +66,7 @@ PRESETS = {
     "best-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\n",
     # ... judging from the second trial on: one complete trial is a reference already.
     "best-auc-updates-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
+    "best-auc-updates-se05-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\nreference = 'best'\nstartup_trials = 1\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }

@@ -90,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-train-samples", dest="max_train_samples", type=int, help="use at most N training rows")
     run.add_argument("--max-eval-samples", dest="max_eval_samples", type=int, help="use at most N validation (and test) rows")
     run.add_argument("--max-length", dest="max_length", type=int, help="truncate texts to N tokens (default 128)")
-    run.add_argument("--pruner", help="median | halving | hyperband | none (default median)")
+    run.add_argument("--pruner", help="best | median | halving | hyperband | none (default best)")
     run.add_argument("--sampler", help="tpe | random | qmc (default tpe, seed 42)")
     run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall")
     run.add_argument("--checkpoint", help="which epoch a trial ships: last | best (default last)")

@@ -212,21 +212,26 @@ class EpochCallback(TrainerCallback):
             self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None)
 
     def _why_pruned(self, epoch: int, value: float) -> str:
-        text = f"pruned after epoch {epoch} by the {self.pruner_name} pruner: validation {self.objective} {value:.4f}"
+        label = "best-trial" if self.pruner_name == "best" else self.pruner_name
+        text = f"pruned after epoch {epoch} by the {label} pruner: validation {self.objective} {value:.4f}"
         pruner = self.trial.study.pruner
         if isinstance(pruner, AlignedMedianPruner):
             verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:
                 where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
-                margin = f" by more than {verdict.margin:.4f} ({pruner.margin_se:g} standard errors)" if pruner.margin_se else ""
-                text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {verdict.n} finished trials {where}"
+                margin = f" by more than {verdict.margin:.4f} ({_count(pruner.margin_se, 'standard error')})" if pruner.margin_se else ""
+                text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {_count(verdict.n, 'complete trial')} {where}"
             return text
         if self.pruner_name == "median":
             done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             at_epoch = [t.intermediate_values[epoch] for t in done if epoch in t.intermediate_values]
             if at_epoch:
-                text += f" below the median {statistics.median(at_epoch):.4f} of {len(at_epoch)} finished trials at that epoch"
+                text += f" below the median {statistics.median(at_epoch):.4f} of {_count(len(at_epoch), 'complete trial')} at that epoch"
         return text
+
+
+def _count(n: float, noun: str) -> str:
+    return f"{n:g} {noun}" if n == 1 else f"{n:g} {noun}s"
 
 
 def _train(trial: optuna.Trial, trainer: Any) -> None:

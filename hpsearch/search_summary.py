@@ -57,15 +57,15 @@ def describe_sampler(sampler: dict[str, Any]) -> str:
 
 def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) -> str:
     name = pruner.get("name", "median")
-    if name == "median":
+    if name in ("best", "median"):
         start = int(pruner.get("warmup_epochs", 1)) + 1
-        settings = f"({pruner.get('startup_trials')} startup trials, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
+        settings = f"({pruner.get('startup_trials')} startup {'trial' if pruner.get('startup_trials') == 1 else 'trials'}, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
         if not is_plain_median(pruner):
             metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
             margin, reference = pruner.get("margin_se", 0), pruner.get("reference", "median")
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
             point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
-            by = f" by more than {margin:g} standard errors of the difference (Hanley and McNeil)" if margin else ""
+            by = f" by more than {margin:g} standard {'error' if margin == 1 else 'errors'} of the difference (Hanley and McNeil)" if margin else ""
             against = "the best" if reference == "best" else "the median"
             return (
                 f"{reference} rule on validation {label} {settings}: "

@@ -50,7 +50,7 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
 
 def build_pruner(config: PrunerConfig, epochs: int, objective: str = "f1") -> optuna.pruners.BasePruner:
     """Pruners count resources in epochs: trials report their objective at epoch 1, 2, ..."""
-    if config.name == "median" and not is_plain_median(asdict(config)):
+    if config.name in ("best", "median") and not is_plain_median(asdict(config)):
         metric = objective if config.metric == "objective" else config.metric
         return AlignedMedianPruner(
             metric=metric,

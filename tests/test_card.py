@@ -28,7 +28,7 @@ from optuna.trial import TrialState, create_trial
 import hpsearch.plots as plots
 from hpsearch.card import MARKER, write_card
 from hpsearch.card_facts import gather
-from hpsearch.config import Recipe, SearchConfig
+from hpsearch.config import PrunerConfig, Recipe, SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import CardError
 from hpsearch.markdown import RESULTS_HEADER, fmt_metric, md_cell
@@ -94,7 +94,8 @@ def epoch_rows(spec: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
 
 
 def search_config(**overrides: Any) -> SearchConfig:
-    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5)}
+    # The median pruner, whose reason the pruned trial 2 carries.
+    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5), "pruner": PrunerConfig(name="median")}
     return SearchConfig(**{**values, **overrides})
 
 
@@ -125,7 +126,7 @@ def make_study(config: SearchConfig | None = None, task: Task | None = None, *, 
               test_metrics={"loss": test["eval_loss"], **{k: test[k] for k in ("f1", "accuracy", "precision", "recall")}})
     add_trial(study, config, {"learning_rate": 1.2e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.15, "weight_decay": 0.05},
               epoch_rows([(0.6932, 300, 330), (0.6930, 280, 300)]), state=TrialState.PRUNED,
-              pruned_reason="pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 finished trials at that epoch")
+              pruned_reason="pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 complete trials at that epoch")
     add_trial(study, config, {"learning_rate": 9e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.02, "weight_decay": 0.08},
               epoch_rows([(0.7101, 684, 684)]), state=TrialState.FAIL, fail_reason="out of memory: CUDA out of memory. Tried to allocate 96.00 MiB")
     return study

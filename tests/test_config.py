@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hpsearch import ConfigError, load_config
@@ -14,7 +16,7 @@ def test_the_defaults_are_the_base_recipe():
     assert (recipe.learning_rate, recipe.per_device_train_batch_size, recipe.per_device_eval_batch_size) == (5e-05, 8, 8)
     assert (recipe.seed, recipe.adam_beta1, recipe.adam_beta2, recipe.adam_epsilon) == (42, 0.9, 0.999, 1e-08)
     assert (recipe.lr_scheduler_type, recipe.num_train_epochs) == ("linear", 5)
-    assert (config.trials, config.storage, config.pruner.name, config.sampler.name, config.sampler.seed) == (20, "sqlite:///studies/hpsearch.db", "median", "tpe", 42)
+    assert (config.trials, config.storage, config.pruner.name, config.sampler.name, config.sampler.seed) == (20, "sqlite:///studies/hpsearch.db", "best", "tpe", 42)
 
 
 def test_the_default_space_is_centred_on_the_recipe():
@@ -85,3 +87,14 @@ def test_bad_values_name_the_key(tmp_path, text, match):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match=match):
         load_config(path)
+
+
+def test_the_readme_configuration_example_loads(tmp_path):
+    # README.md documents every table in one example; it must stay a valid configuration.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n# hpsearch.toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "hpsearch.toml"
+    path.write_text(example, encoding="utf-8")
+    config = load_config(path)
+    assert (config.trials, config.study, config.recipe.num_train_epochs) == (30, "sst2-bert", 3)
+    assert (config.pruner.name, config.pruner.startup_trials, config.pruner.margin_se, config.pruner.metric) == ("best", 2, 1.5, "roc_auc")

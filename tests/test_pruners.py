@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import optuna
@@ -106,11 +107,27 @@ def test_objective_at_equal_epochs_decides_as_optunas_median_pruner(f1):
 
 
 def test_build_pruner_uses_optunas_class_for_the_plain_median_rule():
-    assert type(build_pruner(PrunerConfig(), 5)) is optuna.pruners.MedianPruner
-    pruner = build_pruner(PrunerConfig(metric="roc_auc", align="updates", startup_trials=2), 5)
+    assert type(build_pruner(PrunerConfig(name="median"), 5)) is optuna.pruners.MedianPruner
+    pruner = build_pruner(PrunerConfig(name="median", metric="roc_auc", align="updates", startup_trials=2), 5)
     assert isinstance(pruner, AlignedMedianPruner)
-    assert (pruner.metric, pruner.align, pruner.startup_trials) == ("roc_auc", "updates", 2)
-    assert build_pruner(PrunerConfig(align="updates"), 5, "accuracy").metric == "accuracy"
+    assert (pruner.metric, pruner.align, pruner.startup_trials, pruner.reference) == ("roc_auc", "updates", 2, "median")
+    assert build_pruner(PrunerConfig(name="median", align="updates"), 5, "accuracy").metric == "accuracy"
+
+
+def test_the_default_pruner_is_the_best_trial_rule_on_roc_auc_with_a_one_se_margin():
+    pruner = build_pruner(PrunerConfig(), 5)
+    assert isinstance(pruner, AlignedMedianPruner)
+    settings = (pruner.metric, pruner.align, pruner.margin_se, pruner.reference, pruner.startup_trials, pruner.warmup_epochs)
+    assert settings == ("roc_auc", "updates", 1.0, "best", 1, 0)
+    # Its settings may be changed one at a time; those that would make it another rule
+    # are refused with the key and the way to that rule.
+    assert build_pruner(PrunerConfig(margin_se=2.0, startup_trials=3), 5).margin_se == 2.0
+    with pytest.raises(ConfigError, match=r"pruner.metric: name = \"best\" compares \"roc_auc\".*use name = \"median\""):
+        PrunerConfig(metric="objective")
+    with pytest.raises(ConfigError, match=r"pruner.reference: 'median' contradicts name = \"best\""):
+        PrunerConfig(reference="median")
+    with pytest.raises(ConfigError, match=r"pruner.reference: \"best\" needs margin_se > 0"):
+        PrunerConfig(margin_se=0.0)
 
 
 def test_roc_auc_is_sklearns_for_two_classes_and_the_mean_one_vs_rest_for_more():
@@ -141,6 +158,12 @@ def test_the_card_says_what_the_aligned_rule_compares():
     )
     plain = {"name": "median", "metric": "objective", "align": "epochs", "startup_trials": 3, "warmup_epochs": 0}
     assert describe_pruner(plain, "f1", 5).startswith("MedianPruner (3 startup trials, warm-up 0 epochs)")
+    # The default, as a new study stores it.
+    assert describe_pruner(asdict(PrunerConfig()), "f1", 5) == (
+        "best rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
+        "validation ROC AUC so far is below the best of the complete trials after at most as many optimiser updates "
+        "by more than 1 standard error of the difference (Hanley and McNeil)"
+    )
 
 
 def _with_se(rows: list[dict], labels: np.ndarray) -> list[dict]:
@@ -187,16 +210,17 @@ def test_a_margin_of_standard_errors_spares_gaps_the_split_cannot_resolve():
 
 
 def test_margin_se_needs_the_roc_auc_and_the_card_names_it():
-    pruner = build_pruner(PrunerConfig(metric="roc_auc", align="updates", margin_se=1.0), 5)
+    pruner = build_pruner(PrunerConfig(name="median", metric="roc_auc", align="updates", margin_se=1.0), 5)
     assert isinstance(pruner, AlignedMedianPruner) and pruner.margin_se == 1.0
     with pytest.raises(ConfigError, match=r"pruner.margin_se: needs metric = \"roc_auc\""):
-        PrunerConfig(margin_se=1.0)
+        PrunerConfig(name="median", margin_se=1.0)
     with pytest.raises(ConfigError, match="pruner.margin_se"):
-        PrunerConfig(metric="roc_auc", margin_se=-1.0)
+        PrunerConfig(name="median", metric="roc_auc", margin_se=-1.0)
     config = {"name": "median", "metric": "roc_auc", "align": "updates", "startup_trials": 3, "warmup_epochs": 0, "margin_se": 1.0}
     assert describe_pruner(config, "f1", 5).endswith(
-        "below the median of the complete trials after at most as many optimiser updates by more than 1 standard errors of the difference (Hanley and McNeil)"
+        "below the median of the complete trials after at most as many optimiser updates by more than 1 standard error of the difference (Hanley and McNeil)"
     )
+    assert describe_pruner({**config, "margin_se": 0.5}, "f1", 5).endswith("by more than 0.5 standard errors of the difference (Hanley and McNeil)")
 
 
 def test_reference_best_stops_a_trial_clearly_worse_than_the_best_even_above_the_median():
@@ -214,7 +238,7 @@ def test_reference_best_stops_a_trial_clearly_worse_than_the_best_even_above_the
     assert verdict.against == 0.9995
     assert verdict.margin == pytest.approx(math.hypot(roc_auc_se(SPLIT, 0.97), roc_auc_se(SPLIT, 0.9995)))
     with pytest.raises(ConfigError, match=r"pruner.reference: \"best\" needs margin_se > 0"):
-        PrunerConfig(metric="roc_auc", reference="best")
-    assert build_pruner(PrunerConfig(metric="roc_auc", margin_se=1.0, reference="best"), 5).reference == "best"
+        PrunerConfig(name="median", metric="roc_auc", reference="best")
+    assert build_pruner(PrunerConfig(name="median", metric="roc_auc", margin_se=1.0, reference="best"), 5).reference == "best"
     config = {"name": "median", "metric": "roc_auc", "align": "updates", "startup_trials": 3, "warmup_epochs": 0, "margin_se": 1.0, "reference": "best"}
     assert "is below the best of the complete trials after at most as many optimiser updates by more than 1" in describe_pruner(config, "f1", 5)

@@ -81,14 +81,22 @@ def test_a_pruner_set_to_prune_prunes_and_rows_stop_where_it_stopped(workdir, ti
         assert "pruned after epoch" in trial.user_attrs["pruned_reason"]
 
 
-@pytest.mark.parametrize("margin_se", [0.0, 1.0])
-def test_the_aligned_median_rule_prunes_by_roc_auc_and_says_so(workdir, tiny_model, tmp_path, cli, margin_se):
+@pytest.mark.parametrize(
+    ("pruner", "reason"),
+    [
+        ("name = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\n", r"by the median pruner: .* below the median [\d.]+"),
+        ("name = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\nmargin_se = 1.0\n", r"by the median pruner: .* below the median [\d.]+ by more than [\d.]+ \(1 standard error\)"),
+        ("", r"by the best-trial pruner: .* below the best [\d.]+ by more than [\d.]+ \(1 standard error\)"),  # the default
+    ],
+    ids=["median", "median-margin", "default-best"],
+)
+def test_the_aligned_rules_prune_by_roc_auc_and_say_so(workdir, tiny_model, tmp_path, cli, pruner, reason):
     # The same hopeless trials as above, judged by ROC AUC after as many updates: the rows
     # carry the metric the rule reads (and its standard error), and the reason names it and
-    # the median it missed (by more than the margin, where there is one).
+    # the median or best it missed (by more than the margin, where there is one).
     config = tmp_path / "prune.toml"
     config.write_text(
-        f"[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\nmargin_se = {margin_se}\n"
+        f"[pruner]\n{pruner}"
         "[space]\nlearning_rate = { low = 1e-9, high = 2e-9, log = true }\nper_device_train_batch_size = { choices = [8] }\n"
         "[recipe]\nlearning_rate = 3e-3\n",
         encoding="utf-8",
@@ -99,9 +107,8 @@ def test_the_aligned_median_rule_prunes_by_roc_auc_and_says_so(workdir, tiny_mod
     assert all(0.0 <= row["roc_auc"] <= 1.0 and row["roc_auc_se"] >= 0.0 for t in study.trials for row in t.user_attrs["epochs"])
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, [(t.state, [r["roc_auc"] for r in t.user_attrs["epochs"]]) for t in study.trials]
-    margin = r" by more than [\d.]+ \(1 standard errors\)" if margin_se else ""
     for trial in pruned:
-        assert re.search(rf"best roc_auc [\d.]+ below the median [\d.]+{margin} of 1 finished trials within \d+ updates", trial.user_attrs["pruned_reason"])
+        assert re.search(rf"{reason} of 1 complete trial within \d+ updates$", trial.user_attrs["pruned_reason"]), trial.user_attrs["pruned_reason"]
 
 
 def test_rerun_reaches_the_total_rather_than_adding_it(workdir, tiny_model, cli):

@@ -307,6 +307,9 @@ def _snapshot(url: str) -> Any:
         (("--epochs", "2"), "was made with epochs=1, this run has epochs=2"),
         (("--max-length", "16"), "was made with max_length=32, this run has max_length=16"),
         (("--model", "other-model"), "was made with model='"),
+        # A study made under another pruner (the median rule, the default before "best")
+        # resumes only with that pruner named.
+        (("--pruner", "best"), "was made with pruner='none', this run has pruner='best'"),
     ],
 )
 def test_resuming_with_other_settings_is_refused_and_changes_nothing(made_study, tiny_model, tmp_path, cli, change, named):

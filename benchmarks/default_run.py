@@ -4,7 +4,7 @@
     python benchmarks/default_run.py --cores 0       # all the machine's cores
 
 The packaged all-MiniLM-L6-v2 on the built-in dataset with every default (5 epochs, the
-median pruner, TPE seed 42). The figure is the wall time of the ``python -m hpsearch``
+default pruner, TPE seed 42). The figure is the wall time of the ``python -m hpsearch``
 process from start to exit; the epochs trained, pruned trials and best F1 are read back
 from the study it wrote. It takes several minutes; run it on an otherwise idle machine.
 """

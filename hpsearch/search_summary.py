@@ -68,7 +68,7 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
             by = f" by more than {margin:g} standard {'error' if margin == 1 else 'errors'} of the difference (Hanley and McNeil)" if margin else ""
             against = "the best" if reference == "best" else "the median"
             return (
-                f"{reference} rule on validation {label} {settings}: "
+                f"{'best-trial' if reference == 'best' else 'median'} rule on validation {label} {settings}: "
                 f"from epoch {start} on, a trial stops when its best validation {label} so far is below {against} of the complete trials {point}{by}"
             )
         return (

@@ -160,7 +160,7 @@ def test_the_card_says_what_the_aligned_rule_compares():
     assert describe_pruner(plain, "f1", 5).startswith("MedianPruner (3 startup trials, warm-up 0 epochs)")
     # The default, as a new study stores it.
     assert describe_pruner(asdict(PrunerConfig()), "f1", 5) == (
-        "best rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
+        "best-trial rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
         "validation ROC AUC so far is below the best of the complete trials after at most as many optimiser updates "
         "by more than 1 standard error of the difference (Hanley and McNeil)"
     )

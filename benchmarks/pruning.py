@@ -131,7 +131,8 @@ def main() -> None:
     for seed in seeds:
         of_seed = [r for r in runs if r["seed"] == seed]
         base = next((r for r in of_seed if r["pruner"] == "none"), of_seed[0])
-        base_budget = _budget(base["trials"])
+        # The unpruned search of --trials trials: the first --trials of a longer one reused.
+        base_budget = _budget(base["trials"][: args.trials])
         for r in of_seed:
             key = r["pruner"] if len(seeds) == 1 else f"{r['pruner']}@{seed}"
             same = _budget(r["trials"][: args.trials])  # the same search: its first --trials trials
@@ -146,7 +147,7 @@ def main() -> None:
                 "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
                 "epochs_saved_vs_none": round(1 - same["epochs"] / base_budget["epochs"], 3),
                 # wall times compare only within one invocation, where the sides took turns
-                "wall_ratio_vs_none": None if r.get("reused_from") != base.get("reused_from") else round(_wall_of_first(r, same["epochs"]) / base["wall_s"], 3),
+                "wall_ratio_vs_none": None if r.get("reused_from") != base.get("reused_from") else round(_wall_of_first(r, same["epochs"]) / _wall_of_first(base, base_budget["epochs"]), 3),
                 "reused_from": r.get("reused_from"),
                 "best_f1_minus_none": round(same["best"] - base_budget["best"], 4) + 0.0,  # no -0.0
                 # the same budget: as many epochs as the unpruned search trained

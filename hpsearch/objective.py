@@ -32,9 +32,9 @@ from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
 from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for
-from hpsearch.pruners import AlignedMedianPruner
+from hpsearch.pruners import RULE_NAMES, AlignedMedianPruner
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
-from hpsearch.trials import EPOCHS_ATTR
+from hpsearch.trials import EPOCHS_ATTR, count
 
 
 
@@ -212,26 +212,22 @@ class EpochCallback(TrainerCallback):
             self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None)
 
     def _why_pruned(self, epoch: int, value: float) -> str:
-        label = "best-trial" if self.pruner_name == "best" else self.pruner_name
+        label = RULE_NAMES.get(self.pruner_name, self.pruner_name)
         text = f"pruned after epoch {epoch} by the {label} pruner: validation {self.objective} {value:.4f}"
         pruner = self.trial.study.pruner
         if isinstance(pruner, AlignedMedianPruner):
             verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:
                 where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
-                margin = f" by more than {verdict.margin:.4f} ({_count(pruner.margin_se, 'standard error')})" if pruner.margin_se else ""
-                text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {_count(verdict.n, 'complete trial')} {where}"
+                margin = f" by more than {verdict.margin:.4f} ({count(pruner.margin_se, 'standard error')})" if pruner.margin_se else ""
+                text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {count(verdict.n, 'complete trial')} {where}"
             return text
         if self.pruner_name == "median":
             done = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             at_epoch = [t.intermediate_values[epoch] for t in done if epoch in t.intermediate_values]
             if at_epoch:
-                text += f" below the median {statistics.median(at_epoch):.4f} of {_count(len(at_epoch), 'complete trial')} at that epoch"
+                text += f" below the median {statistics.median(at_epoch):.4f} of {count(len(at_epoch), 'complete trial')} at that epoch"
         return text
-
-
-def _count(n: float, noun: str) -> str:
-    return f"{n:g} {noun}" if n == 1 else f"{n:g} {noun}s"
 
 
 def _train(trial: optuna.Trial, trainer: Any) -> None:

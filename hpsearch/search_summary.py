@@ -14,7 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
 from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
-from hpsearch.trials import EPOCHS_ATTR, recipe_trial
+from hpsearch.pruners import RULE_NAMES
+from hpsearch.trials import EPOCHS_ATTR, count, recipe_trial
 
 TOP_TRIALS = 5  # rows of the top-trials table
 LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"
@@ -59,16 +60,16 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
     name = pruner.get("name", "median")
     if name in ("best", "median"):
         start = int(pruner.get("warmup_epochs", 1)) + 1
-        settings = f"({pruner.get('startup_trials')} startup {'trial' if pruner.get('startup_trials') == 1 else 'trials'}, warm-up {_epochs(pruner.get('warmup_epochs', 1))})"
+        settings = f"({count(pruner.get('startup_trials'), 'startup trial')}, warm-up {count(pruner.get('warmup_epochs', 1), 'epoch')})"
         if not is_plain_median(pruner):
             metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
             margin, reference = pruner.get("margin_se", 0), pruner.get("reference", "median")
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
             point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
-            by = f" by more than {margin:g} standard {'error' if margin == 1 else 'errors'} of the difference (Hanley and McNeil)" if margin else ""
+            by = f" by more than {count(margin, 'standard error')} of the difference (Hanley and McNeil)" if margin else ""
             against = "the best" if reference == "best" else "the median"
             return (
-                f"{'best-trial' if reference == 'best' else 'median'} rule on validation {label} {settings}: "
+                f"{RULE_NAMES[reference]} rule on validation {label} {settings}: "
                 f"from epoch {start} on, a trial stops when its best validation {label} so far is below {against} of the complete trials {point}{by}"
             )
         return (
@@ -80,10 +81,6 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
     if name == "hyperband":
         return f"HyperbandPruner (1 to {epochs} epochs, reduction factor {pruner.get('reduction_factor')})"
     return "none (every trial trains all its epochs)"
-
-
-def _epochs(n: Any) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def describe_objective(facts: CardFacts) -> str:

@@ -146,3 +146,9 @@ def format_param(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def count(n: float, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: "1 complete trial", "0.5 standard errors"."""
+    text = f"{n:g}" if isinstance(n, float) else str(n)
+    return f"{text} {noun}" if n == 1 else f"{text} {noun}s"

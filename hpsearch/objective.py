@@ -212,9 +212,11 @@ class EpochCallback(TrainerCallback):
             self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None)
 
     def _why_pruned(self, epoch: int, value: float) -> str:
-        label = RULE_NAMES.get(self.pruner_name, self.pruner_name)
-        text = f"pruned after epoch {epoch} by the {label} pruner: validation {self.objective} {value:.4f}"
         pruner = self.trial.study.pruner
+        # Named as the card names it: an aligned rule by what it compares with.
+        rule = pruner.reference if isinstance(pruner, AlignedMedianPruner) else self.pruner_name
+        label = RULE_NAMES.get(rule, rule)
+        text = f"pruned after epoch {epoch} by the {label} pruner: validation {self.objective} {value:.4f}"
         if isinstance(pruner, AlignedMedianPruner):
             verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:

@@ -44,7 +44,7 @@ from hpsearch.trials import EPOCHS_ATTR
 
 
 _ALIGN_KEYS = {"epochs": "epoch", "updates": "step"}  # align -> the row key it compares
-# How reasons and the card name the rule, by its reference (or the [pruner] name).
+# How pruned reasons and the card name a rule: by its reference, or the [pruner] name.
 RULE_NAMES = {"median": "median", "best": "best-trial"}
 
 

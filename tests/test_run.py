@@ -87,8 +87,10 @@ def test_a_pruner_set_to_prune_prunes_and_rows_stop_where_it_stopped(workdir, ti
         ("name = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\n", r"by the median pruner: .* below the median [\d.]+"),
         ("name = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\nmargin_se = 1.0\n", r"by the median pruner: .* below the median [\d.]+ by more than [\d.]+ \(1 standard error\)"),
         ("", r"by the best-trial pruner: .* below the best [\d.]+ by more than [\d.]+ \(1 standard error\)"),  # the default
+        # The median table with reference = "best" is the best-trial rule, and is named so.
+        ("name = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nstartup_trials = 1\nmargin_se = 1.0\nreference = 'best'\n", r"by the best-trial pruner: .* below the best [\d.]+ by more than [\d.]+ \(1 standard error\)"),
     ],
-    ids=["median", "median-margin", "default-best"],
+    ids=["median", "median-margin", "default-best", "median-reference-best"],
 )
 def test_the_aligned_rules_prune_by_roc_auc_and_say_so(workdir, tiny_model, tmp_path, cli, pruner, reason):
     # The same hopeless trials as above, judged by ROC AUC after as many updates: the rows

@@ -29,9 +29,20 @@ def suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, Any]:
 
 def recipe_params(recipe: Recipe, space: tuple[Param, ...]) -> dict[str, Any]:
     """The recipe's own value of every searched parameter: trial 0 of every study."""
+    from hpsearch.errors import ConfigError
+
     values = recipe.values()
     defaults = _training_arguments_defaults()
-    return {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
+    params = {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
+    for p in space:
+        if p.choices is not None and params[p.name] not in p.choices:
+            # Optuna can only enqueue a categorical value that is one of the choices.
+            choices = ", ".join(map(str, p.choices))
+            raise ConfigError(
+                f"space.{p.name}: the recipe's value {params[p.name]!r} is not among the choices ({choices}); "
+                f"trial 0 is the recipe, so add it to the choices or set recipe.{p.name} to one of them"
+            )
+    return params
 
 
 def training_values(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:

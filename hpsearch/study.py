@@ -97,7 +97,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     from hpsearch.hub import offline_if_unreachable
     from hpsearch.modeling import configure_threads, load_base_model, load_tokenizer, resolve_model
     from hpsearch.objective import Objective, Resources, TrialFailed
-    from hpsearch.space import check_training_argument_names
+    from hpsearch.space import check_training_argument_names, recipe_params
 
     check_url(config.storage)
     source = resolve_model(config.model)
@@ -105,6 +105,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
         offline_if_unreachable()
     _quiet_libraries()
     check_training_argument_names(config.recipe, config.space)
+    recipe_params(config.recipe, config.space)  # trial 0 must fit the space
     _check_existing_study(config)
     task = load_task(config)
     tokenizer = load_tokenizer(source, config)

@@ -31,7 +31,7 @@ DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
 
 PRUNERS = ("best", "median", "halving", "hyperband", "none")
 PRUNER_METRICS = ("objective", "roc_auc")
-PRUNER_ALIGN = ("epochs", "updates")
+PRUNER_ALIGN = ("epochs", "updates", "lr_sum")
 PRUNER_REFERENCES = ("median", "best")
 # The [pruner] settings under which the median rule is Optuna's MedianPruner's own.
 PLAIN_MEDIAN = {"metric": "objective", "align": "epochs", "margin_se": 0.0, "reference": "median"}
@@ -170,8 +170,10 @@ class PrunerConfig:
     # What the rule compares: "objective" (the value trials report) or "roc_auc"
     # (threshold-free, so it moves while a model still predicts one class and F1 is 0).
     metric: str | None = None
-    # Compare trials after as many "epochs", or after at most as many optimiser "updates"
-    # (an epoch at batch 32 makes a quarter of the updates of one at batch 8).
+    # Compare trials after as many "epochs", after at most as many optimiser "updates"
+    # (an epoch at batch 32 makes a quarter of the updates of one at batch 8), or after at
+    # most as large a sum of the learning rates of those updates, "lr_sum" (a trial at half
+    # the learning rate has moved about half as far after as many updates).
     align: str | None = None
     # Stop a trial only when it is below the reference by more than this many standard
     # errors of the difference (metric = "roc_auc" only, whose rows carry one). 0: no margin.

@@ -182,6 +182,14 @@ class EpochCallback(TrainerCallback):
         self.best_state: dict[str, Any] | None = None
         self.pruned_reason: str | None = None
         self._train_loss: float | None = None
+        self._lr_sum = 0.0
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+        # Called after the optimiser's step and before the scheduler's: this is the rate
+        # the update was made with. The sum is how far the trial's updates could move
+        # it, what align = "lr_sum" compares trials by.
+        if optimizer is not None:
+            self._lr_sum += float(optimizer.param_groups[0]["lr"])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
@@ -193,7 +201,7 @@ class EpochCallback(TrainerCallback):
         if not metrics or "eval_loss" not in metrics:
             return  # a test-split evaluation of the kept model, not an epoch
         epoch = int(round(state.epoch))
-        row = {"epoch": epoch, "step": state.global_step, "train_loss": self._train_loss, "eval_loss": float(metrics["eval_loss"])}
+        row = {"epoch": epoch, "step": state.global_step, "lr_sum": self._lr_sum, "train_loss": self._train_loss, "eval_loss": float(metrics["eval_loss"])}
         row.update({m: float(metrics[f"eval_{m}"]) for m in METRICS})
         for key in (RANKING_METRIC, RANKING_METRIC_SE):
             row[key] = float(metrics.get(f"eval_{key}", math.nan))
@@ -220,7 +228,10 @@ class EpochCallback(TrainerCallback):
         if isinstance(pruner, AlignedMedianPruner):
             verdict = pruner.judge(self.trial.study, self.rows)
             if verdict is not None:
-                where = f"within {self.rows[-1]['step']} updates" if pruner.align == "updates" else "at that epoch"
+                where = {
+                    "updates": f"within {self.rows[-1]['step']} updates",
+                    "lr_sum": f"within a summed learning rate of {self.rows[-1]['lr_sum']:.3g}",
+                }.get(pruner.align, "at that epoch")
                 margin = f" by more than {verdict.margin:.4f} ({count(pruner.margin_se, 'standard error')})" if pruner.margin_se else ""
                 text += f"; best {pruner.metric} {verdict.best:.4f} below the {pruner.reference} {verdict.against:.4f}{margin} of {count(verdict.n, 'complete trial')} {where}"
             return text

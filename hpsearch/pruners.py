@@ -1,4 +1,4 @@
-"""The median stopping rule on any per-epoch metric, at equal epochs or equal updates.
+"""The median stopping rule on any per-epoch metric, at equal epochs, updates or summed learning rate.
 
 Optuna's :class:`~optuna.pruners.MedianPruner` compares a trial's reported value with the
 median of the complete trials' values *at the same step*. hpsearch reports validation F1
@@ -14,8 +14,12 @@ at the epoch number, and two things make that comparison unfair early in a fine-
 ``align="updates"`` a complete trial's value is read at the last epoch it reached *with no
 more optimiser updates* than the judged trial has made, and the value compared can be any
 metric of the trials' ``epochs`` rows (``roc_auc`` ranks examples instead of thresholding
-them). What trials report to Optuna, and what the study optimises, stay the objective.
-With the objective and ``align="epochs"`` it is the MedianPruner's rule, and hpsearch
+them). ``align="lr_sum"`` reads it at the last epoch within as large a *sum of the
+learning rates* of the updates made: Adam's steps scale with the learning rate, so after
+as many updates a trial at half the learning rate has moved about half as far, and judging
+it then against one at the full rate compares a model that is behind with one that is
+ahead (the short-horizon bias of comparing learning rates early). What trials report to
+Optuna, and what the study optimises, stay the objective. With the objective and ``align="epochs"`` it is the MedianPruner's rule, and hpsearch
 uses Optuna's class for that.
 
 A third change is optional: ``margin_se`` stops a trial only when its value is below the
@@ -43,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.trials import EPOCHS_ATTR
 
 
-_ALIGN_KEYS = {"epochs": "epoch", "updates": "step"}  # align -> the row key it compares
+_ALIGN_KEYS = {"epochs": "epoch", "updates": "step", "lr_sum": "lr_sum"}  # align -> the row key it compares
 # How pruned reasons and the card name a rule: by its reference, or the [pruner] name.
 RULE_NAMES = {"median": "median", "best": "best-trial"}
 
@@ -72,7 +76,7 @@ class AlignedMedianPruner(BasePruner):
 
     Args:
         metric: Key of the ``epochs`` rows to compare; higher is better.
-        align: "epochs" or "updates".
+        align: "epochs", "updates" or "lr_sum".
         startup_trials: Complete trials needed before any trial is judged.
         warmup_epochs: Epochs every trial trains before it may be judged.
         margin_se: Standard errors of the difference between the trial's best value and the
@@ -123,10 +127,12 @@ class AlignedMedianPruner(BasePruner):
         if not mine:
             return None  # nothing to judge by (say, a study from before the metric existed)
         key = _ALIGN_KEYS[self.align]
-        point = rows[-1][key]
+        point = rows[-1].get(key)
+        if point is None:
+            return None  # rows from before the key was stored
         others = [row for t in done if (row := _row_at(t, key, point, self.metric)) is not None]
         if not others:
-            return None  # every complete trial made more updates in its first epoch
+            return None  # every complete trial was further along after its first epoch
         best = max(mine, key=lambda row: row[self.metric])
         se_key = f"{self.metric}_se"
         if self.reference == "best":
@@ -143,11 +149,14 @@ class AlignedMedianPruner(BasePruner):
         return Verdict(best[self.metric], against, len(others), margin)
 
 
-def _row_at(trial: FrozenTrial, key: str, point: int, metric: str) -> dict[str, Any] | None:
-    """The row of ``trial``'s last epoch whose ``key`` (epoch or step) is at most ``point``
-    and that holds ``metric``: the same epoch, or the last epoch within as many updates."""
+def _row_at(trial: FrozenTrial, key: str, point: float, metric: str) -> dict[str, Any] | None:
+    """The row of ``trial``'s last epoch whose ``key`` (epoch, step or lr_sum) is at most
+    ``point`` and that holds ``metric``: the same epoch, or the last epoch within as many
+    updates or as large a sum of learning rates."""
     found = None
     for row in trial.user_attrs.get(EPOCHS_ATTR) or []:
+        if not _finite(row.get(key)):
+            return None  # a trial from before the key was stored cannot be placed
         if row[key] > point:
             break
         if _finite(row.get(metric)):

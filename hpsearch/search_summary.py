@@ -65,7 +65,10 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int | None) 
             metric, align = pruner.get("metric", "objective"), pruner.get("align", "epochs")
             margin, reference = pruner.get("margin_se", 0), pruner.get("reference", "median")
             label = metric_label(objective) if metric == "objective" else "ROC AUC"
-            point = "after at most as many optimiser updates" if align == "updates" else "at the same epoch"
+            point = {
+                "updates": "after at most as many optimiser updates",
+                "lr_sum": "after at most as large a sum of the learning rates of their optimiser updates",
+            }.get(align, "at the same epoch")
             by = f" by more than {count(margin, 'standard error')} of the difference (Hanley and McNeil)" if margin else ""
             against = "the best" if reference == "best" else "the median"
             return (

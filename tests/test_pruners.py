@@ -67,6 +67,31 @@ def test_updates_align_reads_each_complete_trial_at_its_last_epoch_within_as_man
     assert _verdicts(study, _rows(16, [0.0, 0.0], [0.5, 0.95])) == [False, True]
 
 
+def _lr_rows(lr_per_epoch: float, auc: list[float]) -> list[dict]:
+    """Batch-8 rows (32 updates an epoch) of a trial whose updates sum to lr_per_epoch each epoch."""
+    return [{**row, "lr_sum": e * lr_per_epoch} for e, row in enumerate(_rows(32, [0.0] * len(auc), auc), 1)]
+
+
+def test_lr_sum_align_reads_each_complete_trial_within_as_large_a_sum_of_learning_rates():
+    # The complete trials sum 1.6e-3 of learning rate an epoch (5e-5 x 32 updates). A trial
+    # at 2e-5 (6.4e-4 an epoch) is behind them after as many updates; by summed learning
+    # rate it is not judged before its epoch 3 (1.92e-3), and then against their epoch 1
+    # (median 0.97) until its epoch 5 (3.2e-3) reaches their epoch 2 (median 0.99).
+    done = [_lr_rows(1.6e-3, auc) for auc in ([0.96, 0.99, 1.0], [0.97, 0.99, 1.0], [0.98, 1.0, 1.0])]
+    slow = _lr_rows(6.4e-4, [0.6, 0.8, 0.975, 0.975, 0.975])
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="lr_sum"), done), slow) == [False, False, False, False, True]
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="updates"), done), slow)[0] is True
+
+
+def test_rows_without_the_aligned_key_are_not_judged():
+    # Studies made before rows stored lr_sum: neither the judged trial nor an old complete
+    # trial can be placed on that axis, so the rule stays silent rather than guess.
+    done = [_lr_rows(1.6e-3, [0.99, 1.0]) for _ in range(3)]
+    old = _rows(32, [0.0, 0.0], [0.5, 0.5])
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="lr_sum"), done), old) == [False, False]
+    assert _verdicts(_study(AlignedMedianPruner(metric="roc_auc", align="lr_sum"), [old] * 3), _lr_rows(1.6e-3, [0.5, 0.5])) == [False, False]
+
+
 def test_the_metric_is_read_from_the_rows_not_the_reported_value():
     # F1 0.0 after epoch 1 is below every complete trial's median F1 (0.2), yet its AUC is not.
     rows = _rows(32, [0.0, 0.95], [0.97, 1.0])
@@ -156,6 +181,8 @@ def test_the_card_says_what_the_aligned_rule_compares():
         "median rule on validation ROC AUC (3 startup trials, warm-up 0 epochs): from epoch 1 on, a trial stops when "
         "its best validation ROC AUC so far is below the median of the complete trials after at most as many optimiser updates"
     )
+    by_lr = {**config, "align": "lr_sum"}
+    assert describe_pruner(by_lr, "f1", 5).endswith("after at most as large a sum of the learning rates of their optimiser updates")
     plain = {"name": "median", "metric": "objective", "align": "epochs", "startup_trials": 3, "warmup_epochs": 0}
     assert describe_pruner(plain, "f1", 5).startswith("MedianPruner (3 startup trials, warm-up 0 epochs)")
     # The default, as a new study stores it.

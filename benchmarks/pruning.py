@@ -24,7 +24,10 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   (``margin_se``); ``best-auc-updates-se1``: below the *best* complete trial by more than
   1 standard error (``reference = "best"``); ``best-auc-updates-se1-s1``: that rule with one
   start-up trial instead of 3 (``startup_trials = 1``); ``best-auc-updates-se05-s1``: the same
-  with a margin of 0.5 standard errors.
+  with a margin of 0.5 standard errors; ``best-auc-lr-se1-s1``: the default rule with
+  trials compared after at most as large a sum of the learning rates of their updates
+  (``align = "lr_sum"``), so that a trial at a low learning rate is judged against the
+  others' early epochs, not against epochs in which they moved further.
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -67,6 +70,8 @@ PRESETS = {
     # ... judging from the second trial on: one complete trial is a reference already.
     "best-auc-updates-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
     "best-auc-updates-se05-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\nreference = 'best'\nstartup_trials = 1\n",
+    # ... with trials compared after as large a sum of learning rates instead of as many updates.
+    "best-auc-lr-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'lr_sum'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
     "halving": "[pruner]\nname = 'halving'\n",
     "hyperband": "[pruner]\nname = 'hyperband'\n",
 }

@@ -16,6 +16,7 @@ from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
 from hpsearch.pruners import RULE_NAMES
 from hpsearch.trials import EPOCHS_ATTR, count, recipe_trial
+from hpsearch.trust import all_rows, positive_rate, predicts_one_class
 
 TOP_TRIALS = 5  # rows of the top-trials table
 LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"
@@ -42,11 +43,35 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "epochs_trained": sum(len(t.user_attrs.get(EPOCHS_ATTR, [])) for t in facts.trials),
         "epochs_unpruned": len(trained) * per_trial if per_trial else None,
         "trials_trained": len(trained),
+        "budget": learning_rate_budget(facts),
         "recipe": _recipe_comparison(facts, recipe),
         "top_table": top_trials_table(facts),
         "pruned": _reasons(facts, TrialState.PRUNED, "pruned_reason"),
         "failed": _reasons(facts, TrialState.FAIL, "fail_reason"),
     }
+
+
+def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:
+    """Whether every complete trial whose model still called all examples one class after
+    its last epoch planned a smaller sum of learning rates than every complete trial that
+    learned; None where that does not hold (or the rows predate ``lr_sum``).
+
+    A complete trial's last row holds the sum of the learning rates of all its updates: how
+    far its schedule let it move. On sms_spam that sum alone told the trials that would
+    learn from those that would not (benchmarks/RESULTS.md, section 2); where a study shows
+    the same split, its lowest learning rates could not arrive in the epochs given.
+    """
+    rate = positive_rate(all_rows(facts))
+    stuck: list[float] = []
+    learned: list[float] = []
+    for trial in facts.trials:
+        rows = trial.user_attrs.get(EPOCHS_ATTR) or []
+        if trial.state != TrialState.COMPLETE or not rows or not isinstance(rows[-1].get("lr_sum"), int | float):
+            continue
+        (stuck if predicts_one_class(facts, rows[-1], rate) else learned).append(rows[-1]["lr_sum"])
+    if not stuck or not learned or max(stuck) >= min(learned):
+        return None
+    return {"stuck": count(len(stuck), "complete trial"), "stuck_max": f"{max(stuck):.2e}", "learned": count(len(learned), "trial"), "learned_min": f"{min(learned):.2e}"}
 
 
 def describe_sampler(sampler: dict[str, Any]) -> str:

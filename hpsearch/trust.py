@@ -25,7 +25,7 @@ def trust_facts(facts: CardFacts) -> dict[str, Any]:
     """How far to trust the number: sampling noise, selection, the test split, a baseline."""
     row = facts.shipped_row
     n = facts.data.get("sizes", {}).get("validation")
-    rate = positive_rate(_all_rows(facts)) if facts.average == "binary" else None
+    rate = positive_rate(all_rows(facts)) if facts.average == "binary" else None
     done = [t.value for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None]
     return {
         "validation_size": n,
@@ -140,7 +140,7 @@ def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
     (which are the epoch's own scores).
     """
     labels = facts.label_names
-    rate = positive_rate(_all_rows(facts))
+    rate = positive_rate(all_rows(facts))
     found: list[dict[str, Any]] = []
     for row in facts.rows:
         kind = _constant_kind(row, facts.average, len(labels), rate)
@@ -152,6 +152,11 @@ def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
             continue
         found.append({"kind": kind, "label": label, "epochs": [row["epoch"]], "scores": {k: fmt_metric(row[k]) for k in METRIC_LABELS}})
     return found
+
+
+def predicts_one_class(facts: CardFacts, row: dict[str, Any], rate: float | None) -> bool:
+    """Whether the epoch's model called every validation example one class (see above)."""
+    return _constant_kind(row, facts.average, len(facts.label_names), rate) is not None
 
 
 def _constant_kind(row: dict[str, Any], average: str, n_labels: int, rate: float | None) -> str | None:
@@ -173,7 +178,7 @@ def _close(a: float, b: float, tol: float = 1e-6) -> bool:
     return abs(a - b) <= tol
 
 
-def _all_rows(facts: CardFacts) -> list[dict[str, Any]]:
+def all_rows(facts: CardFacts) -> list[dict[str, Any]]:
     """The epoch rows of every trial in the study: they share one validation split."""
     return [r for t in facts.trials for r in t.user_attrs.get(EPOCHS_ATTR, [])]
 

@@ -250,6 +250,41 @@ def test_search_section_reports_settings_counts_cost_and_recipe(golden):
     assert "- Pruner: MedianPruner (3 startup trials, warm-up 0 epochs)" in text
 
 
+def _with_lr_sum(rows: list[dict[str, Any]], per_epoch: float) -> list[dict[str, Any]]:
+    return [{**row, "lr_sum": row["epoch"] * per_epoch} for row in rows]
+
+
+def _budget_study(stuck_per_epoch: float) -> SearchConfig:
+    """The golden study, plus two complete trials that ended calling every example negative
+    and two that learned (1e-4 and 2e-4 of learning rate an epoch)."""
+    config = search_config()
+    study = make_study(config)
+    stuck = [(0.6932, 0, 0)] * 5  # no positive predicted: recall and precision 0
+    for per_epoch in (stuck_per_epoch / 2, stuck_per_epoch):
+        add_trial(study, config, {**GOLDEN_PARAMS, "learning_rate": 1.1e-05}, _with_lr_sum(epoch_rows(stuck), per_epoch))
+    for per_epoch in (1e-4, 2e-4):
+        add_trial(study, config, GOLDEN_PARAMS, _with_lr_sum(epoch_rows(RECIPE_EPOCHS), per_epoch))
+    return config
+
+
+def test_the_card_says_when_the_learning_rate_budget_alone_split_the_trials(workdir, no_png):
+    # Those that ended in one class planned at most 5 x 9e-5 of summed learning rate, those
+    # that learned at least 5 x 1e-4: the card says so, with both bounds.
+    text = _card(_budget_study(9e-5))
+    assert (
+        "- Learning-rate budget: 2 complete trials still predicted one class after the last epoch, and each planned a smaller sum of "
+        "learning rates over its schedule (at most 4.50e-04) than every complete trial that learned (2 trials, at least 5.00e-04)"
+    ) in text
+
+
+def test_no_budget_line_where_the_rows_hold_no_lr_sum(golden):
+    assert "Learning-rate budget" not in _card(golden)  # its rows have no lr_sum
+
+
+def test_no_budget_line_where_a_stuck_trial_planned_as_much_as_one_that_learned(workdir, no_png):
+    assert "Learning-rate budget" not in _card(_budget_study(1.5e-4))
+
+
 def test_hyperparameters_list_the_trials_values_and_searched_extras(golden):
     text = _card(golden)
     block = text.split("The following hyperparameters were used during training:\n", 1)[1].split("\n\n", 1)[0]

@@ -19,8 +19,8 @@ learning rates* of the updates made: Adam's steps scale with the learning rate, 
 as many updates a trial at half the learning rate has moved about half as far, and judging
 it then against one at the full rate compares a model that is behind with one that is
 ahead (the short-horizon bias of comparing learning rates early). What trials report to
-Optuna, and what the study optimises, stay the objective. With the objective and ``align="epochs"`` it is the MedianPruner's rule, and hpsearch
-uses Optuna's class for that.
+Optuna, and what the study optimises, stay the objective. With the objective and
+``align="epochs"`` it is the MedianPruner's rule, and hpsearch uses Optuna's class for that.
 
 A third change is optional: ``margin_se`` stops a trial only when its value is below the
 median by more than that many standard errors of the difference, read from the rows'

@@ -11,7 +11,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
+from hpsearch.card_facts import STATE_NAMES, CardFacts, is_number, metric_label, state_name
 from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
 from hpsearch.pruners import RULE_NAMES
@@ -66,7 +66,7 @@ def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:
     learned: list[float] = []
     for trial in facts.trials:
         rows = trial.user_attrs.get(EPOCHS_ATTR) or []
-        if trial.state != TrialState.COMPLETE or not rows or not isinstance(rows[-1].get("lr_sum"), int | float):
+        if trial.state != TrialState.COMPLETE or not rows or not is_number(rows[-1].get("lr_sum")):
             continue
         (stuck if predicts_one_class(facts, rows[-1], rate) else learned).append(rows[-1]["lr_sum"])
     if not stuck or not learned or max(stuck) >= min(learned):

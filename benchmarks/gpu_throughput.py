@@ -3,6 +3,7 @@
     python benchmarks/gpu_throughput.py                  # bert-base (BertConfig defaults), 3 trials x 1 epoch
     python benchmarks/gpu_throughput.py --trials 4 --rows 8192 --batch 64
     python benchmarks/gpu_throughput.py --tiny           # a smoke test of the script on a CPU
+    python benchmarks/gpu_throughput.py --tokenizer DIR  # on a machine without the packaged MiniLM
 
 A bert-base-sized model (``BertConfig()`` defaults, random weights, the packaged MiniLM
 tokenizer, whose vocabulary is bert-base's) trains a few trials of one fixed
@@ -12,7 +13,9 @@ supports it, TF32, evaluation batch 64 each epoch, no checkpoints. A callback ti
 training epoch (from ``on_epoch_begin`` to ``on_epoch_end``, with the device synchronised,
 evaluation excluded) and divides the training rows by it. The first trial of each side
 pays CUDA start-up, so the figure is the median of the later trials. The sides alternate
-(hpsearch, Trainer, Trainer, hpsearch, ...) when ``--rounds`` is above 1.
+(hpsearch, Trainer, Trainer, hpsearch, ...) when ``--rounds`` is above 1; ``--first trainer``
+starts with the Trainer. Each side also records how long each whole ``train()`` took
+(every epoch with its evaluation).
 
 Data: ``--dataset`` if given, else synthetic reviews of 40-120 words (``--rows`` of them,
 truncated at ``--max-length`` tokens), made here with a fixed seed.
@@ -43,8 +46,10 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--dataset", default=None, help="a dataset folder instead of the synthetic data")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--first", choices=("hpsearch", "trainer"), default="hpsearch", help="the side that runs first in round 0")
     p.add_argument("--tiny", action="store_true", help="a 2-layer model and 256 rows: checks the script, measures nothing")
     p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
+    p.add_argument("--tokenizer", default=None, help="a tokenizer folder (default: the packaged MiniLM's, bert-base's vocabulary)")
     p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -61,12 +66,13 @@ def _parent(args: argparse.Namespace) -> None:
     if args.tiny:
         args.rows, args.batch = min(args.rows, 256), min(args.batch, 16)
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        model_dir = _make_model(Path(tmp) / "bert-base-random", tiny=args.tiny)
+        model_dir = _make_model(Path(tmp) / "bert-base-random", tiny=args.tiny, tokenizer_dir=args.tokenizer)
         data_dir = args.dataset or str(_make_data(Path(tmp) / "data", args.rows))
         common = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--batch", str(args.batch), "--max-length", str(args.max_length), "--model-dir", str(model_dir), "--data-dir", data_dir]
         runs = []
         for r in range(args.rounds):
-            for side in (["hpsearch", "trainer"] if r % 2 == 0 else ["trainer", "hpsearch"]):
+            order = ["hpsearch", "trainer"] if args.first == "hpsearch" else ["trainer", "hpsearch"]
+            for side in (order if r % 2 == 0 else order[::-1]):
                 with tempfile.TemporaryDirectory(prefix=f"bench-gpu-{side}-", dir=tmp) as work:
                     out = h.run_child([__file__, "--role", side, "--workdir", work, *common], src=args.src if side == "hpsearch" else None, cwd=work)
                 out["side"], out["round"] = side, r
@@ -79,6 +85,8 @@ def _parent(args: argparse.Namespace) -> None:
         "hpsearch_samples_per_s": by_side["hpsearch"],
         "trainer_samples_per_s": by_side["trainer"],
         "ratio_hpsearch_to_trainer": [round(a / b, 3) for a, b in zip(by_side["hpsearch"], by_side["trainer"])],
+        "hpsearch_train_s": [x["steady_train_s"] for x in runs if x["side"] == "hpsearch"],
+        "trainer_train_s": [x["steady_train_s"] for x in runs if x["side"] == "trainer"],
     }
     payload = {"benchmark": "gpu_throughput", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
     path = h.save("gpu_throughput", payload)
@@ -86,13 +94,13 @@ def _parent(args: argparse.Namespace) -> None:
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
 
 
-def _make_model(folder: Path, *, tiny: bool) -> Path:
+def _make_model(folder: Path, *, tiny: bool, tokenizer_dir: str | None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from hpsearch.modeling import packaged_default_model
 
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or str(packaged_default_model()))
     torch.manual_seed(0)
     config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128) if tiny else BertConfig()
     config.vocab_size = tokenizer.vocab_size
@@ -118,12 +126,18 @@ def _make_data(folder: Path, rows: int) -> Path:
 
 
 class Throughput:
-    """Times each training epoch with the device synchronised; evaluation is outside it."""
+    """Times each training epoch with the device synchronised; evaluation is outside it.
+
+    It also times each whole ``train()`` (every epoch with its evaluation), which shows what
+    the trial's per-epoch work around the training steps costs.
+    """
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
         self.per_epoch: list[float] = []
+        self.per_trial_s: list[float] = []
         self._started = 0.0
+        self._train_started = 0.0
 
     def callback(self) -> Any:
         from transformers import TrainerCallback
@@ -131,6 +145,14 @@ class Throughput:
         outer = self
 
         class _Cb(TrainerCallback):
+            def on_train_begin(self, *a: Any, **k: Any) -> None:
+                _sync()
+                outer._train_started = time.perf_counter()
+
+            def on_train_end(self, *a: Any, **k: Any) -> None:
+                _sync()
+                outer.per_trial_s.append(round(time.perf_counter() - outer._train_started, 2))
+
             def on_epoch_begin(self, *a: Any, **k: Any) -> None:
                 _sync()
                 outer._started = time.perf_counter()
@@ -161,7 +183,15 @@ def _result(meter: Throughput, trials: int) -> dict[str, Any]:
     per_trial = [round(x, 1) for x in meter.per_epoch]
     later = per_trial[len(per_trial) // trials:] if trials > 1 else per_trial  # skip the first trial's epochs
     device, bf16 = _device()
-    return {"samples_per_s": per_trial, "steady_samples_per_s": round(statistics.median(later), 1), "device": device, "bf16": bf16}
+    trial_s = meter.per_trial_s
+    return {
+        "samples_per_s": per_trial,
+        "steady_samples_per_s": round(statistics.median(later), 1),
+        "train_s_per_trial": trial_s,
+        "steady_train_s": round(statistics.median(trial_s[1:] if len(trial_s) > 1 else trial_s), 2),
+        "device": device,
+        "bf16": bf16,
+    }
 
 
 def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:

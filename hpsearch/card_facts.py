@@ -7,7 +7,6 @@ card's sections (:mod:`~hpsearch.trial_summary`, :mod:`~hpsearch.search_summary`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import CardError
+from hpsearch.metrics import is_number  # noqa: F401  (the card modules import it from here)
 from hpsearch.storage import redact
 from hpsearch.trials import EPOCHS_ATTR, STATE_NAMES, best_trial
 
@@ -114,11 +114,6 @@ def metric_label(key: str) -> str:
 
 def state_name(trial: FrozenTrial) -> str:
     return STATE_NAMES.get(trial.state, trial.state.name.lower())
-
-
-def is_number(value: Any) -> bool:
-    """A stored metric the card can print: a finite int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _numbered(study_name: str, trials: list[FrozenTrial], text: str) -> FrozenTrial:

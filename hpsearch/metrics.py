@@ -97,3 +97,34 @@ def constant_predictor_scores(labels: list[int], label: int, average: str) -> di
     """What a model that predicts ``label`` for every example would score."""
     y = np.asarray(labels)
     return classification_metrics(y, np.full_like(y, label), average)
+
+
+def constant_prediction(row: dict[str, Any], average: str, n_labels: int, rate: float | None = None) -> str | None:
+    """Whether an epoch's model called every validation example one class, from its row.
+
+    Binary: recall 1 with precision equal to accuracy (both are then the positive rate) is
+    "positive"; recall 0 and precision 0 with accuracy equal to the negative rate (or,
+    where the rate is unknown, recall and precision 0) is "negative". Macro averages over K
+    classes: recall 1/K with precision accuracy/K is "one class". None otherwise.
+    """
+    if not all(is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
+        return None
+    r, p, acc = row["recall"], row["precision"], row["accuracy"]
+    if average == "binary":
+        if _close(r, 1.0) and _close(p, acc) and acc < 1.0:
+            return "positive"
+        if _close(r, 0.0) and _close(p, 0.0) and (rate is None or _close(acc, 1.0 - rate, 1e-4)):
+            return "negative"
+        return None
+    if n_labels > 1 and _close(r, 1.0 / n_labels) and _close(p, acc / n_labels):
+        return "one class"
+    return None
+
+
+def is_number(value: Any) -> bool:
+    """A stored metric that can be printed and compared: a finite int or float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _close(a: float, b: float, tol: float = 1e-6) -> bool:
+    return abs(a - b) <= tol

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from hpsearch.card_facts import METRIC_LABELS, CardFacts, is_number
 from hpsearch.markdown import fmt_metric
+from hpsearch.metrics import constant_prediction
 from hpsearch.trials import EPOCHS_ATTR
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -143,7 +144,7 @@ def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
     rate = positive_rate(all_rows(facts))
     found: list[dict[str, Any]] = []
     for row in facts.rows:
-        kind = _constant_kind(row, facts.average, len(labels), rate)
+        kind = constant_prediction(row, facts.average, len(labels), rate)
         if kind is None:
             continue
         label = {"positive": facts.positive_label, "negative": labels[0] if labels else "0"}.get(kind)
@@ -156,26 +157,7 @@ def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
 
 def predicts_one_class(facts: CardFacts, row: dict[str, Any], rate: float | None) -> bool:
     """Whether the epoch's model called every validation example one class (see above)."""
-    return _constant_kind(row, facts.average, len(facts.label_names), rate) is not None
-
-
-def _constant_kind(row: dict[str, Any], average: str, n_labels: int, rate: float | None) -> str | None:
-    if not all(is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
-        return None
-    r, p, acc = row["recall"], row["precision"], row["accuracy"]
-    if average == "binary":
-        if _close(r, 1.0) and _close(p, acc) and acc < 1.0:
-            return "positive"
-        if _close(r, 0.0) and _close(p, 0.0) and (rate is None or _close(acc, 1.0 - rate, 1e-4)):
-            return "negative"
-        return None
-    if n_labels > 1 and _close(r, 1.0 / n_labels) and _close(p, acc / n_labels):
-        return "one class"
-    return None
-
-
-def _close(a: float, b: float, tol: float = 1e-6) -> bool:
-    return abs(a - b) <= tol
+    return constant_prediction(row, facts.average, len(facts.label_names), rate) is not None
 
 
 def all_rows(facts: CardFacts) -> list[dict[str, Any]]:

@@ -27,7 +27,10 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   with a margin of 0.5 standard errors; ``best-auc-lr-se1-s1``: the default rule with
   trials compared after at most as large a sum of the learning rates of their updates
   (``align = "lr_sum"``), so that a trial at a low learning rate is judged against the
-  others' early epochs, not against epochs in which they moved further.
+  others' early epochs, not against epochs in which they moved further;
+  ``best-auc-updates-se1-s1-p2``: the default rule with early stopping inside each trial
+  (``early_stopping_patience = 2``: a trial ends, complete, after 2 epochs without a new
+  best F1, counted once its model no longer calls every example one class).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
@@ -69,6 +72,7 @@ PRESETS = {
     "best-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\n",
     # ... judging from the second trial on: one complete trial is a reference already.
     "best-auc-updates-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
+    "best-auc-updates-se1-s1-p2": "early_stopping_patience = 2\n[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
     "best-auc-updates-se05-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\nreference = 'best'\nstartup_trials = 1\n",
     # ... with trials compared after as large a sum of learning rates instead of as many updates.
     "best-auc-lr-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'lr_sum'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",

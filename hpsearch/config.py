@@ -248,6 +248,10 @@ class SearchConfig:
     # Which epoch's model a finished trial ships: the last one (as the Trainer does by
     # default) or the best one by the objective. The trial's value is that epoch's score.
     checkpoint: str = "last"
+    # A trial stops, complete, once its objective has not beaten its own best for this many
+    # epochs in a row after its model began to tell the classes apart (the Trainer's
+    # EarlyStoppingCallback, without its checkpoint rules). 0: every trial trains every epoch.
+    early_stopping_patience: int = 0
     timeout: float | None = None  # seconds for this invocation; None for no limit
     # Speed setting only: evaluation batch actually used (metrics do not depend on it).
     eval_batch_size: int = 64
@@ -264,6 +268,7 @@ class SearchConfig:
         _check_at_least("max_length", self.max_length, 8)
         _check_at_least("eval_batch_size", self.eval_batch_size, 1)
         _check_at_least("max_failures", self.max_failures, 1)
+        _check_at_least("early_stopping_patience", self.early_stopping_patience, 0)
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
                 _check_at_least(key, getattr(self, key), 1)

@@ -31,10 +31,10 @@ from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
-from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for
+from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for, constant_prediction
 from hpsearch.pruners import RULE_NAMES, AlignedMedianPruner
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
-from hpsearch.trials import EPOCHS_ATTR, count
+from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count
 
 
 
@@ -91,12 +91,15 @@ class Objective:
         trial.set_user_attr("training_args", values)
         if self.reporter is not None:
             self.reporter.trial_start(trial.number, params)
-        epoch_cb = EpochCallback(trial, self.config, self.reporter)
+        task = self.resources.task
+        epoch_cb = EpochCallback(trial, self.config, self.reporter, average=task.average, n_labels=task.num_labels)
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix=f"trial-{trial.number}-", dir=self.scratch) as out:
                 trainer = self._trainer(values, out, [epoch_cb, *self.callbacks])
                 _train(trial, trainer)
+                if epoch_cb.stopped_reason is not None:
+                    trial.set_user_attr(STOPPED_EARLY_ATTR, epoch_cb.stopped_reason)
                 if epoch_cb.pruned_reason is not None:
                     trial.set_user_attr("pruned_reason", epoch_cb.pruned_reason)
                     raise optuna.TrialPruned(epoch_cb.pruned_reason)
@@ -170,17 +173,27 @@ class Objective:
 
 
 class EpochCallback(TrainerCallback):
-    """Records each epoch's row, reports it to Optuna and prunes; fails on a NaN loss."""
+    """Records each epoch's row, reports it to Optuna, prunes and stops early; fails on a NaN loss.
 
-    def __init__(self, trial: optuna.Trial, config: SearchConfig, reporter: Any = None) -> None:
+    ``average`` and ``n_labels`` describe the task, so that early stopping can tell an
+    epoch whose model still calls every example one class (which does not count against
+    the patience: a slow starter is not a plateau).
+    """
+
+    def __init__(self, trial: optuna.Trial, config: SearchConfig, reporter: Any = None, *, average: str = "binary", n_labels: int = 2) -> None:
         self.trial = trial
         self.objective = config.objective
         self.keep_best = config.checkpoint == "best"
         self.pruner_name = config.pruner.name
+        self.patience = config.early_stopping_patience
+        self.average, self.n_labels = average, n_labels
         self.reporter = reporter
         self.rows: list[dict[str, Any]] = []
         self.best_state: dict[str, Any] | None = None
         self.pruned_reason: str | None = None
+        self.stopped_reason: str | None = None
+        self._stalled = 0  # epochs in a row, since the model began to learn, without a new best
+        self._learning = False
         self._train_loss: float | None = None
         self._lr_sum = 0.0
 
@@ -216,8 +229,25 @@ class EpochCallback(TrainerCallback):
         if epoch < args.num_train_epochs and self.trial.should_prune():
             self.pruned_reason = self._why_pruned(epoch, row[self.objective])
             control.should_training_stop = True
+        elif epoch < args.num_train_epochs and self._plateaued(row, best_before):
+            self.stopped_reason = (
+                f"stopped early after epoch {epoch}: validation {self.objective} had not beaten "
+                f"{best_before:.4f} for {count(self.patience, 'epoch')}"
+            )
+            control.should_training_stop = True
         if self.reporter is not None:
-            self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None)
+            self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None, stopped=self.stopped_reason)
+
+    def _plateaued(self, row: dict[str, Any], best_before: float) -> bool:
+        """Count the epoch against the patience; True once the patience is spent."""
+        if not self.patience:
+            return False
+        if row[self.objective] > best_before:
+            self._stalled = 0
+        elif self._learning:
+            self._stalled += 1
+        self._learning = self._learning or constant_prediction(row, self.average, self.n_labels) is None
+        return self._stalled >= self.patience
 
     def _why_pruned(self, epoch: int, value: float) -> str:
         pruner = self.trial.study.pruner

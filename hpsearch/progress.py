@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.storage import redact
-from hpsearch.trials import best_trial, format_param
+from hpsearch.trials import STOPPED_EARLY_ATTR, best_trial, format_param
 
 
 class ConsoleReporter:
@@ -48,7 +48,7 @@ class ConsoleReporter:
         shown = "  ".join(f"{k}={format_param(v)}" for k, v in params.items())
         self.console.print(f"[bold cyan]trial {number}[/] ({min(self.finished + 1, self.total)}/{self.total})  {shown}")
 
-    def epoch(self, number: int, row: dict[str, Any], *, pruned: bool) -> None:
+    def epoch(self, number: int, row: dict[str, Any], *, pruned: bool, stopped: str | None = None) -> None:
         now = time.monotonic()
         seconds = now - self._epoch_started.get(number, now)
         self._epoch_started[number] = now
@@ -57,6 +57,7 @@ class ConsoleReporter:
             f"  epoch {row['epoch']}/{self.epochs}  {loss}val_loss {row['eval_loss']:.4f}  "
             f"{self.objective} {row[self.objective]:.4f}  acc {row['accuracy']:.4f}  [dim]{seconds:.1f}s[/]"
             + ("  [yellow]pruned[/]" if pruned else "")
+            + ("  [cyan]stopped early: no new best[/]" if stopped else "")
         )
 
     def trial_end(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -71,6 +72,8 @@ class ConsoleReporter:
                 f"[bold]trial {trial.number}[/] complete: {self.objective} {trial.value:.4f} "
                 f"(epoch {trial.user_attrs.get('shipped_epoch')})  [dim]{seconds:.1f}s[/]{star}   {best_text}"
             )
+            if trial.user_attrs.get(STOPPED_EARLY_ATTR):
+                self.console.print(f"  [cyan]{trial.user_attrs[STOPPED_EARLY_ATTR]}[/]")
         elif trial.state == TrialState.PRUNED:
             self.console.print(f"[bold]trial {trial.number}[/] [yellow]{trial.user_attrs.get('pruned_reason', 'pruned')}[/]  [dim]{seconds:.1f}s[/]   {best_text}")
         else:

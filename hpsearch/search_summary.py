@@ -15,7 +15,7 @@ from hpsearch.card_facts import STATE_NAMES, CardFacts, is_number, metric_label,
 from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
 from hpsearch.pruners import RULE_NAMES
-from hpsearch.trials import EPOCHS_ATTR, count, recipe_trial
+from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial
 from hpsearch.trust import all_rows, positive_rate, predicts_one_class
 
 TOP_TRIALS = 5  # rows of the top-trials table
@@ -37,6 +37,7 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "pruner": describe_pruner(config.get("pruner", {}), facts.objective, per_trial),
         "objective": describe_objective(facts),
         "checkpoint": config.get("checkpoint", "last"),
+        "early_stopping": _early_stopping(facts),
         "space_table": space_table(facts, recipe),
         "counts": {"total": len(facts.trials), **counts},
         "epochs_per_trial": per_trial,
@@ -49,6 +50,15 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "pruned": _reasons(facts, TrialState.PRUNED, "pruned_reason"),
         "failed": _reasons(facts, TrialState.FAIL, "fail_reason"),
     }
+
+
+def _early_stopping(facts: CardFacts) -> dict[str, Any] | None:
+    """The patience, and which complete trials it stopped; None where it was off."""
+    patience = facts.config.get("early_stopping_patience") or 0
+    if not patience:
+        return None
+    stopped = [t.number for t in facts.trials if t.state == TrialState.COMPLETE and t.user_attrs.get(STOPPED_EARLY_ATTR)]
+    return {"patience": count(patience, "epoch"), "objective": metric_label(facts.objective), "stopped": stopped}
 
 
 def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from hpsearch.card_facts import CardFacts, is_number, state_name
 from hpsearch.markdown import fmt_metric
+from hpsearch.trials import STOPPED_EARLY_ATTR
 
 _SUMMARY_KEYS = (("Loss", "eval_loss"), ("F1", "f1"), ("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"))
 # TrainingArguments the Trainer card names in its own words; any other value is listed as it is.
@@ -34,6 +35,7 @@ def trial_facts(facts: CardFacts) -> dict[str, Any]:
         "planned_epochs": _planned_epochs(facts),
         "checkpoint_rule": trial.user_attrs.get("checkpoint_rule", facts.config.get("checkpoint", "last")),
         "pruned_reason": trial.user_attrs.get("pruned_reason"),
+        "stopped_early": trial.user_attrs.get(STOPPED_EARLY_ATTR),
         "fail_reason": trial.user_attrs.get("fail_reason"),
         "kept_model": bool(trial.user_attrs.get("kept_model", False)),
     }

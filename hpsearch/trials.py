@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 EPOCHS_ATTR = "epochs"  # trial user attribute: the per-epoch rows every tool reads
+STOPPED_EARLY_ATTR = "stopped_early"  # why a complete trial trained fewer epochs than planned
 
 STATE_NAMES = {
     TrialState.COMPLETE: "complete",
@@ -54,7 +55,7 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         "duration_s": duration,
         "recipe": bool(trial.user_attrs.get("recipe", False)),
         "best": best_number is not None and trial.number == best_number,
-        "reason": trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason"),
+        "reason": trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or trial.user_attrs.get(STOPPED_EARLY_ATTR),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
         EPOCHS_ATTR: rows,

@@ -44,6 +44,7 @@ RUN_CASES = [
     ("unknown-nested-key", lambda i, m: ["--config", _toml(i, "[pruner]\nwarmup_epoch = 1\n")], r"unknown key 'pruner.warmup_epoch'; did you mean 'warmup_epochs'\?"),
     ("wrong-type", lambda i, m: ["--config", _toml(i, "max_length = 'long'\n")], r"max_length: expected int, got str 'long'"),
     ("trials-below-one", lambda i, m: ["--trials", "0"], r"trials: expected an integer >= 1, got 0"),
+    ("patience-below-zero", lambda i, m: ["--early-stopping-patience", "-1"], r"early_stopping_patience: expected an integer >= 0, got -1"),
     ("epochs-below-one", lambda i, m: ["--epochs", "0"], r"recipe.num_train_epochs: expected an integer >= 1, got 0"),
     ("batch-below-one", lambda i, m: ["--config", _toml(i, "[recipe]\nper_device_train_batch_size = 0\n")], r"per_device_train_batch_size: expected an integer >= 1, got 0"),
     ("range-low-not-below-high", lambda i, m: ["--config", _toml(i, "[space]\nlearning_rate = {low = 1e-4, high = 1e-5, log = true}\n")], r"space.learning_rate: expected low < high"),

@@ -251,7 +251,9 @@ class SearchConfig:
     # A trial stops, complete, once its objective has not beaten its own best for this many
     # epochs in a row after its model began to tell the classes apart (the Trainer's
     # EarlyStoppingCallback, without its checkpoint rules). 0: every trial trains every epoch.
-    early_stopping_patience: int = 0
+    # With the default pruner it takes the epochs saved on sms_spam past 40% with the same
+    # best F1 (benchmarks/RESULTS.md, section 2).
+    early_stopping_patience: int = 2
     timeout: float | None = None  # seconds for this invocation; None for no limit
     # Speed setting only: evaluation batch actually used (metrics do not depend on it).
     eval_batch_size: int = 64

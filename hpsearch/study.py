@@ -33,6 +33,10 @@ from hpsearch.workers import CountedStudy, TotalReached, count_finished, fail_de
 STUDY_ATTR = "hpsearch"  # study user attribute: resolved config, data, model, versions
 # Settings a resumed study may change; any other difference would mix incomparable trials.
 _RESUMABLE = {"trials", "timeout", "storage", "workdir", "eval_batch_size", "max_failures", "study"}
+# Settings added after studies were made without them, and what such a study ran with: a
+# study made before early stopping trained every epoch, and resuming it with the new default
+# would mix the two.
+_BEFORE_IT_EXISTED = {"early_stopping_patience": 0}
 
 
 def study_dir(config: SearchConfig) -> Path:
@@ -270,6 +274,7 @@ def _check_same_settings(study: optuna.Study, config: SearchConfig) -> None:
     if stored is None:
         return
     now = config.to_dict()
+    stored = {**_BEFORE_IT_EXISTED, **stored}
     for key, value in now.items():
         if key in _RESUMABLE or key not in stored:
             continue

@@ -325,3 +325,25 @@ def test_resuming_with_other_settings_is_refused_and_changes_nothing(made_study,
     assert len(lines) == 1 and named in lines[0], err
     assert "rerun with the same settings to resume, or pass a new --study" in lines[0]
     assert _snapshot(made_study["url"]) == before
+
+
+def test_a_study_from_before_early_stopping_resumes_only_without_it(tiny_model, tmp_path, cli):
+    # A study whose stored configuration has no early_stopping_patience trained every epoch
+    # of every trial: the new default (2) would mix trials of two kinds, so it is refused
+    # with the setting named, and the same study resumes with the patience set to 0.
+    from hpsearch.study import STUDY_ATTR
+
+    flags = ["--storage", f"sqlite:///{tmp_path / 'hpsearch.db'}", "--workdir", str(tmp_path / "studies")]
+    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags, "--early-stopping-patience", "0"))[0] == 0
+    study = optuna.load_study(study_name="hpsearch", storage=flags[1])
+    info = study.user_attrs[STUDY_ATTR]
+    del info["config"]["early_stopping_patience"]
+    study.set_user_attr(STUDY_ATTR, info)
+    before = _snapshot(flags[1])
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags))
+    assert code == 2
+    assert "was made with early_stopping_patience=0, this run has early_stopping_patience=2" in err, err
+    assert _snapshot(flags[1]) == before
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags, "--early-stopping-patience", "0"))
+    assert code == 0, err
+    assert len(optuna.load_study(study_name="hpsearch", storage=flags[1]).trials) == 2

@@ -200,7 +200,7 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     toml = Path(args.workdir) / "fixed.toml"
     toml.write_text(f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n", encoding="utf-8")
     config = load_config(toml, {
-        "model": args.model_dir, "dataset": args.data_dir, "trials": args.trials, "epochs": args.epochs, "pruner": "none",
+        "model": args.model_dir, "dataset": args.data_dir, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "early_stopping_patience": 0,
         "max_length": args.max_length, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
     })
     meter = Throughput(_train_rows(args.data_dir))

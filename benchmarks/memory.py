@@ -86,7 +86,7 @@ def main() -> None:
         model_override = {} if model == "default" else {"model": model}
         config = load_config(
             overrides={
-                **model_override, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "max_length": args.max_length,
+                **model_override, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "early_stopping_patience": 0, "max_length": args.max_length,
                 "storage": f"sqlite:///{tmp}/hpsearch.db", "workdir": f"{tmp}/studies",
             }
         )

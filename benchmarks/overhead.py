@@ -172,7 +172,7 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     _take_turns(b, hpsearch.objective.EpochCallback)
     argv = [
         "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),
-        "--epochs", str(args.epochs), "--pruner", "none", "--trials", str(args.trials), "--max-length", str(args.max_length),
+        "--epochs", str(args.epochs), "--pruner", "none", "--early-stopping-patience", "0", "--trials", str(args.trials), "--max-length", str(args.max_length),
         "--study", "bench", "--storage", f"sqlite:///{args.workdir}/hpsearch.db", "--workdir", f"{args.workdir}/studies",
     ]
     if args.model:

@@ -9,8 +9,9 @@ Every side is one fresh ``hpsearch run`` process on the same data subset (sms_sp
 default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
 
 * ``none``: no pruning, every trial trains every epoch.
-* ``default``: hpsearch's default pruner, whatever it is (``best-auc-updates-se1-s1``
-  since 2026-11-27; ``median-w0`` before).
+* ``default``: hpsearch's defaults, whatever they are (``best-auc-updates-se1-s1-p2``
+  since 2026-11-27; ``median-w0`` without early stopping before). Every other preset
+  runs without early stopping unless its name ends in ``-p2``.
 * ``median``: the median pruner with its default settings (median of finished trials at
   the same epoch, 3 start-up trials, the default warm-up).
 * ``median-w0`` / ``median-w1``: the median pruner judging from epoch 1 / from epoch 2
@@ -217,7 +218,10 @@ def _epochs_to(curve: list[tuple[int, float]], target: float) -> int | None:
 def _child(args: argparse.Namespace) -> dict[str, Any]:
     h.gate_each_epoch_in_hpsearch()
     config = Path(args.workdir) / "pruner.toml"
-    config.write_text(PRESETS[args.preset] + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
+    preset = PRESETS[args.preset]
+    if args.preset != "default" and "early_stopping_patience" not in preset:
+        preset = "early_stopping_patience = 0\n" + preset  # as measured: every trial the pruner spares trains every epoch
+    config.write_text(preset + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
     storage = f"sqlite:///{args.workdir}/hpsearch.db"
     h.run_hpsearch_cli([
         "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),

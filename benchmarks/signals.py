@@ -79,7 +79,7 @@ def _search(seed: int, work: Path, args: argparse.Namespace) -> None:
     objective.METRICS = (*metrics.METRICS, *EXTRA)
     work.mkdir(parents=True, exist_ok=True)
     config = work / "signals.toml"
-    config.write_text(f"[pruner]\nname = 'none'\n[sampler]\nseed = {seed}\n", encoding="utf-8")
+    config.write_text(f"early_stopping_patience = 0\n[pruner]\nname = 'none'\n[sampler]\nseed = {seed}\n", encoding="utf-8")
     h.run_hpsearch_cli([
         "run", "--dataset", args.dataset, "--max-train-samples", "256", "--max-eval-samples", "256", "--epochs", "5",
         "--max-length", "64", "--trials", str(args.trials), "--config", str(config),

@@ -29,10 +29,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpsearch.card_facts import METRIC_LABELS, CardFacts, gather, is_number, metric_label
+from hpsearch.card_facts import METRIC_LABELS, CardFacts, gather, metric_label
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
 from hpsearch.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
+from hpsearch.metrics import is_number
 from hpsearch.search_summary import search_facts
 from hpsearch.trial_summary import hyperparameters, metric_summary, trial_facts
 from hpsearch.trust import single_class_epochs, trust_facts

@@ -14,7 +14,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import CardError
-from hpsearch.metrics import is_number  # noqa: F401  (the card modules import it from here)
 from hpsearch.storage import redact
 from hpsearch.trials import EPOCHS_ATTR, STATE_NAMES, best_trial
 

@@ -42,7 +42,7 @@ from hpsearch.config import Param, SearchConfig
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, on_stop_signals, study_dir
-from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, best_trial, format_param, recipe_trial
+from hpsearch.trials import EPOCHS_ATTR, best_trial, end_reason, format_param, recipe_trial
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 # optuna-dashboard lists a trial's artifacts from study attributes under this prefix as well
@@ -354,7 +354,7 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None) -> str
 def epoch_note(trial: FrozenTrial) -> str | None:
     """A finished trial's note: its per-epoch metrics as a Markdown table, and how it ended."""
     rows = trial.user_attrs.get(EPOCHS_ATTR) or []
-    reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or trial.user_attrs.get(STOPPED_EARLY_ATTR)
+    reason = end_reason(trial)
     if not rows and not reason:
         return None
     lines = [f"### Trial {trial.number}" + (" (the recipe)" if trial.user_attrs.get("recipe") else ""), ""]

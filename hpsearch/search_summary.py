@@ -11,9 +11,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.card_facts import STATE_NAMES, CardFacts, is_number, metric_label, state_name
+from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
 from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
+from hpsearch.metrics import is_number
 from hpsearch.pruners import RULE_NAMES
 from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial
 from hpsearch.trust import all_rows, positive_rate, predicts_one_class

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.card_facts import CardFacts, is_number, state_name
+from hpsearch.card_facts import CardFacts, state_name
 from hpsearch.markdown import fmt_metric
+from hpsearch.metrics import is_number
 from hpsearch.trials import STOPPED_EARLY_ATTR
 
 _SUMMARY_KEYS = (("Loss", "eval_loss"), ("F1", "f1"), ("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"))

@@ -37,6 +37,12 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     return max(done, key=lambda t: (t.value, -t.number))
 
 
+def end_reason(trial: FrozenTrial) -> str | None:
+    """Why a trial failed, was pruned or stopped early; None if it trained every epoch."""
+    attrs = trial.user_attrs
+    return attrs.get("fail_reason") or attrs.get("pruned_reason") or attrs.get(STOPPED_EARLY_ATTR)
+
+
 def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str, Any]:
     """One trial as JSON-ready data: state, value, where it stopped, params, rows, reasons."""
     rows = list(trial.user_attrs.get(EPOCHS_ATTR, []))
@@ -55,7 +61,7 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         "duration_s": duration,
         "recipe": bool(trial.user_attrs.get("recipe", False)),
         "best": best_number is not None and trial.number == best_number,
-        "reason": trial.user_attrs.get("fail_reason") or trial.user_attrs.get("pruned_reason") or trial.user_attrs.get(STOPPED_EARLY_ATTR),
+        "reason": end_reason(trial),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
         EPOCHS_ATTR: rows,

@@ -13,9 +13,9 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from hpsearch.card_facts import METRIC_LABELS, CardFacts, is_number
+from hpsearch.card_facts import METRIC_LABELS, CardFacts
 from hpsearch.markdown import fmt_metric
-from hpsearch.metrics import constant_prediction
+from hpsearch.metrics import constant_prediction, is_number
 from hpsearch.trials import EPOCHS_ATTR
 
 BOOTSTRAP_RESAMPLES = 2000

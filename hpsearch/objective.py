@@ -2,9 +2,10 @@
 
 Every epoch the Trainer evaluates on the validation split; :class:`EpochCallback` stores
 the epoch's row in the trial's ``epochs`` user attribute, reports the objective to Optuna
-at the epoch number, and stops training when the pruner says so. A finished trial's value
-is the objective of the epoch it ships (``checkpoint = "last"`` or ``"best"``); if that
-beats the kept model, the model is saved to ``studies/<study>/best-model/``.
+at the epoch number, and stops training when the pruner or early stopping says so. A
+finished trial's value is the objective of the epoch it ships (``checkpoint = "last"`` or
+``"best"``; a trial stopped early ships its best); if that beats the kept model, the model
+is saved to ``studies/<study>/best-model/``.
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ class Objective:
         if not rows:
             raise TrialFailed("training ended before the first evaluation")
         objective = self.config.objective
-        if self.config.checkpoint == "best":
+        # A trial stopped early ends on an epoch that set no new best: it ships its best
+        # epoch, as the Trainer pairs EarlyStoppingCallback with load_best_model_at_end.
+        if self.config.checkpoint == "best" or epoch_cb.stopped_reason is not None:
             shipped = max(rows, key=lambda r: r[objective])  # the earliest of equal scores
             if epoch_cb.best_state is not None and shipped is not rows[-1]:
                 trainer.model.load_state_dict(epoch_cb.best_state)
@@ -223,7 +226,7 @@ class EpochCallback(TrainerCallback):
         best_before = max((r[self.objective] for r in self.rows), default=-math.inf)
         self.rows.append(row)
         self.trial.set_user_attr(EPOCHS_ATTR, self.rows)
-        if self.keep_best and row[self.objective] > best_before and kwargs.get("model") is not None:
+        if row[self.objective] > best_before and self._may_ship(epoch, args.num_train_epochs) and kwargs.get("model") is not None:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in kwargs["model"].state_dict().items()}
         self.trial.report(row[self.objective], epoch)
         if epoch < args.num_train_epochs and self.trial.should_prune():
@@ -237,6 +240,15 @@ class EpochCallback(TrainerCallback):
             control.should_training_stop = True
         if self.reporter is not None:
             self.reporter.epoch(self.trial.number, row, pruned=self.pruned_reason is not None, stopped=self.stopped_reason)
+
+    def _may_ship(self, epoch: int, planned: float) -> bool:
+        """Whether a new best at this epoch could be the shipped one while later epochs exist.
+
+        Under ``checkpoint = "best"`` always; otherwise only if early stopping could still
+        stop the trial after it (``patience`` epochs later, before the last epoch), so the
+        copy of the weights is not paid where it can never be used.
+        """
+        return self.keep_best or bool(self.patience and epoch + self.patience < planned)
 
     def _plateaued(self, row: dict[str, Any], best_before: float) -> bool:
         """Count the epoch against the patience; True once the patience is spent."""

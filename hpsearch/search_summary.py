@@ -58,8 +58,13 @@ def _early_stopping(facts: CardFacts) -> dict[str, Any] | None:
     patience = facts.config.get("early_stopping_patience") or 0
     if not patience:
         return None
-    stopped = [t.number for t in facts.trials if t.state == TrialState.COMPLETE and t.user_attrs.get(STOPPED_EARLY_ATTR)]
-    return {"patience": count(patience, "epoch"), "objective": metric_label(facts.objective), "stopped": stopped}
+    stopped = [t for t in facts.trials if t.state == TrialState.COMPLETE and t.user_attrs.get(STOPPED_EARLY_ATTR)]
+    # Under checkpoint = "last" a stopped trial ships its best epoch, not the one it stopped
+    # at; said only where every stopped trial did (a study from before the rule did not).
+    ships_best = facts.config.get("checkpoint", "last") == "last" and all(
+        t.user_attrs.get("shipped_epoch") != len(t.user_attrs.get(EPOCHS_ATTR) or []) for t in stopped
+    )
+    return {"patience": count(patience, "epoch"), "objective": metric_label(facts.objective), "stopped": [t.number for t in stopped], "ships_best": ships_best}
 
 
 def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:

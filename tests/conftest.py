@@ -92,3 +92,22 @@ def cli(capsys: pytest.CaptureFixture[str]):
 def tiny_run_args(model: Path, *extra: str) -> list[str]:
     """Flags for a fast real search: tiny model, built-in data, short texts."""
     return ["run", "--model", str(model), "--max-length", "32", *extra]
+
+
+def validation_f1_of(folder: Path) -> float:
+    """Score a saved model on the built-in validation split, outside hpsearch's Trainer."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hpsearch.data import builtin_reviews
+    from hpsearch.metrics import classification_metrics
+
+    frame = builtin_reviews()["validation"]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        batch = tokenizer(frame["text"].tolist(), truncation=True, max_length=32, padding=True, return_tensors="pt")
+        predictions = model(**batch).logits.argmax(-1).numpy()
+    labels = np.array([model.config.label2id[v] for v in frame["label"]])
+    return classification_metrics(labels, predictions, "binary")["f1"]

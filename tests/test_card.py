@@ -137,8 +137,9 @@ def add_trial(study: optuna.Study, config: SearchConfig, params: dict[str, Any],
     user_attrs: dict[str, Any] = {"worker": "host:1", "training_args": training_values(config.recipe, params), "epochs": rows, **attrs}
     value = None
     if state == TrialState.COMPLETE:
-        user_attrs.update(shipped_epoch=rows[-1]["epoch"], checkpoint_rule=config.checkpoint)
-        value = rows[-1][config.objective]
+        user_attrs.setdefault("shipped_epoch", rows[-1]["epoch"])
+        user_attrs.setdefault("checkpoint_rule", config.checkpoint)
+        value = rows[user_attrs["shipped_epoch"] - 1][config.objective]
     intermediate = {r["epoch"]: r[config.objective] for r in rows} if state != TrialState.FAIL else {}
     study.add_trial(create_trial(state=state, value=value, params=params, distributions={k: SPACE[k] for k in params},
                                  user_attrs=user_attrs, intermediate_values=intermediate))
@@ -328,6 +329,26 @@ def test_card_of_a_pruned_trial_says_where_and_why_it_stopped(golden):
     assert "Trial 2 was pruned; at its last evaluation (epoch 2) it achieved" in text
     assert "it stopped after epoch 2 of 5 (pruned after epoch 2 by the median pruner: validation f1 0.4338" in text
     assert "| 2 | 1370 |" in text and "| 3 | 2055 |" not in text
+
+
+def test_a_stopped_trial_is_described_by_the_epoch_it_shipped(workdir, no_png):
+    config = search_config()
+    study = make_study(config)
+    reason = "stopped early after epoch 4: validation f1 had not beaten 0.5952 for 2 epochs"
+    # Trial 4 ships its best epoch, 2, as objective.Objective does now.
+    rows = epoch_rows(RECIPE_EPOCHS[:4])
+    add_trial(study, config, GOLDEN_PARAMS, rows, stopped_early=reason, shipped_epoch=2)
+    text = _card(config, "4")
+    assert "Trial 4 stopped early after epoch 4" in text
+    assert "The model is the checkpoint of epoch 2, the epoch with the best validation F1: a trial stopped early ships its best epoch" in text
+    assert "it stopped 1 of the complete trials (trial 4); a trial it stops ships its best epoch" in text
+    # A trial stopped by an earlier release shipped the epoch it stopped at: the card says so,
+    # and no longer claims the rule for the study.
+    add_trial(study, config, GOLDEN_PARAMS, rows, stopped_early=reason)
+    text = _card(config, "5")
+    assert "The model is the checkpoint of epoch 4, the last epoch (checkpoint rule `last`)." in text
+    assert "it stopped 2 of the complete trials (trials 4, 5)\n" in text
+    assert "ships its best epoch" not in text
 
 
 def test_card_of_a_failed_trial_gives_its_reason(golden):

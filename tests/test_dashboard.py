@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from test_trials import URL, handmade_study, rows
 
 from hpsearch.config import SearchConfig
-from hpsearch.dashboard import after_run, artifact_dir, artifact_store, trial_artifacts, upload_card_artifacts, write_note
+from hpsearch.dashboard import after_run, artifact_dir, artifact_store, epoch_note, trial_artifacts, upload_card_artifacts, write_note
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # enough of a PNG for a MIME type and a byte compare
 
@@ -114,6 +114,20 @@ def test_dashboard_prints_its_url_and_serves_the_study_on_localhost(workdir):
         page = urllib.request.urlopen(f"{base}/dashboard/", timeout=10)
         assert page.status == 200 and b"<html" in page.read().lower()
         assert proc.stdout.readline() == f"{base}/dashboard/\n"
+
+
+@pytest.mark.parametrize(("shipped", "line"), [
+    (2, "Shipped epoch 2, its best: a trial stopped early ships its best epoch (checkpoint rule: last)."),
+    (4, "Shipped epoch 4 (checkpoint rule: last)."),  # as a trial stopped by an earlier release shipped
+])
+def test_a_stopped_trials_note_says_which_epoch_it_shipped(shipped, line):
+    reason = "stopped early after epoch 4: validation f1 had not beaten 0.8000 for 2 epochs"
+    trial = optuna.trial.create_trial(value=0.8, user_attrs={
+        "epochs": rows(0.6, 0.8, 0.7, 0.75), "shipped_epoch": shipped, "checkpoint_rule": "last", "stopped_early": reason,
+    })
+    note = epoch_note(trial)
+    assert line in note
+    assert "Stopped early after epoch 4: validation f1 had not beaten 0.8000 for 2 epochs." in note
 
 
 def test_study_note_summarises_recipe_space_and_best_against_recipe(workdir):

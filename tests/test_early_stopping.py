@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from conftest import tiny_run_args
+import torch
+from conftest import tiny_run_args, validation_f1_of
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hpsearch.config import PrunerConfig, SearchConfig
@@ -21,18 +22,26 @@ def _learned(f1: float) -> dict[str, float]:
     return {"f1": f1, "precision": f1, "recall": f1, "accuracy": 0.5 + f1 / 2}
 
 
-def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objective: str = "f1") -> tuple[list[bool], EpochCallback]:
-    """Feed the rows to the callback as the Trainer's evaluations, up to a stop; whether it stopped after each."""
+def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objective: str = "f1", model=None, checkpoint: str = "last") -> tuple[list[bool], EpochCallback]:
+    """Feed the rows to the callback as the Trainer's evaluations, up to a stop; whether it stopped after each.
+
+    With a ``model``, its weights are set to the epoch number before each evaluation, so a
+    snapshot of them says which epoch it was taken at.
+    """
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
-    callback = EpochCallback(trial, SearchConfig(early_stopping_patience=patience, objective=objective, pruner=PrunerConfig(name="none")), average="binary", n_labels=2)
+    config = SearchConfig(early_stopping_patience=patience, objective=objective, checkpoint=checkpoint, pruner=PrunerConfig(name="none"))
+    callback = EpochCallback(trial, config, average="binary", n_labels=2)
     args = TrainingArguments(output_dir="unused", num_train_epochs=epochs, report_to="none")
     state, stops = TrainerState(), []
     for epoch, row in enumerate(rows, 1):
         state.epoch, state.global_step = float(epoch), 10 * epoch
         control = TrainerControl()
         metrics = {"eval_loss": 0.5, **{f"eval_{k}": v for k, v in row.items()}}
-        callback.on_evaluate(args, state, control, metrics=metrics)
+        if model is not None:
+            with torch.no_grad():
+                model.weight.fill_(epoch)
+        callback.on_evaluate(args, state, control, metrics=metrics, model=model)
         stops.append(control.should_training_stop)
         if control.should_training_stop:
             break  # as the Trainer does
@@ -75,6 +84,27 @@ def test_patience_zero_trains_every_epoch_and_the_last_epoch_is_never_a_stop():
     assert stops == [False] * 3 and callback.stopped_reason is None
 
 
+def _snapshot_epoch(callback: EpochCallback) -> float | None:
+    return None if callback.best_state is None else float(callback.best_state["weight"][0, 0])
+
+
+def test_the_weights_are_copied_only_where_a_stop_could_ship_them():
+    rising = [_learned(f) for f in (0.5, 0.6, 0.7, 0.8, 0.9)]
+    # Patience 2 over 5 epochs: a best after epoch 2 cannot be followed by a stop (the
+    # last epoch is never cut short), so the last copy is epoch 2's.
+    _, callback = _epochs(rising, patience=2, epochs=5, model=torch.nn.Linear(2, 2))
+    assert _snapshot_epoch(callback) == 2.0
+    # No early stopping and the last epoch shipped: never a copy.
+    _, callback = _epochs(rising, patience=0, epochs=5, model=torch.nn.Linear(2, 2))
+    assert callback.best_state is None
+    # checkpoint = "best" copies every new best.
+    _, callback = _epochs(rising, patience=0, epochs=5, model=torch.nn.Linear(2, 2), checkpoint="best")
+    assert _snapshot_epoch(callback) == 5.0
+    # A stop after epoch 4 holds the weights of epoch 2, its best.
+    _, callback = _epochs([_learned(f) for f in (0.5, 0.8, 0.7, 0.7)], patience=2, epochs=5, model=torch.nn.Linear(2, 2))
+    assert callback.stopped_reason is not None and _snapshot_epoch(callback) == 2.0
+
+
 @pytest.mark.slow
 def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cli):
     # A learning rate at which the tiny model learns within a few epochs, and 8 epochs for
@@ -89,11 +119,17 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     assert len(rows) < 8, [r["f1"] for r in rows]
     assert rows[-1]["f1"] <= max(r["f1"] for r in rows[:-1])  # the stopping epoch set no new best
     assert trial.user_attrs[STOPPED_EARLY_ATTR].startswith(f"stopped early after epoch {len(rows)}: validation f1 had not beaten")
-    assert trial.value == rows[-1]["f1"] and trial.user_attrs["shipped_epoch"] == len(rows)
+    # It ships its best epoch, not the one it stopped at, under the default checkpoint = "last".
+    best = max(rows, key=lambda r: r["f1"])
+    assert best["epoch"] < len(rows)
+    assert trial.value == best["f1"] and trial.user_attrs["shipped_epoch"] == best["epoch"]
+    folder = workdir / "studies" / "hpsearch" / "best-model"
+    assert validation_f1_of(folder) == pytest.approx(best["f1"], abs=1e-9)  # the weights of that epoch
     assert "stopped early after epoch" in out
     code, _, err = cli("card", "best")
     assert code == 0, err
-    card = (workdir / "studies" / "hpsearch" / "best-model" / "README.md").read_text(encoding="utf-8")
+    card = (folder / "README.md").read_text(encoding="utf-8")
     assert f"Trial 0 stopped early after epoch {len(rows)}" in card
+    assert f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1: a trial stopped early ships its best epoch" in card
     assert "- Early stopping: a trial stops once its validation F1 has not beaten its own best for 1 epoch" in card
-    assert "it stopped 1 of the complete trials (trial 0)" in card
+    assert "it stopped 1 of the complete trials (trial 0); a trial it stops ships its best epoch" in card

@@ -8,7 +8,7 @@ import re
 
 import optuna
 import pytest
-from conftest import tiny_run_args, write_rows
+from conftest import tiny_run_args, validation_f1_of, write_rows
 
 from hpsearch.study import STUDY_ATTR
 
@@ -162,25 +162,6 @@ def test_sentence_pairs_and_three_classes(workdir, tiny_model, cli):
     assert info["average"] == "macro"
 
 
-def _validation_f1_of(folder, workdir) -> float:
-    """Score a saved model on the built-in validation split, outside hpsearch's Trainer."""
-    import numpy as np
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from hpsearch.data import builtin_reviews
-    from hpsearch.metrics import classification_metrics
-
-    frame = builtin_reviews()["validation"]
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    with torch.inference_mode():
-        batch = tokenizer(frame["text"].tolist(), truncation=True, max_length=32, padding=True, return_tensors="pt")
-        predictions = model(**batch).logits.argmax(-1).numpy()
-    labels = np.array([model.config.label2id[v] for v in frame["label"]])
-    return classification_metrics(labels, predictions, "binary")["f1"]
-
-
 @pytest.mark.parametrize("rule", ["last", "best"])
 def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
     # A learning rate high enough for the tiny model to move, so the epochs differ.
@@ -194,7 +175,7 @@ def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
     assert trial.user_attrs["shipped_epoch"] == shipped["epoch"]
     assert trial.value == shipped["f1"]
     folder = workdir / "studies" / "hpsearch" / "best-model"
-    assert _validation_f1_of(folder, workdir) == pytest.approx(trial.value, abs=1e-9)
+    assert validation_f1_of(folder) == pytest.approx(trial.value, abs=1e-9)
 
 
 @pytest.mark.parametrize(("flags", "expected"), [((), False), (("--trust-remote-code",), True)])

@@ -246,7 +246,8 @@ class SearchConfig:
     max_length: int = 128  # tokens; longer texts are truncated
     objective: str = "f1"  # f1 | accuracy | precision | recall, on the validation split
     # Which epoch's model a finished trial ships: the last one (as the Trainer does by
-    # default) or the best one by the objective. The trial's value is that epoch's score.
+    # default) or the best one by the objective; a trial stopped early ships its best either
+    # way. The trial's value is that epoch's score.
     checkpoint: str = "last"
     # A trial stops, complete, once its objective has not beaten its own best for this many
     # epochs in a row after its model began to tell the classes apart, and ships its best

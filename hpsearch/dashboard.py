@@ -42,7 +42,7 @@ from hpsearch.config import Param, SearchConfig
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.storage import redact
 from hpsearch.study import STUDY_ATTR, load_study, on_stop_signals, study_dir
-from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, best_trial, end_reason, format_param, recipe_trial
+from hpsearch.trials import EPOCHS_ATTR, best_trial, end_reason, format_param, recipe_trial, shipped_best_after_stop
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 # optuna-dashboard lists a trial's artifacts from study attributes under this prefix as well
@@ -366,7 +366,7 @@ def epoch_note(trial: FrozenTrial) -> str | None:
     shipped = trial.user_attrs.get("shipped_epoch")
     if shipped is not None:
         rule = trial.user_attrs.get("checkpoint_rule", "last")
-        best = rule == "last" and trial.user_attrs.get(STOPPED_EARLY_ATTR) and rows and shipped != rows[-1].get("epoch")
+        best = rule == "last" and shipped_best_after_stop(trial)
         lines.append(f"Shipped epoch {shipped}" + (", its best: a trial stopped early ships its best epoch" if best else "") + f" (checkpoint rule: {rule}).")
     if reason:
         text = str(reason).rstrip(".")

@@ -16,7 +16,7 @@ from hpsearch.config import Param, is_plain_median
 from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
 from hpsearch.metrics import is_number
 from hpsearch.pruners import RULE_NAMES
-from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial
+from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial, shipped_best_after_stop
 from hpsearch.trust import all_rows, positive_rate, predicts_one_class
 
 TOP_TRIALS = 5  # rows of the top-trials table
@@ -61,9 +61,7 @@ def _early_stopping(facts: CardFacts) -> dict[str, Any] | None:
     stopped = [t for t in facts.trials if t.state == TrialState.COMPLETE and t.user_attrs.get(STOPPED_EARLY_ATTR)]
     # Under checkpoint = "last" a stopped trial ships its best epoch, not the one it stopped
     # at; said only where every stopped trial did (a study from before the rule did not).
-    ships_best = facts.config.get("checkpoint", "last") == "last" and all(
-        t.user_attrs.get("shipped_epoch") != len(t.user_attrs.get(EPOCHS_ATTR) or []) for t in stopped
-    )
+    ships_best = facts.config.get("checkpoint", "last") == "last" and all(shipped_best_after_stop(t) for t in stopped)
     return {"patience": count(patience, "epoch"), "objective": metric_label(facts.objective), "stopped": [t.number for t in stopped], "ships_best": ships_best}
 
 

@@ -43,6 +43,16 @@ def end_reason(trial: FrozenTrial) -> str | None:
     return attrs.get("fail_reason") or attrs.get("pruned_reason") or attrs.get(STOPPED_EARLY_ATTR)
 
 
+def shipped_best_after_stop(trial: FrozenTrial) -> bool:
+    """Whether a trial stopped early shipped its best epoch rather than the one it stopped at.
+
+    The objective ships the best; trials stopped before it did shipped the epoch they stopped at.
+    """
+    rows = trial.user_attrs.get(EPOCHS_ATTR) or []
+    shipped = trial.user_attrs.get("shipped_epoch")
+    return bool(trial.user_attrs.get(STOPPED_EARLY_ATTR) and rows and shipped is not None and shipped != rows[-1].get("epoch"))
+
+
 def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str, Any]:
     """One trial as JSON-ready data: state, value, where it stopped, params, rows, reasons."""
     rows = list(trial.user_attrs.get(EPOCHS_ATTR, []))

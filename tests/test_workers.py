@@ -256,18 +256,19 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
     slow = ("--max-train-samples", "300")
     proc = _worker(tiny_model, workdir, "--trials", "1", *slow, log="killed")
     deadline = time.monotonic() + WORKER_TIMEOUT
-    trial = None
-    while trial is None and proc.poll() is None and time.monotonic() < deadline:
-        # The progress line shows the study is made: from then on reading it races nothing.
-        if "trial 0" in (workdir / "killed.err").read_text():
-            trial = _running_trial_of(proc.pid, "hpsearch", url)
-        time.sleep(0.05)
+    while "trial 0" not in (workdir / "killed.err").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, (workdir / "killed.err").read_text()[-2000:]
+        time.sleep(0.01)
+    # The progress line says the trial started. Freeze the worker before reading the study, so
+    # the trial cannot finish between being read as running and the kill (it did, once: reading
+    # the study takes longer than a tiny trial has left under a loaded machine).
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        trial = _running_trial_of(proc.pid, "hpsearch", url)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert trial is not None, (workdir / "killed.err").read_text()[-2000:]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    # That the killed worker left its trial running is shown below: only a running trial gets
-    # the "died while the trial ran" reason. (Reading it back at once here found no running
-    # trial in 3 of 7 full-suite runs of a fresh clone, never when run alone; cause not found.)
 
     code, out, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *slow))
     assert code == 0, err

@@ -310,9 +310,17 @@ def run_child(args: Sequence[str], *, src: str | None = None, env: dict[str, str
 def save(name: str, payload: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    text = json.dumps(payload, indent=2, default=str) + "\n"
+    # two runs in one second must not overwrite each other: the second gets a suffix
+    for n in range(1, 100):
+        path = RESULTS_DIR / (f"{name}-{stamp}.json" if n == 1 else f"{name}-{stamp}-{n}.json")
+        try:
+            with path.open("x", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{RESULTS_DIR}/{name}-{stamp}*.json: too many results in one second")
 
 
 def command_line() -> str:

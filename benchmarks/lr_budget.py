@@ -22,12 +22,17 @@ from typing import Any
 import _harness as h
 
 
-def planned_lr_sum(params: dict[str, Any], train: int, epochs: int) -> float:
-    """The sum of the learning rates of every update of the linear schedule with warm-up."""
+def schedule(params: dict[str, Any], train: int, epochs: int) -> list[float]:
+    """The learning rate of every update of the linear schedule with warm-up."""
     peak, batch = params["learning_rate"], params["per_device_train_batch_size"]
     total = math.ceil(train / batch) * epochs
     warmup = math.ceil(total * params.get("warmup_ratio", 0.0))
-    return sum(peak * k / warmup if k < warmup else peak * (total - k) / (total - warmup) for k in range(total))
+    return [peak * k / warmup if k < warmup else peak * (total - k) / (total - warmup) for k in range(total)]
+
+
+def planned_lr_sum(params: dict[str, Any], train: int, epochs: int) -> float:
+    """The sum of the learning rates of every update of the linear schedule with warm-up."""
+    return sum(schedule(params, train, epochs))
 
 
 def main() -> None:

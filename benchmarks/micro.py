@@ -4,6 +4,7 @@
     python benchmarks/micro.py exit         # interpreter exit after a search, with and without gc.freeze at exit
     python benchmarks/micro.py eval         # evaluation: batch 32/64/128/256, no_grad against inference_mode
     python benchmarks/micro.py bf16         # CPU training steps: fp32 against bf16 autocast (AMX)
+    python benchmarks/micro.py sampler      # one epoch: random batches against the Trainer's length-grouped ones
 
 Each prints one JSON line and saves it under benchmarks/results/.
 """
@@ -24,7 +25,7 @@ import _harness as h
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "exit-child"))
+    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "exit-child"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--freeze", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -32,7 +33,7 @@ def main() -> None:
         _exit_child(args.freeze)
         return
     load_before = h.loadavg()
-    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16}[args.what](args.repeats)
+    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler}[args.what](args.repeats)
     payload = {"benchmark": f"micro-{args.what}", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "result": result}
     path = h.save(f"micro-{args.what}", payload)
     print(json.dumps(result))
@@ -164,6 +165,57 @@ def _bf16(repeats: int) -> dict[str, Any]:
             out["bf16 autocast" if bf16 else "fp32"].append(timed(bf16))
     flags = open("/proc/cpuinfo").read()
     return {"steps": len(batches), "batch": 16, "max_length": 64, "train_s": out, "cpu_amx_bf16": "amx_bf16" in flags, "cpu_avx512_bf16": "avx512_bf16" in flags}
+
+
+def _sampler(repeats: int) -> dict[str, Any]:
+    """One epoch of 256 sms_spam rows (64 tokens at most) in the order each sampler gives.
+
+    ``random`` is the Trainer's default (``RandomSampler``); ``group_by_length`` is its
+    ``LengthGroupedSampler`` (``train_sampling_strategy = "group_by_length"``): batches of
+    similar lengths, so the collator pads less. Same model copy, fused AdamW, fp32.
+    """
+    import copy
+
+    import torch
+    from torch.utils.data import RandomSampler
+    from transformers import DataCollatorWithPadding
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    model, tokenizer, data, _ = _sms(256, 16, 64)
+    rows = [data["train"][i] for i in range(len(data["train"]))]
+    collate = DataCollatorWithPadding(tokenizer)
+
+    def batches(strategy: str, batch: int) -> list[dict[str, Any]]:
+        g = torch.Generator().manual_seed(42)
+        if strategy == "random":
+            order = list(RandomSampler(rows, generator=g))
+        else:
+            order = list(LengthGroupedSampler(batch, lengths=[len(r["input_ids"]) for r in rows], generator=g))
+        return [collate([rows[i] for i in order[j : j + batch]]) for j in range(0, len(order), batch)]
+
+    def timed(prepared: list[dict[str, Any]]) -> float:
+        m = copy.deepcopy(model)
+        m.train()
+        optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
+        t = time.perf_counter()
+        for inputs in prepared:
+            m(**inputs).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return round(time.perf_counter() - t, 3)
+
+    out: dict[str, Any] = {}
+    for batch in (8, 32):
+        prepared = {s: batches(s, batch) for s in ("random", "group_by_length")}
+        tokens = {s: sum(int(b["input_ids"].numel()) for b in bs) for s, bs in prepared.items()}
+        timed(prepared["random"])  # warm-up
+        times: dict[str, list[float]] = {"random": [], "group_by_length": []}
+        for i in range(repeats):
+            for s in ("random", "group_by_length") if i % 2 == 0 else ("group_by_length", "random"):
+                times[s].append(timed(prepared[s]))
+        real = sum(len(r["input_ids"]) for r in rows)
+        out[f"batch {batch}"] = {"epoch_s": times, "padded_tokens": tokens, "real_tokens": real}
+    return {"rows": len(rows), "max_length": 64, **out}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ default), sampler, trials and epochs; only the ``[pruner]`` table differs. The p
   (``early_stopping_patience = 2``: a trial ends, complete, after 2 epochs without a new
   best F1, counted once its model no longer calls every example one class).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
+* any preset with ``+grouped`` appended: the same, on length-grouped training batches
+  (``[recipe] train_sampling_strategy = "group_by_length"``).
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
 first ``--trials`` trials of every side), and at the same budget: ``--pruned-trials`` lets
@@ -82,6 +84,22 @@ PRESETS = {
 }
 # The name the first measurements used for median-w0 (when the default warm-up was 1 epoch).
 PRESETS["median-early"] = PRESETS["median-w0"]
+# A preset name ending in this trains on length-grouped batches (the Trainer's
+# LengthGroupedSampler) instead of random ones: less padding, other batches for a seed.
+GROUPED = "+grouped"
+
+
+def preset_text(name: str) -> str | None:
+    """The config text of a preset name, None if unknown."""
+    base = name.removesuffix(GROUPED)
+    if base not in PRESETS:
+        return None
+    text = PRESETS[base]
+    if base != "default" and "early_stopping_patience" not in text:
+        text = "early_stopping_patience = 0\n" + text  # as measured: every trial the pruner spares trains every epoch
+    if name.endswith(GROUPED):
+        text += "[recipe]\ntrain_sampling_strategy = 'group_by_length'\n"
+    return text
 
 
 def main() -> None:
@@ -95,7 +113,7 @@ def main() -> None:
     p.add_argument("--pruned-trials", type=int, default=None, help="trials of the pruned searches (default --trials); the first --trials are compared as the same search")
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}")
+    p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}; any of them with {GROUPED} trains on length-grouped batches")
     p.add_argument("--baseline", default=None, metavar="FILE", help="take the sides named in --reuse from this earlier result file instead of running them (epochs and F1 are deterministic)")
     p.add_argument("--reuse", default="none", help="comma-separated presets to take from --baseline (default none)")
     p.add_argument("--seeds", default="42", help="comma-separated TPE seeds; every pruner runs once with each")
@@ -108,7 +126,7 @@ def main() -> None:
         h.emit(_child(args))
         return
     names = args.pruners.split(",")
-    unknown = [n for n in names if n not in PRESETS]
+    unknown = [n for n in names if preset_text(n) is None]
     if unknown:
         p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -218,10 +236,7 @@ def _epochs_to(curve: list[tuple[int, float]], target: float) -> int | None:
 def _child(args: argparse.Namespace) -> dict[str, Any]:
     h.gate_each_epoch_in_hpsearch()
     config = Path(args.workdir) / "pruner.toml"
-    preset = PRESETS[args.preset]
-    if args.preset != "default" and "early_stopping_patience" not in preset:
-        preset = "early_stopping_patience = 0\n" + preset  # as measured: every trial the pruner spares trains every epoch
-    config.write_text(preset + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
+    config.write_text(preset_text(args.preset) + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
     storage = f"sqlite:///{args.workdir}/hpsearch.db"
     h.run_hpsearch_cli([
         "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),

@@ -14,9 +14,11 @@ import optuna
 from hpsearch import load_config, run_search
 
 
-def _rows(tiny_model: Path, folder: Path) -> list[dict]:
+def _rows(tiny_model: Path, folder: Path, recipe: str = "") -> list[dict]:
     folder.mkdir()
+    (folder / "hpsearch.toml").write_text(f"[recipe]\n{recipe}\n", encoding="utf-8")
     config = load_config(
+        folder / "hpsearch.toml",
         overrides={
             "model": str(tiny_model),
             "max_length": 32,
@@ -37,3 +39,15 @@ def test_two_runs_of_the_same_trial_give_identical_epoch_rows(tiny_model, tmp_pa
     second = _rows(tiny_model, tmp_path / "b")
     assert [r["epoch"] for r in first] == [1, 2]
     assert first == second  # exact float equality: losses and every metric, every epoch
+
+
+def test_length_grouped_batches_change_the_rows_and_stay_reproducible(tiny_model, tmp_path):
+    # The README's advice for texts of mixed lengths: the Trainer's length-grouped sampler.
+    # It must reach the Trainer (other batches, so other losses for the same seed) and keep
+    # a trial reproducible from its stored parameters.
+    grouped = "train_sampling_strategy = 'group_by_length'"
+    first = _rows(tiny_model, tmp_path / "a", grouped)
+    second = _rows(tiny_model, tmp_path / "b", grouped)
+    plain = _rows(tiny_model, tmp_path / "c")
+    assert first == second
+    assert [r["train_loss"] for r in first] != [r["train_loss"] for r in plain]

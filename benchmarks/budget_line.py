@@ -22,15 +22,12 @@ sets a line that stops the winners.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
-from pathlib import Path
 from typing import Any
 
 import _harness as h
-from lr_budget import planned_lr_sum, schedule
+from lr_budget import parse_args, planned_lr_sum, runs_of, schedule
 
 LINES = {"min of 1": (min, 1), "min of 3": (min, 3), "median of 3": (statistics.median, 3)}
 
@@ -78,21 +75,11 @@ def replay(trials: list[dict[str, Any]], train: int, epochs: int, good: float) -
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("files", nargs="+", type=Path, help="pruning result files")
-    p.add_argument("--pruner", default="none", help="which runs of the files to replay (default none)")
-    p.add_argument("--train", type=int, default=256, help="training rows the runs used")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--good", type=float, default=0.85, help="an F1 that counts a stopped trial as lost")
-    args = p.parse_args()
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        p.error(f"no result file {missing[0]}")
-    runs = []
-    for path in args.files:
-        for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
-            if run["pruner"] == args.pruner:
-                runs.append({"file": path.name, "seed": run["seed"], **replay(run["trials"], args.train, args.epochs, args.good)})
+    args = parse_args(__doc__.splitlines()[0], "an F1 that counts a stopped trial as lost")
+    runs = [
+        {"file": path.name, "seed": run["seed"], **replay(run["trials"], args.train, args.epochs, args.good)}
+        for path, run in runs_of(args)
+    ]
     if not runs:
         raise SystemExit(f"no runs of pruner {args.pruner!r} in {', '.join(map(str, args.files))}")
     total = sum(r["epochs"] for r in runs)

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import _harness as h
@@ -35,30 +36,41 @@ def planned_lr_sum(params: dict[str, Any], train: int, epochs: int) -> float:
     return sum(schedule(params, train, epochs))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, good: str) -> argparse.Namespace:
+    """The arguments of a script that reads pruning result files, with the files checked."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("files", nargs="+", type=Path, help="pruning result files")
     p.add_argument("--pruner", default="none", help="which runs of the files to read (default none)")
     p.add_argument("--train", type=int, default=256, help="training rows the runs used")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--good", type=float, default=0.85, help="final F1 counted as a trial that learned")
+    p.add_argument("--good", type=float, default=0.85, help=good)
     args = p.parse_args()
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         p.error(f"no result file {missing[0]}")
-    trials = []
+    return args
+
+
+def runs_of(args: argparse.Namespace) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every run of ``--pruner`` in the files, with the file it came from."""
     for path in args.files:
         for run in json.loads(path.read_text(encoding="utf-8"))["runs"]:
-            if run["pruner"] != args.pruner:
+            if run["pruner"] == args.pruner:
+                yield path, run
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], "final F1 counted as a trial that learned")
+    trials = []
+    for path, run in runs_of(args):
+        for t in run["trials"]:
+            if t["state"] != "complete":
                 continue
-            for t in run["trials"]:
-                if t["state"] != "complete":
-                    continue
-                trials.append({
-                    "file": path.name, "seed": run["seed"], "number": t["number"],
-                    "batch": t["params"]["per_device_train_batch_size"], "learning_rate": t["params"]["learning_rate"],
-                    "lr_sum": planned_lr_sum(t["params"], args.train, args.epochs), "final_f1": t["f1"][-1],
-                })
+            trials.append({
+                "file": path.name, "seed": run["seed"], "number": t["number"],
+                "batch": t["params"]["per_device_train_batch_size"], "learning_rate": t["params"]["learning_rate"],
+                "lr_sum": planned_lr_sum(t["params"], args.train, args.epochs), "final_f1": t["f1"][-1],
+            })
     if not trials:
         raise SystemExit(f"no complete trials of pruner {args.pruner!r} in {', '.join(map(str, args.files))}")
     trials.sort(key=lambda t: t["lr_sum"])

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import _harness as h

@@ -93,7 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pruner", help="best | median | halving | hyperband | none (default best)")
     run.add_argument("--sampler", help="tpe | random | qmc (default tpe, seed 42)")
     run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall")
-    run.add_argument("--checkpoint", help="which epoch a trial ships: last | best (default last; a trial stopped early ships its best)")
+    run.add_argument("--checkpoint", help="which epoch a trial ships: best | last (default best, as the Trainer's load_best_model_at_end; a trial stopped early ships its best)")
     run.add_argument("--early-stopping-patience", dest="early_stopping_patience", type=int, help="stop a trial once its objective has not improved for N epochs after it began to learn (default 2; 0: off)")
     run.add_argument("--timeout", type=float, help="stop starting new trials after SECONDS")
     run.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_const", const=True, help="allow model code from the Hub (off by default)")

@@ -245,10 +245,12 @@ class SearchConfig:
     max_eval_samples: int | None = None
     max_length: int = 128  # tokens; longer texts are truncated
     objective: str = "f1"  # f1 | accuracy | precision | recall, on the validation split
-    # Which epoch's model a finished trial ships: the last one (as the Trainer does by
-    # default) or the best one by the objective; a trial stopped early ships its best either
-    # way. The trial's value is that epoch's score.
-    checkpoint: str = "last"
+    # Which epoch's model a finished trial ships: the best one by the objective (the
+    # Trainer's load_best_model_at_end, which its EarlyStoppingCallback requires, so the
+    # default pairs with early stopping below) or the last one (the Trainer without it); a
+    # trial stopped early ships its best either way. The trial's value is that epoch's score.
+    # Studies made while "last" was the default resume with `--checkpoint last`.
+    checkpoint: str = "best"
     # A trial stops, complete, once its objective has not beaten its own best for this many
     # epochs in a row after its model began to tell the classes apart, and ships its best
     # epoch (the Trainer's EarlyStoppingCallback with load_best_model_at_end). 0: every

@@ -3,9 +3,9 @@
 Every epoch the Trainer evaluates on the validation split; :class:`EpochCallback` stores
 the epoch's row in the trial's ``epochs`` user attribute, reports the objective to Optuna
 at the epoch number, and stops training when the pruner or early stopping says so. A
-finished trial's value is the objective of the epoch it ships (``checkpoint = "last"`` or
-``"best"``; a trial stopped early ships its best); if that beats the kept model, the model
-is saved to ``studies/<study>/best-model/``.
+finished trial's value is the objective of the epoch it ships (``checkpoint = "best"``, the
+default, or ``"last"``; a trial stopped early ships its best); if that beats the kept model,
+the model is saved to ``studies/<study>/best-model/``.
 """
 
 from __future__ import annotations

@@ -94,8 +94,9 @@ def epoch_rows(spec: list[tuple[float, int, int]]) -> list[dict[str, Any]]:
 
 
 def search_config(**overrides: Any) -> SearchConfig:
-    # The median pruner, whose reason the pruned trial 2 carries.
-    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5), "pruner": PrunerConfig(name="median")}
+    # The median pruner, whose reason the pruned trial 2 carries; the last epoch shipped, as
+    # in the Trainer's card the golden file reproduces.
+    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5), "pruner": PrunerConfig(name="median"), "checkpoint": "last"}
     return SearchConfig(**{**values, **overrides})
 
 
@@ -137,7 +138,8 @@ def add_trial(study: optuna.Study, config: SearchConfig, params: dict[str, Any],
     user_attrs: dict[str, Any] = {"worker": "host:1", "training_args": training_values(config.recipe, params), "epochs": rows, **attrs}
     value = None
     if state == TrialState.COMPLETE:
-        user_attrs.setdefault("shipped_epoch", rows[-1]["epoch"])
+        shipped = max(rows, key=lambda r: r[config.objective]) if config.checkpoint == "best" else rows[-1]
+        user_attrs.setdefault("shipped_epoch", shipped["epoch"])
         user_attrs.setdefault("checkpoint_rule", config.checkpoint)
         value = rows[user_attrs["shipped_epoch"] - 1][config.objective]
     intermediate = {r["epoch"]: r[config.objective] for r in rows} if state != TrialState.FAIL else {}
@@ -195,6 +197,17 @@ def test_golden_rows_and_summary_match_the_published_card(golden):
 
 def test_the_shipped_epoch_is_named_below_the_table(golden):
     assert "The model is the checkpoint of epoch 5, the last epoch (checkpoint rule `last`)." in _card(golden)
+
+
+def test_under_the_default_rule_the_card_names_the_best_epoch(workdir, no_png):
+    config = search_config(checkpoint=SearchConfig().checkpoint)
+    make_study(config)
+    text = _card(config, "1")
+    rows = optuna.load_study(study_name="hpsearch", storage=STORAGE).trials[1].user_attrs["epochs"]
+    best = max(rows, key=lambda r: r["f1"])
+    assert best["epoch"] != rows[-1]["epoch"]  # the golden trial peaks before its last epoch
+    assert f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1 (checkpoint rule `best`)." in text
+    assert "each trial ships its best epoch" in text
 
 
 def test_whole_card_matches_the_golden_file(golden):

@@ -221,7 +221,7 @@ def test_dashboard_reads_a_real_runs_study(workdir, tiny_model, cli):
     assert user_attr(detail["trials"][0], "recipe") == "True"
     best = max((t for t in stored if t.value is not None), key=lambda t: (t.value, -t.number))
     assert f"| best | {best.number} | {best.value:.4f} |" in detail["note"]["body"]
-    assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch 2)." in detail["note"]["body"]
+    assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch {best.user_attrs['shipped_epoch']})." in detail["note"]["body"]
 
 
 def test_a_running_search_refreshes_the_note_and_epoch_tables_after_every_trial(workdir, tiny_model):

@@ -111,7 +111,7 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     # it to stall in: patience 1 stops it at the first epoch without a new best.
     config = workdir / "c.toml"
     config.write_text("[recipe]\nlearning_rate = 3e-3\n", encoding="utf-8")
-    code, out, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "8", "--pruner", "none", "--early-stopping-patience", "1"))
+    code, out, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "8", "--pruner", "none", "--early-stopping-patience", "1", "--checkpoint", "last"))
     assert code == 0, err
     trial = optuna.load_study(study_name="hpsearch", storage="sqlite:///studies/hpsearch.db").trials[0]
     rows = trial.user_attrs["epochs"]
@@ -119,7 +119,7 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     assert len(rows) < 8, [r["f1"] for r in rows]
     assert rows[-1]["f1"] <= max(r["f1"] for r in rows[:-1])  # the stopping epoch set no new best
     assert trial.user_attrs[STOPPED_EARLY_ATTR].startswith(f"stopped early after epoch {len(rows)}: validation f1 had not beaten")
-    # It ships its best epoch, not the one it stopped at, under the default checkpoint = "last".
+    # It ships its best epoch, not the one it stopped at, even under checkpoint = "last".
     best = max(rows, key=lambda r: r["f1"])
     assert best["epoch"] < len(rows)
     assert trial.value == best["f1"] and trial.user_attrs["shipped_epoch"] == best["epoch"]

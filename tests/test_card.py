@@ -208,6 +208,7 @@ def test_under_the_default_rule_the_card_names_the_best_epoch(workdir, no_png):
     assert best["epoch"] != rows[-1]["epoch"]  # the golden trial peaks before its last epoch
     assert f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1 (checkpoint rule `best`)." in text
     assert "each trial ships its best epoch" in text
+    assert f"- Epoch: the shipped epoch ({best['epoch']}) is the best of the trial's 5 epochs on this same validation split, which adds to the optimism; the test split below took part in neither choice." in text
 
 
 def test_whole_card_matches_the_golden_file(golden):

@@ -348,3 +348,20 @@ def test_a_study_from_before_early_stopping_resumes_only_without_it(tiny_model, 
     code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags, "--early-stopping-patience", "0"))
     assert code == 0, err
     assert len(optuna.load_study(study_name="hpsearch", storage=flags[1]).trials) == 2
+
+
+def test_a_study_made_under_the_last_epoch_rule_resumes_only_with_it(tiny_model, tmp_path, cli):
+    # Until "best" became the default a trial shipped its last epoch; resuming such a study
+    # with the new default would score its trials two ways, so it is refused with the
+    # setting named, and it resumes with --checkpoint last.
+    flags = ["--storage", f"sqlite:///{tmp_path / 'hpsearch.db'}", "--workdir", str(tmp_path / "studies")]
+    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags, "--checkpoint", "last"))[0] == 0
+    before = _snapshot(flags[1])
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags))
+    assert code == 2
+    assert "was made with checkpoint='last', this run has checkpoint='best'" in err, err
+    assert _snapshot(flags[1]) == before
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags, "--checkpoint", "last"))
+    assert code == 0, err
+    trials = optuna.load_study(study_name="hpsearch", storage=flags[1]).trials
+    assert [t.user_attrs["checkpoint_rule"] for t in trials] == ["last", "last"]

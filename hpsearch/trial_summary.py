@@ -12,7 +12,7 @@ from typing import Any
 from hpsearch.card_facts import CardFacts, state_name
 from hpsearch.markdown import fmt_metric
 from hpsearch.metrics import is_number
-from hpsearch.trials import STOPPED_EARLY_ATTR
+from hpsearch.trials import STOPPED_EARLY_ATTR, shipped_best_after_stop
 
 _SUMMARY_KEYS = (("Loss", "eval_loss"), ("F1", "f1"), ("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"))
 # TrainingArguments the Trainer card names in its own words; any other value is listed as it is.
@@ -37,6 +37,7 @@ def trial_facts(facts: CardFacts) -> dict[str, Any]:
         "checkpoint_rule": trial.user_attrs.get("checkpoint_rule", facts.config.get("checkpoint", "last")),
         "pruned_reason": trial.user_attrs.get("pruned_reason"),
         "stopped_early": trial.user_attrs.get(STOPPED_EARLY_ATTR),
+        "shipped_best_after_stop": shipped_best_after_stop(trial),
         "fail_reason": trial.user_attrs.get("fail_reason"),
         "kept_model": bool(trial.user_attrs.get("kept_model", False)),
     }

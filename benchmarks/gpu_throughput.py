@@ -4,6 +4,7 @@
     python benchmarks/gpu_throughput.py --trials 4 --rows 8192 --batch 64
     python benchmarks/gpu_throughput.py --tiny           # a smoke test of the script on a CPU
     python benchmarks/gpu_throughput.py --tokenizer DIR  # on a machine without the packaged MiniLM
+    python benchmarks/gpu_throughput.py --profile 20     # also a torch.profiler summary of 20 steps per side
 
 A bert-base-sized model (``BertConfig()`` defaults, random weights, the packaged MiniLM
 tokenizer, whose vocabulary is bert-base's) trains a few trials of one fixed
@@ -16,6 +17,12 @@ pays CUDA start-up, so the figure is the median of the later trials. The sides a
 (hpsearch, Trainer, Trainer, hpsearch, ...) when ``--rounds`` is above 1; ``--first trainer``
 starts with the Trainer. Each side also records how long each whole ``train()`` took
 (every epoch with its evaluation).
+
+``--profile N`` runs ``torch.profiler`` over N training steps of each side's last trial
+(after 3 steps skipped and 2 of warm-up) and stores, per side, the wall time of a profiled
+step, the host (CPU) and device time per step of the operators that cost most, and how
+many kernels each step launched: where a host-bound step spends its time. The profiled
+trial is slower than the others and is left out of the samples/s figure.
 
 Data: ``--dataset`` if given, else synthetic reviews of 40-120 words (``--rows`` of them,
 truncated at ``--max-length`` tokens), made here with a fixed seed.
@@ -49,6 +56,8 @@ def main() -> None:
     p.add_argument("--first", choices=("hpsearch", "trainer"), default="hpsearch", help="the side that runs first in round 0")
     p.add_argument("--tiny", action="store_true", help="a 2-layer model and 256 rows: checks the script, measures nothing")
     p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="profile this many training steps of each side's last trial (0: off)")
+    p.add_argument("--trace-dir", default=None, help="with --profile, also write each side's Chrome trace here")
     p.add_argument("--tokenizer", default=None, help="a tokenizer folder (default: the packaged MiniLM's, bert-base's vocabulary)")
     p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
@@ -68,7 +77,8 @@ def _parent(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         model_dir = _make_model(Path(tmp) / "bert-base-random", tiny=args.tiny, tokenizer_dir=args.tokenizer)
         data_dir = args.dataset or str(_make_data(Path(tmp) / "data", args.rows))
-        common = ["--trials", str(args.trials), "--epochs", str(args.epochs), "--batch", str(args.batch), "--max-length", str(args.max_length), "--model-dir", str(model_dir), "--data-dir", data_dir]
+        profile = ["--profile", str(args.profile)] + (["--trace-dir", str(Path(args.trace_dir).resolve())] if args.trace_dir else [])
+        common = [*profile, "--trials", str(args.trials), "--epochs", str(args.epochs), "--batch", str(args.batch), "--max-length", str(args.max_length), "--model-dir", str(model_dir), "--data-dir", data_dir]
         runs = []
         for r in range(args.rounds):
             order = ["hpsearch", "trainer"] if args.first == "hpsearch" else ["trainer", "hpsearch"]
@@ -78,6 +88,8 @@ def _parent(args: argparse.Namespace) -> None:
                 out["side"], out["round"] = side, r
                 runs.append(out)
                 print(f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s (per trial {out['samples_per_s']}), {out['device']}", file=sys.stderr)
+                if out.get("profile"):
+                    _print_profile(side, out["profile"])
     by_side = {s: [x["steady_samples_per_s"] for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
     summary = {
         "device": runs[0]["device"],
@@ -88,6 +100,9 @@ def _parent(args: argparse.Namespace) -> None:
         "hpsearch_train_s": [x["steady_train_s"] for x in runs if x["side"] == "hpsearch"],
         "trainer_train_s": [x["steady_train_s"] for x in runs if x["side"] == "trainer"],
     }
+    if args.profile:
+        summary["profile_step_ms"] = {s: [x["profile"].get("step_ms") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
+        summary["profile_kernels_per_step"] = {s: [x["profile"].get("kernels_per_step") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
     payload = {"benchmark": "gpu_throughput", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
     path = h.save("gpu_throughput", payload)
     print(json.dumps(summary, indent=2))
@@ -123,6 +138,82 @@ def _make_data(folder: Path, rows: int) -> Path:
             for _ in range(n):
                 w.writerow([" ".join(rng.choice(words) for _ in range(rng.randint(40, 120))), rng.randint(0, 1)])
     return folder
+
+
+def _print_profile(side: str, prof: dict[str, Any]) -> None:
+    print(f"  {side} profile: {prof['steps']} steps, {prof['step_ms']} ms a step, {prof['kernels_per_step']} kernel launches a step", file=sys.stderr)
+    for row in prof["top"][:12]:
+        print(f"    {row['self_cpu_ms_per_step']:8.2f} ms host {row['self_device_ms_per_step']:8.2f} ms device {row['calls_per_step']:7.1f} calls  {row['name']}", file=sys.stderr)
+
+
+class StepProfiler:
+    """``torch.profiler`` over a few training steps of the last trial.
+
+    ``prof.step()`` at every step end moves the profiler's schedule on; the summary is read
+    when the active window closes (``on_trace_ready``), before the trial ends.
+    """
+
+    WAIT, WARMUP = 3, 2
+
+    def __init__(self, steps: int, last_trial: int, trace_dir: str | None, side: str) -> None:
+        self.steps, self.last_trial, self.trace_dir, self.side = steps, last_trial, trace_dir, side
+        self.summary: dict[str, Any] = {}
+        self._trials = 0
+        self._prof: Any = None
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _Cb(TrainerCallback):
+            def on_train_begin(self, *a: Any, **k: Any) -> None:
+                outer._trials += 1
+                if outer.steps and outer._trials == outer.last_trial:
+                    outer._start()
+
+            def on_step_end(self, *a: Any, **k: Any) -> None:
+                if outer._prof is not None:
+                    outer._prof.step()
+
+            def on_train_end(self, *a: Any, **k: Any) -> None:
+                if outer._prof is not None:
+                    outer._prof.__exit__(None, None, None)
+                    outer._prof = None
+
+        return _Cb()
+
+    def _start(self) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self._prof = profile(activities=activities, schedule=schedule(wait=self.WAIT, warmup=self.WARMUP, active=self.steps, repeat=1), on_trace_ready=self._ready)
+        self._prof.__enter__()
+
+    def _ready(self, prof: Any) -> None:
+        events = prof.key_averages()
+        n = self.steps
+        step_events = [e for e in events if e.key.startswith("ProfilerStep")]
+        step_ms = sum(e.cpu_time_total for e in step_events) / 1000 / max(1, sum(e.count for e in step_events))
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx"))
+        ops = [e for e in events if not e.key.startswith("ProfilerStep")]
+        ops.sort(key=lambda e: e.self_cpu_time_total + e.self_device_time_total, reverse=True)
+        self.summary = {
+            "steps": n,
+            "step_ms": round(step_ms, 2),
+            "kernels_per_step": round(launches / n, 1),
+            "host_ms_per_step": round(sum(e.self_cpu_time_total for e in ops) / 1000 / n, 2),
+            "device_ms_per_step": round(sum(e.self_device_time_total for e in ops) / 1000 / n, 2),
+            "top": [
+                {"name": e.key, "calls_per_step": round(e.count / n, 1), "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1000 / n, 3),
+                 "self_device_ms_per_step": round(e.self_device_time_total / 1000 / n, 3)}
+                for e in ops[:40]
+            ],
+        }
+        if self.trace_dir:
+            Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+            prof.export_chrome_trace(str(Path(self.trace_dir) / f"trace-{self.side}.json"))
 
 
 class Throughput:
@@ -179,11 +270,14 @@ def _device() -> tuple[str, bool]:
     return torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported()
 
 
-def _result(meter: Throughput, trials: int) -> dict[str, Any]:
+def _result(meter: Throughput, trials: int, profiler: StepProfiler) -> dict[str, Any]:
     per_trial = [round(x, 1) for x in meter.per_epoch]
     later = per_trial[len(per_trial) // trials:] if trials > 1 else per_trial  # skip the first trial's epochs
-    device, bf16 = _device()
     trial_s = meter.per_trial_s
+    if profiler.summary and trials > 2:  # the profiled last trial is slower: leave it out
+        later = later[: len(later) - len(per_trial) // trials]
+        trial_s = trial_s[:-1]
+    device, bf16 = _device()
     return {
         "samples_per_s": per_trial,
         "steady_samples_per_s": round(statistics.median(later), 1),
@@ -191,6 +285,7 @@ def _result(meter: Throughput, trials: int) -> dict[str, Any]:
         "steady_train_s": round(statistics.median(trial_s[1:] if len(trial_s) > 1 else trial_s), 2),
         "device": device,
         "bf16": bf16,
+        "profile": profiler.summary,
     }
 
 
@@ -204,8 +299,9 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
         "max_length": args.max_length, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
     })
     meter = Throughput(_train_rows(args.data_dir))
-    run_search(config, callbacks=[meter.callback()])
-    return _result(meter, args.trials)
+    profiler = StepProfiler(args.profile, args.trials, args.trace_dir, "hpsearch")
+    run_search(config, callbacks=[meter.callback(), profiler.callback()])
+    return _result(meter, args.trials, profiler)
 
 
 def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -224,6 +320,7 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     device, bf16 = _device()
     cuda = torch.cuda.is_available()
     meter = Throughput(len(data["train"]))
+    profiler = StepProfiler(args.profile, args.trials, args.trace_dir, "trainer")
     for trial in range(args.trials):
         training_args = TrainingArguments(
             output_dir=f"{args.workdir}/trial-{trial}", per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
@@ -232,10 +329,10 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
             tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         )
         model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=task.num_labels)
-        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, callbacks=[meter.callback()])
+        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, callbacks=[meter.callback(), profiler.callback()])
         trainer.train()
         del trainer, model
-    return _result(meter, args.trials)
+    return _result(meter, args.trials, profiler)
 
 
 def _train_rows(folder: str) -> int:

@@ -22,7 +22,8 @@ starts with the Trainer. Each side also records how long each whole ``train()`` 
 (after 3 steps skipped and 2 of warm-up) and stores, per side, the wall time of a profiled
 step, the host (CPU) and device time per step of the operators that cost most, and how
 many kernels each step launched: where a host-bound step spends its time. The profiled
-trial is slower than the others and is left out of the samples/s figure.
+trial is slower than the others and, with 3 trials or more, is left out of the samples/s
+figure.
 
 Data: ``--dataset`` if given, else synthetic reviews of 40-120 words (``--rows`` of them,
 truncated at ``--max-length`` tokens), made here with a fixed seed.

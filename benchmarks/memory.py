@@ -41,7 +41,7 @@ class RssReporter:
     def trial_start(self, number: int, params: dict[str, Any]) -> None:
         pass
 
-    def epoch(self, number: int, row: dict[str, Any], *, pruned: bool) -> None:
+    def epoch(self, number: int, row: dict[str, Any], *, pruned: bool, stopped: str | None = None) -> None:
         pass
 
     def trial_end(self, study: Any, trial: Any) -> None:
@@ -79,7 +79,7 @@ def main() -> None:
     from hpsearch import load_config, run_search
 
     if args.without_trim:
-        hpsearch.objective._glibc = lambda: None
+        hpsearch.objective.glibc = lambda: None
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         model = args.model or str(tiny_model(Path(tmp) / "tiny-bert"))

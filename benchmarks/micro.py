@@ -5,6 +5,8 @@
     python benchmarks/micro.py eval         # evaluation: batch 32/64/128/256, no_grad against inference_mode
     python benchmarks/micro.py bf16         # CPU training steps: fp32 against bf16 autocast (AMX)
     python benchmarks/micro.py sampler      # one epoch: random batches against the Trainer's length-grouped ones
+    python benchmarks/micro.py allocator    # one epoch of the default run: glibc's defaults against hpsearch's heap settings
+    python benchmarks/micro.py profile      # torch.profiler over 10 training steps of the default run's recipe trial
 
 Each prints one JSON line and saves it under benchmarks/results/.
 """
@@ -25,15 +27,19 @@ import _harness as h
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "exit-child"))
+    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "allocator", "profile", "exit-child", "allocator-child"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--freeze", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--configured", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.what == "exit-child":
         _exit_child(args.freeze)
         return
+    if args.what == "allocator-child":
+        _allocator_child(args.configured)
+        return
     load_before = h.loadavg()
-    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler}[args.what](args.repeats)
+    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler, "allocator": _allocator, "profile": _profile}[args.what](args.repeats)
     payload = {"benchmark": f"micro-{args.what}", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "result": result}
     path = h.save(f"micro-{args.what}", payload)
     print(json.dumps(result))
@@ -55,6 +61,27 @@ def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any
     tokenizer = load_tokenizer(source, config)
     data = tokenize_task(task, tokenizer, max_length)
     return load_base_model(source, config, task.label_names), tokenizer, data, task
+
+
+def _default_run_rows() -> tuple[Any, list[dict[str, Any]], Any]:
+    """The default run's model, tokenised training rows and collator, threads set as hpsearch sets them."""
+    from transformers import DataCollatorWithPadding
+    from transformers.utils import logging as hf_logging
+
+    from hpsearch import load_config
+    from hpsearch.data import load_task, tokenize_task
+    from hpsearch.modeling import configure_threads, load_base_model, load_tokenizer, resolve_model
+
+    hf_logging.set_verbosity_error()
+    config = load_config()
+    source = resolve_model(config.model)
+    task = load_task(config)
+    tokenizer = load_tokenizer(source, config)
+    data = tokenize_task(task, tokenizer, config.max_length)
+    model = load_base_model(source, config, task.label_names)
+    configure_threads()
+    rows = [data["train"][i] for i in range(len(data["train"]))]
+    return model, rows, DataCollatorWithPadding(tokenizer)
 
 
 def _gc(repeats: int) -> dict[str, Any]:
@@ -216,6 +243,117 @@ def _sampler(repeats: int) -> dict[str, Any]:
         real = sum(len(r["input_ids"]) for r in rows)
         out[f"batch {batch}"] = {"epoch_s": times, "padded_tokens": tokens, "real_tokens": real}
     return {"rows": len(rows), "max_length": 64, **out}
+
+
+def _allocator(repeats: int) -> dict[str, Any]:
+    """Epochs of the default run's recipe trial, in children with and without ``configure_allocator``.
+
+    glibc's allocator settings are per process and cannot be fully put back (setting one
+    freezes its dynamic mmap threshold), so each side runs in its own child, the two
+    alternating. Each child trains the packaged MiniLM on the built-in data as hpsearch's
+    recipe trial does (batch 8, fused AdamW, clipping at 1.0, the Trainer's shuffling seed):
+    one warm-up epoch, then two timed, counting the process's minor page faults, and it
+    prints its peak resident size and a digest of the final weights, so that the two sides
+    can be checked bit for bit.
+    """
+    out: dict[str, dict[str, list[Any]]] = {side: {"epoch_s": [], "page_faults": [], "peak_rss_mib": [], "weights_sha256": []} for side in ("glibc defaults", "configure_allocator")}
+    for i in range(repeats):
+        for configured in (False, True) if i % 2 == 0 else (True, False):
+            proc = subprocess.run([sys.executable, __file__, "allocator-child", *(["--configured"] if configured else [])], capture_output=True, text=True)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                raise SystemExit(proc.stderr[-3000:])
+            child = json.loads(lines[-1])
+            side = out["configure_allocator" if configured else "glibc defaults"]
+            side["epoch_s"] += child["epoch_s"]
+            side["page_faults"] += child["page_faults"]
+            side["weights_sha256"].append(child["weights_sha256"])
+            side["peak_rss_mib"].append(child["peak_rss_mib"])
+    digests = {d for side in out.values() for d in side["weights_sha256"]}
+    return {"task": "built-in, 300 rows, batch 8, max_length 128", "identical_weights": len(digests) == 1, **out}
+
+
+def _allocator_child(configured: bool) -> None:
+    import copy
+    import hashlib
+
+    import torch
+    from torch.utils.data import RandomSampler
+
+    from hpsearch.modeling import configure_allocator
+
+    model, rows, collate = _default_run_rows()
+    if configured and not configure_allocator():
+        raise SystemExit("configure_allocator() did not apply here (not glibc, CUDA, or a MALLOC_* variable set)")
+
+    def faults() -> int:
+        return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
+
+    m = copy.deepcopy(model)
+    m.train()
+    torch.manual_seed(42)
+    optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
+    times, counts = [], []
+    for epoch in range(3):
+        order = list(RandomSampler(rows, generator=torch.Generator().manual_seed(42 + epoch)))
+        batches = [collate([rows[i] for i in order[j : j + 8]]) for j in range(0, len(order), 8)]
+        f, t = faults(), time.perf_counter()
+        for inputs in batches:
+            m(**inputs).loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+        if epoch:  # the first is the warm-up
+            times.append(round(time.perf_counter() - t, 3))
+            counts.append(faults() - f)
+    digest = hashlib.sha256()
+    for p in m.parameters():
+        digest.update(p.detach().numpy().tobytes())
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"epoch_s": times, "page_faults": counts, "weights_sha256": digest.hexdigest(), "peak_rss_mib": round(peak, 1)}))
+
+
+def _profile(repeats: int) -> dict[str, Any]:
+    """Where a training step of the default run goes: torch.profiler over 10 steps, glibc's defaults.
+
+    The recipe trial's steps (built-in data, MiniLM, batch 8, fused AdamW, clipping at 1.0)
+    after one warm-up epoch, in this process, which has not called ``configure_allocator``;
+    operators are grouped by input shape, so a fixed per-step cost shows by its tensor.
+    """
+    import copy
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.data import RandomSampler
+
+    model, rows, collate = _default_run_rows()
+    order = list(RandomSampler(rows, generator=torch.Generator().manual_seed(42)))
+    batches = [collate([rows[i] for i in order[j : j + 8]]) for j in range(0, len(order), 8)]
+    m = copy.deepcopy(model)
+    m.train()
+    optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
+
+    def step(inputs: dict[str, Any]) -> None:
+        m(**inputs).loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    for inputs in batches:  # warm-up epoch
+        step(inputs)
+    steps = 10
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for inputs in batches[:steps]:
+            step(inputs)
+    events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total_ms = sum(e.self_cpu_time_total for e in events) / 1000
+    top = [
+        {"op": e.key, "shapes": str(e.input_shapes)[:120], "calls_per_step": e.count / steps, "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2)}
+        for e in events[:15]
+    ]
+    return {"steps": steps, "batch": 8, "threads": torch.get_num_threads(), "self_ms_per_step": round(total_ms / steps, 1), "top": top}
 
 
 if __name__ == "__main__":

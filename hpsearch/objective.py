@@ -11,14 +11,11 @@ the model is saved to ``studies/<study>/best-model/``.
 from __future__ import annotations
 
 import copy
-import ctypes
-import functools
 import gc
 import math
 import os
 import socket
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
 from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for, constant_prediction
+from hpsearch.modeling import glibc
 from hpsearch.pruners import RULE_NAMES, AlignedMedianPruner
 from hpsearch.space import suggest, training_arguments_kwargs, training_values
 from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count
@@ -329,21 +327,9 @@ def _release_memory() -> None:
     import torch
 
     gc.collect()
-    libc = _glibc()
+    libc = glibc()
     if libc is not None:
         libc.malloc_trim(0)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-@functools.cache
-def _glibc() -> Any:
-    """The C library if it is glibc (``malloc_trim`` is a glibc function), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
 

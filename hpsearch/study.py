@@ -99,7 +99,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     from hpsearch.dashboard import LiveRefresh
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.hub import offline_if_unreachable
-    from hpsearch.modeling import configure_threads, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
     from hpsearch.objective import Objective, Resources, TrialFailed
     from hpsearch.space import check_training_argument_names, recipe_params
 
@@ -116,6 +116,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
     tokenized = tokenize_task(task, tokenizer, config.max_length)
     base_model = load_base_model(source, config, task.label_names)
     configure_threads()
+    configure_allocator()
 
     storage = open_storage(config.storage, create=True)
     study = _create_or_resume(storage, config, {"data": task.summary(), "base_model": source.base_model})

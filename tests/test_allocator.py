@@ -27,8 +27,8 @@ _FAULTS_OF_A_LARGE_BLOCK = textwrap.dedent(
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
 
     applied = configure_allocator() if sys.argv[1] == "configure" else None
-    for _ in range(12):  # allocated, filled and freed, as a gradient is at every step
-        if _ == 8:  # the heap has settled; count the last four
+    for i in range(12):  # allocated, filled and freed, as a gradient is at every step
+        if i == 8:  # the heap has settled; count the last four
             before = faults()
         torch.ones(16 * 1024 * 1024)
     print(json.dumps({"applied": applied, "faults": faults() - before}))
@@ -36,9 +36,14 @@ _FAULTS_OF_A_LARGE_BLOCK = textwrap.dedent(
 )
 
 
-def _child(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without any allocator setting of its own, plus ``extra``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=120)
+    return {**base, **(extra or {})}
+
+
+def _child(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(env), timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -73,12 +78,11 @@ def _big_vocab_model(folder: Path, tiny_model: Path) -> Path:
 
 def _epoch_rows(model: Path, folder: Path, env: dict[str, str]) -> list[dict]:
     folder.mkdir()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     args = [
         sys.executable, "-m", "hpsearch", "run", "--model", str(model), "--max-length", "32", "--trials", "1", "--epochs", "2",
         "--max-train-samples", "96", "--pruner", "none", "--storage", f"sqlite:///{folder / 'hp.db'}", "--workdir", str(folder / "studies"),
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, env={**base, **env}, cwd=folder, timeout=600)
+    proc = subprocess.run(args, capture_output=True, text=True, env=_env(env), cwd=folder, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{folder / 'hp.db'}")
     (trial,) = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -162,6 +162,16 @@ def emit(result: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def dispatch(args: Any, parent: Callable[[Any], None], **children: Callable[[Any], dict[str, Any]]) -> None:
+    """Run this process's part of a benchmark: the child role named by ``args.role``, its
+    result emitted for the parent, or the parent itself for any other role."""
+    child = children.get(args.role)
+    if child is None:
+        parent(args)
+    else:
+        emit(child(args))
+
+
 class Lockstep:
     """Run child processes one at a time, handing the machine from one to the next.
 

@@ -64,12 +64,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.role == "hpsearch":
-        h.emit(_hpsearch_child(args))
-    elif args.role == "trainer":
-        h.emit(_trainer_child(args))
-    else:
-        _parent(args)
+    h.dispatch(args, _parent, hpsearch=_hpsearch_child, trainer=_trainer_child)
 
 
 def _parent(args: argparse.Namespace) -> None:

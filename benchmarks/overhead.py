@@ -58,12 +58,7 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], help="NAME=PATH: also time hpsearch from this source tree")
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.role == "hpsearch":
-        h.emit(_hpsearch_child(args))
-    elif args.role == "floor":
-        h.emit(_floor_child(args))
-    else:
-        _parent(args)
+    h.dispatch(args, _parent, hpsearch=_hpsearch_child, floor=_floor_child)
 
 
 # --------------------------------------------------------------------------- parent

@@ -45,12 +45,7 @@ def main() -> None:
     p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.role == "hpsearch":
-        h.emit(_hpsearch_child(args))
-    elif args.role == "trainer":
-        h.emit(_trainer_child(args))
-    else:
-        _parent(args)
+    h.dispatch(args, _parent, hpsearch=_hpsearch_child, trainer=_trainer_child)
 
 
 def _parent(args: argparse.Namespace) -> None:

@@ -286,8 +286,9 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
     from hpsearch import load_config
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.metrics import classification_metrics
-    from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
+    from hpsearch.modeling import configure_allocator, load_base_model, load_tokenizer, resolve_model
 
+    configure_allocator()  # the heap setting hpsearch makes for a CPU search, so the floor has it too
     overrides = {"dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "max_length": args.max_length, "epochs": args.epochs}
     if args.model:
         overrides["model"] = args.model

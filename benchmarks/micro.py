@@ -7,6 +7,7 @@
     python benchmarks/micro.py sampler      # one epoch: random batches against the Trainer's length-grouped ones
     python benchmarks/micro.py allocator    # one epoch of the default run: glibc's defaults against hpsearch's heap settings
     python benchmarks/micro.py profile      # torch.profiler over 10 training steps of the default run's recipe trial
+    python benchmarks/micro.py gemm         # the rate (GFLOPS) of fp32 matrix products of MiniLM's shapes on this CPU
 
 Each prints one JSON line and saves it under benchmarks/results/.
 """
@@ -27,7 +28,7 @@ import _harness as h
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "allocator", "profile", "exit-child", "allocator-child"))
+    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "allocator", "profile", "gemm", "exit-child", "allocator-child"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--freeze", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--configured", action="store_true", help=argparse.SUPPRESS)
@@ -39,7 +40,7 @@ def main() -> None:
         _allocator_child(args.configured)
         return
     load_before = h.loadavg()
-    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler, "allocator": _allocator, "profile": _profile}[args.what](args.repeats)
+    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler, "allocator": _allocator, "profile": _profile, "gemm": _gemm}[args.what](args.repeats)
     payload = {"benchmark": f"micro-{args.what}", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "result": result}
     path = h.save(f"micro-{args.what}", payload)
     print(json.dumps(result))
@@ -192,6 +193,36 @@ def _bf16(repeats: int) -> dict[str, Any]:
             out["bf16 autocast" if bf16 else "fp32"].append(timed(bf16))
     flags = open("/proc/cpuinfo").read()
     return {"steps": len(batches), "batch": 16, "max_length": 64, "train_s": out, "cpu_amx_bf16": "amx_bf16" in flags, "cpu_avx512_bf16": "avx512_bf16" in flags}
+
+
+def _gemm(repeats: int) -> dict[str, Any]:
+    """How close the model's arithmetic runs to the CPU's peak: fp32 products of the shapes
+    of a MiniLM layer for a batch of 8 texts of 64 tokens (512 rows), timed over 20
+    products each after 3 untimed, best of ``repeats``."""
+    import torch
+
+    shapes = {"attention projections": (512, 384, 384), "feed-forward in": (512, 384, 1536), "feed-forward out": (512, 1536, 384)}
+    torch.manual_seed(0)
+    out: dict[str, Any] = {}
+    for name, (m, k, n) in shapes.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(3):
+            a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for _ in range(20):
+                a @ b
+            best = min(best, (time.perf_counter() - t) / 20)
+        out[name] = {"m_k_n": [m, k, n], "gflops": round(2 * m * k * n / best / 1e9, 1)}
+    return {"threads": torch.get_num_threads(), "products": out, "cpu_mhz": _cpu_mhz()}
+
+
+def _cpu_mhz() -> float | None:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("cpu MHz"):
+            return float(line.split(":")[1])
+    return None
 
 
 def _sampler(repeats: int) -> dict[str, Any]:

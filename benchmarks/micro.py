@@ -47,8 +47,8 @@ def main() -> None:
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
 
 
-def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any]:
-    """MiniLM and sms_spam rows, made as hpsearch makes them."""
+def _load(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """The model, tokenizer, tokenised splits and task of a configuration, made as hpsearch makes them."""
     from transformers.utils import logging as hf_logging
 
     from hpsearch import load_config
@@ -56,33 +56,48 @@ def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any
     from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
 
     hf_logging.set_verbosity_error()
-    config = load_config(overrides={"dataset": str(h.SMS_SPAM), "max_train_samples": train, "max_eval_samples": evaluate, "max_length": max_length})
+    config = load_config(overrides=overrides)
     source = resolve_model(config.model)
     task = load_task(config)
     tokenizer = load_tokenizer(source, config)
-    data = tokenize_task(task, tokenizer, max_length)
+    data = tokenize_task(task, tokenizer, config.max_length)
     return load_base_model(source, config, task.label_names), tokenizer, data, task
+
+
+def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any]:
+    """MiniLM and sms_spam rows, made as hpsearch makes them."""
+    return _load({"dataset": str(h.SMS_SPAM), "max_train_samples": train, "max_eval_samples": evaluate, "max_length": max_length})
 
 
 def _default_run_rows() -> tuple[Any, list[dict[str, Any]], Any]:
     """The default run's model, tokenised training rows and collator, threads set as hpsearch sets them."""
     from transformers import DataCollatorWithPadding
-    from transformers.utils import logging as hf_logging
 
-    from hpsearch import load_config
-    from hpsearch.data import load_task, tokenize_task
-    from hpsearch.modeling import configure_threads, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.modeling import configure_threads
 
-    hf_logging.set_verbosity_error()
-    config = load_config()
-    source = resolve_model(config.model)
-    task = load_task(config)
-    tokenizer = load_tokenizer(source, config)
-    data = tokenize_task(task, tokenizer, config.max_length)
-    model = load_base_model(source, config, task.label_names)
+    model, tokenizer, data, _ = _load({})
     configure_threads()
     rows = [data["train"][i] for i in range(len(data["train"]))]
     return model, rows, DataCollatorWithPadding(tokenizer)
+
+
+def _recipe_batches(rows: list[dict[str, Any]], collate: Any, seed: int) -> list[dict[str, Any]]:
+    """One epoch of the recipe trial's batches of 8, in the order the Trainer's sampler gives for ``seed``."""
+    import torch
+    from torch.utils.data import RandomSampler
+
+    order = list(RandomSampler(rows, generator=torch.Generator().manual_seed(seed)))
+    return [collate([rows[i] for i in order[j : j + 8]]) for j in range(0, len(order), 8)]
+
+
+def _recipe_step(model: Any, optimizer: Any, inputs: dict[str, Any]) -> None:
+    """One training step as the recipe's Trainer makes it: forward, backward, clipping at 1.0, update."""
+    import torch
+
+    model(**inputs).loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
 
 
 def _gc(repeats: int) -> dict[str, Any]:
@@ -309,7 +324,6 @@ def _allocator_child(configured: bool) -> None:
     import hashlib
 
     import torch
-    from torch.utils.data import RandomSampler
 
     from hpsearch.modeling import configure_allocator
 
@@ -326,14 +340,10 @@ def _allocator_child(configured: bool) -> None:
     optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
     times, counts = [], []
     for epoch in range(3):
-        order = list(RandomSampler(rows, generator=torch.Generator().manual_seed(42 + epoch)))
-        batches = [collate([rows[i] for i in order[j : j + 8]]) for j in range(0, len(order), 8)]
+        batches = _recipe_batches(rows, collate, 42 + epoch)
         f, t = faults(), time.perf_counter()
         for inputs in batches:
-            m(**inputs).loss.backward()
-            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad()
+            _recipe_step(m, optimizer, inputs)
         if epoch:  # the first is the warm-up
             times.append(round(time.perf_counter() - t, 3))
             counts.append(faults() - f)
@@ -357,27 +367,18 @@ def _profile(repeats: int) -> dict[str, Any]:
 
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.data import RandomSampler
 
     model, rows, collate = _default_run_rows()
-    order = list(RandomSampler(rows, generator=torch.Generator().manual_seed(42)))
-    batches = [collate([rows[i] for i in order[j : j + 8]]) for j in range(0, len(order), 8)]
+    batches = _recipe_batches(rows, collate, 42)
     m = copy.deepcopy(model)
     m.train()
     optimizer = torch.optim.AdamW(m.parameters(), lr=5e-05, fused=True)
-
-    def step(inputs: dict[str, Any]) -> None:
-        m(**inputs).loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-
     for inputs in batches:  # warm-up epoch
-        step(inputs)
+        _recipe_step(m, optimizer, inputs)
     steps = 10
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for inputs in batches[:steps]:
-            step(inputs)
+            _recipe_step(m, optimizer, inputs)
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1000
     top = [

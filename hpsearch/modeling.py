@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,6 @@ def cpu_threads() -> int:
     torch counts the host's cores, which oversubscribes a container limited to fewer.
     """
     import math
-    import os
 
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
@@ -101,8 +101,6 @@ def configure_allocator() -> bool:
     ``MALLOC_MMAP_MAX_=65536``, glibc's own default, keeps its behaviour. Returns whether
     it was applied.
     """
-    import os
-
     import torch
 
     if torch.cuda.is_available():

@@ -32,16 +32,18 @@ SMS_SPAM = REPO.parent / "shared" / "data" / "sms_spam"
 RESULT_PREFIX = "RESULT "
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ("model name", "flags", "cpu MHz", ...); empty off Linux."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines()) if k.strip()}
+
+
 def machine() -> dict[str, Any]:
     """The facts a reader needs to weigh a timing: CPU, cores, memory, load, versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = cpuinfo()
     mem_gib = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -51,15 +53,14 @@ def machine() -> dict[str, Any]:
         pass
     from importlib.metadata import version
 
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
+    flags = set(info.get("flags", "").split())
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu_flags_of_note": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "host": platform.node(),
-        "cpu": cpu,
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_family_model": f"{info['cpu family']}/{info['model']}" if "cpu family" in info and "model" in info else None,
+        "cpu_mhz": float(info["cpu MHz"]) if "cpu MHz" in info else None,
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": mem_gib,
         "python": platform.python_version(),

@@ -206,7 +206,7 @@ def _bf16(repeats: int) -> dict[str, Any]:
     for i in range(repeats):
         for bf16 in (False, True) if i % 2 == 0 else (True, False):
             out["bf16 autocast" if bf16 else "fp32"].append(timed(bf16))
-    flags = open("/proc/cpuinfo").read()
+    flags = set(h.cpuinfo().get("flags", "").split())
     return {"steps": len(batches), "batch": 16, "max_length": 64, "train_s": out, "cpu_amx_bf16": "amx_bf16" in flags, "cpu_avx512_bf16": "avx512_bf16" in flags}
 
 
@@ -230,14 +230,7 @@ def _gemm(repeats: int) -> dict[str, Any]:
                 a @ b
             best = min(best, (time.perf_counter() - t) / 20)
         out[name] = {"m_k_n": [m, k, n], "gflops": round(2 * m * k * n / best / 1e9, 1)}
-    return {"threads": torch.get_num_threads(), "products": out, "cpu_mhz": _cpu_mhz()}
-
-
-def _cpu_mhz() -> float | None:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("cpu MHz"):
-            return float(line.split(":")[1])
-    return None
+    return {"threads": torch.get_num_threads(), "products": out, "cpu_mhz": h.machine()["cpu_mhz"]}
 
 
 def _sampler(repeats: int) -> dict[str, Any]:
@@ -322,6 +315,7 @@ def _allocator(repeats: int) -> dict[str, Any]:
 def _allocator_child(configured: bool) -> None:
     import copy
     import hashlib
+    import resource
 
     import torch
 
@@ -350,8 +344,6 @@ def _allocator_child(configured: bool) -> None:
     digest = hashlib.sha256()
     for p in m.parameters():
         digest.update(p.detach().numpy().tobytes())
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"epoch_s": times, "page_faults": counts, "weights_sha256": digest.hexdigest(), "peak_rss_mib": round(peak, 1)}))
 

@@ -282,7 +282,7 @@ def active_clock() -> float:
 
 def gate_each_epoch_in_hpsearch() -> None:
     """In an hpsearch child: take turns at every epoch, not only at start."""
-    from hpsearch.objective import EpochCallback
+    from hpsearch.training.objective import EpochCallback
 
     def on_epoch_begin(self: Any, *args: Any, **kwargs: Any) -> None:
         gate()

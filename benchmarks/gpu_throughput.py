@@ -109,7 +109,7 @@ def _make_model(folder: Path, *, tiny: bool, tokenizer_dir: str | None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from hpsearch.modeling import packaged_default_model
+    from hpsearch.training.modeling import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or str(packaged_default_model()))
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ import _harness as h
 
 
 class RssReporter:
-    """A progress reporter (the hooks :mod:`hpsearch.progress` defines) that records RSS."""
+    """A progress reporter (the hooks :mod:`hpsearch.views.progress` defines) that records RSS."""
 
     def __init__(self) -> None:
         self.after_trial: list[float] = []
@@ -56,7 +56,7 @@ def tiny_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from hpsearch.modeling import packaged_default_model
+    from hpsearch.training.modeling import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--without-trim", action="store_true", help="do not hand freed memory back after each trial")
     args = p.parse_args()
 
-    import hpsearch.objective
+    import hpsearch.training.objective
     from hpsearch import load_config, run_search
 
     if args.without_trim:

@@ -53,7 +53,7 @@ def _load(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
 
     from hpsearch import load_config
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.modeling import load_base_model, load_tokenizer, resolve_model
+    from hpsearch.training.modeling import load_base_model, load_tokenizer, resolve_model
 
     hf_logging.set_verbosity_error()
     config = load_config(overrides=overrides)
@@ -73,7 +73,7 @@ def _default_run_rows() -> tuple[Any, list[dict[str, Any]], Any]:
     """The default run's model, tokenised training rows and collator, threads set as hpsearch sets them."""
     from transformers import DataCollatorWithPadding
 
-    from hpsearch.modeling import configure_threads
+    from hpsearch.training.modeling import configure_threads
 
     model, tokenizer, data, _ = _load({})
     configure_threads()
@@ -319,7 +319,7 @@ def _allocator_child(configured: bool) -> None:
 
     import torch
 
-    from hpsearch.modeling import configure_allocator
+    from hpsearch.training.modeling import configure_allocator
 
     model, rows, collate = _default_run_rows()
     if configured and not configure_allocator():

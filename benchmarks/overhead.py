@@ -155,13 +155,13 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
         import transformers.models.bert.modeling_bert  # noqa: F401
         from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments  # noqa: F401
 
-        import hpsearch.bestmodel
+        import hpsearch.search.bestmodel
         import hpsearch.cli
         import hpsearch.data
-        import hpsearch.metrics
-        import hpsearch.modeling
-        import hpsearch.objective
-        import hpsearch.study
+        import hpsearch.training.metrics
+        import hpsearch.training.modeling
+        import hpsearch.training.objective
+        import hpsearch.search.study
     _instrument(b, hpsearch, transformers, optuna)
     _enqueue_fixed_configs(b, optuna, args.trials)
     _take_turns(b, hpsearch.objective.EpochCallback)
@@ -223,22 +223,22 @@ def _enqueue_fixed_configs(b: h.Buckets, optuna: Any, trials: int) -> None:
 
 def _instrument(b: h.Buckets, hpsearch: Any, transformers: Any, optuna: Any) -> None:
     """Timers around every stage of a run; the innermost bucket running owns each second."""
-    import hpsearch.bestmodel
+    import hpsearch.search.bestmodel
     import hpsearch.data
-    import hpsearch.metrics
-    import hpsearch.modeling
-    import hpsearch.objective
-    import hpsearch.study
+    import hpsearch.training.metrics
+    import hpsearch.training.modeling
+    import hpsearch.training.objective
+    import hpsearch.search.study
 
     b.wrap(hpsearch.data, "load_task", "data: read files")
     b.wrap(hpsearch.data, "tokenize_task", "tokenisation")
-    b.wrap(hpsearch.modeling, "load_tokenizer", "tokenizer load")
-    b.wrap(hpsearch.modeling, "load_base_model", "model load")
-    b.wrap(hpsearch.study, "_check_existing_study", "storage")
-    b.wrap(hpsearch.study, "_create_or_resume", "storage")
-    b.wrap(hpsearch.study, "fail_dead_trials", "storage")  # the name study.py imported from workers
-    b.wrap(hpsearch.study, "run_search", "run_search (other)")
-    b.wrap(hpsearch.study, "check_url", "run_search (other)")
+    b.wrap(hpsearch.training.modeling, "load_tokenizer", "tokenizer load")
+    b.wrap(hpsearch.training.modeling, "load_base_model", "model load")
+    b.wrap(hpsearch.search.study, "_check_existing_study", "storage")
+    b.wrap(hpsearch.search.study, "_create_or_resume", "storage")
+    b.wrap(hpsearch.search.study, "fail_dead_trials", "storage")  # the name study.py imported from workers
+    b.wrap(hpsearch.search.study, "run_search", "run_search (other)")
+    b.wrap(hpsearch.search.study, "check_url", "run_search (other)")
     original_open = hpsearch.study.open_storage
 
     def open_storage(*a: Any, **k: Any) -> Any:
@@ -251,7 +251,7 @@ def _instrument(b: h.Buckets, hpsearch: Any, transformers: Any, optuna: Any) -> 
     b.wrap(optuna.study.Study, "optimize", "optuna (ask, tell, sampler)")
     b.wrap(hpsearch.objective.Objective, "__call__", "trial (other)")
     b.wrap(hpsearch.objective.Objective, "_trainer", "trainer setup (copy model, TrainingArguments, Trainer)")
-    b.wrap(hpsearch.objective, "_release_memory", "memory release (gc)")
+    b.wrap(hpsearch.training.objective, "_release_memory", "memory release (gc)")
     b.wrap(hpsearch.objective.EpochCallback, "on_evaluate", "epoch callback")
     b.wrap(transformers.Trainer, "train", "train loop (Trainer)")
     b.wrap(transformers.Trainer, "training_step", "training steps")
@@ -262,13 +262,13 @@ def _instrument(b: h.Buckets, hpsearch: Any, transformers: Any, optuna: Any) -> 
 
     b.wrap(torch.optim.AdamW, "step", "optimizer step")
     b.wrap(accelerate.Accelerator, "clip_grad_norm_", "grad clipping")
-    b.wrap(hpsearch.metrics, "classification_metrics", "metrics")
+    b.wrap(hpsearch.training.metrics, "classification_metrics", "metrics")
     b.wrap(hpsearch.bestmodel.BestModelStore, "offer", "checkpoint (best model write)")
     b.wrap(hpsearch.bestmodel.BestModelStore, "recover", "checkpoint (best model write)")
     try:
-        import hpsearch.dashboard
+        import hpsearch.views.dashboard
 
-        b.wrap(hpsearch.dashboard, "after_run", "dashboard notes and plot after each trial")
+        b.wrap(hpsearch.views.dashboard, "after_run", "dashboard notes and plot after each trial")
     except ImportError:
         pass
 
@@ -285,8 +285,8 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from hpsearch import load_config
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.metrics import classification_metrics
-    from hpsearch.modeling import configure_allocator, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.training.metrics import classification_metrics
+    from hpsearch.training.modeling import configure_allocator, load_base_model, load_tokenizer, resolve_model
 
     configure_allocator()  # the heap setting hpsearch makes for a CPU search, so the floor has it too
     overrides = {"dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "max_length": args.max_length, "epochs": args.epochs}

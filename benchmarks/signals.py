@@ -53,7 +53,7 @@ def main() -> None:
 def _search(seed: int, work: Path, args: argparse.Namespace) -> None:
     import numpy as np
 
-    import hpsearch.objective as objective
+    import hpsearch.training.objective as objective
     from hpsearch import metrics
 
     plain = metrics.compute_metrics_for

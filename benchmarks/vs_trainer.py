@@ -122,7 +122,7 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
 
     from hpsearch import load_config
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.modeling import load_tokenizer, resolve_model
+    from hpsearch.training.modeling import load_tokenizer, resolve_model
 
     hf_logging.set_verbosity_error()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

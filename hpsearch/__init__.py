@@ -1,9 +1,9 @@
 """hpsearch: search the hyperparameters of a transformers fine-tune around a base recipe.
 
 The data flow, one module each: :mod:`~hpsearch.config` (the recipe, the search space and
-every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.space` → :mod:`~hpsearch.objective`
-(one Trainer fine-tune per trial) → :mod:`~hpsearch.study` (storage, sampler, pruner (:mod:`~hpsearch.pruners`), the
-loop; :mod:`~hpsearch.workers` for several workers on one study) → :mod:`~hpsearch.card` and the inspection views → :mod:`~hpsearch.cli`.
+every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.training.space` → :mod:`~hpsearch.training.objective`
+(one Trainer fine-tune per trial) → :mod:`~hpsearch.search.study` (storage, sampler, pruner (:mod:`~hpsearch.search.pruners`), the
+loop; :mod:`~hpsearch.search.workers` for several workers on one study) → :mod:`~hpsearch.card.render` and the inspection views → :mod:`~hpsearch.cli`.
 
 Heavy libraries (torch, transformers) are imported only where training happens.
 """
@@ -38,11 +38,11 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: `import hpsearch` stays light
     if name == "AlignedMedianPruner":
-        from hpsearch.pruners import AlignedMedianPruner
+        from hpsearch.search.pruners import AlignedMedianPruner
 
         return AlignedMedianPruner
     if name == "run_search":
-        from hpsearch.study import run_search
+        from hpsearch.search.study import run_search
 
         return run_search
     raise AttributeError(name)

@@ -152,9 +152,9 @@ def _config(args: argparse.Namespace, keys: Sequence[str] = ("study", "storage",
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from hpsearch.progress import ConsoleReporter
-    from hpsearch.study import run_search, study_dir
-    from hpsearch.trials import trial_records, trials_table
+    from hpsearch.views.progress import ConsoleReporter
+    from hpsearch.search.study import run_search, study_dir
+    from hpsearch.views.trials import trial_records, trials_table
 
     config = _config(args, _RUN_KEYS)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     out.print(trials_table(records, config.objective))
     if result.stopped:
         err.print(f"stopped early: {result.stopped}; run the same command to go on")
-    from hpsearch.storage import redact
+    from hpsearch.search.storage import redact
 
     storage = redact(config.storage)
     out.print(f"study: {config.study} in {storage}")
@@ -176,8 +176,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _trials(args: argparse.Namespace) -> int:
-    from hpsearch.study import STUDY_ATTR, load_study
-    from hpsearch.trials import records_json, trial_records, trials_table
+    from hpsearch.search.study import STUDY_ATTR, load_study
+    from hpsearch.views.trials import records_json, trial_records, trials_table
 
     _quiet_optuna()
     config = _config(args)
@@ -211,7 +211,7 @@ def _stdout_console() -> Any:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from hpsearch.card import write_card
+    from hpsearch.card.render import write_card
 
     config = _config(args)
     path = write_card(config, args.trial, output=args.output, template=args.template, force=args.force)
@@ -220,7 +220,7 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from hpsearch.report import write_report
+    from hpsearch.views.report import write_report
 
     _quiet_optuna()
     config = _config(args)
@@ -229,7 +229,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from hpsearch.dashboard import serve
+    from hpsearch.views.dashboard import serve
 
     _quiet_optuna()
     config = _config(args)

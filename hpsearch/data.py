@@ -194,7 +194,7 @@ def _read_hub(name: str, config_name: str | None) -> dict[str, pd.DataFrame]:
     try:
         loaded = datasets.load_dataset(name, config_name)
     except Exception as e:  # offline, unknown name, missing config: all end here
-        from hpsearch.hub import is_offline
+        from hpsearch.search.hub import is_offline
 
         first = first_line(e)
         if is_offline():

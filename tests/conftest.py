@@ -25,7 +25,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from hpsearch.modeling import packaged_default_model
+    from hpsearch.training.modeling import packaged_default_model
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
@@ -101,7 +101,7 @@ def validation_f1_of(folder: Path) -> float:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hpsearch.data import builtin_reviews
-    from hpsearch.metrics import classification_metrics
+    from hpsearch.training.metrics import classification_metrics
 
     frame = builtin_reviews()["validation"]
     tokenizer = AutoTokenizer.from_pretrained(folder)

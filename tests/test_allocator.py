@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 _FAULTS_OF_A_LARGE_BLOCK = textwrap.dedent(
     """
     import json, sys, torch
-    from hpsearch.modeling import configure_allocator
+    from hpsearch.training.modeling import configure_allocator
 
     def faults():
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpsearch.bestmodel import BestModelStore
+from hpsearch.search.bestmodel import BestModelStore
 
 
 def _save(text: str):

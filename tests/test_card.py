@@ -25,16 +25,16 @@ from conftest import tiny_run_args
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-import hpsearch.plots as plots
-from hpsearch.card import MARKER, write_card
-from hpsearch.card_facts import gather
+import hpsearch.views.plots as plots
+from hpsearch.card.render import MARKER, write_card
+from hpsearch.card.facts import gather
 from hpsearch.config import PrunerConfig, Recipe, SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import CardError
-from hpsearch.markdown import RESULTS_HEADER, fmt_metric, md_cell
-from hpsearch.space import recipe_params, training_values
-from hpsearch.storage import redact
-from hpsearch.study import STUDY_ATTR
+from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, md_cell
+from hpsearch.training.space import recipe_params, training_values
+from hpsearch.search.storage import redact
+from hpsearch.search.study import STUDY_ATTR
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "card_golden.md"
@@ -229,8 +229,8 @@ def test_single_class_epochs_are_reported_with_the_all_positive_scores(golden):
 
 
 def test_single_class_epochs_of_a_macro_averaged_task_are_found():
-    from hpsearch.card_facts import CardFacts
-    from hpsearch.trust import single_class_epochs
+    from hpsearch.card.facts import CardFacts
+    from hpsearch.card.trust import single_class_epochs
 
     # 3 classes of 40, 30 and 30 examples; epoch 2 calls everything the first class.
     one_class = {"epoch": 2, "step": 20, "eval_loss": 1.09, "f1": (2 * 0.4 / 1.4) / 3, "accuracy": 0.4, "precision": 0.4 / 3, "recall": 1 / 3}
@@ -483,24 +483,22 @@ def test_missing_template_is_an_error(golden, tmp_path):
         write_card(golden, "best", template=tmp_path / "nope.j2")
 
 
-def test_default_template_is_found_in_an_installed_package(tmp_path):
-    """A wheel puts templates/ inside the package (pyproject's force-include): that copy is used."""
+def test_default_template_lives_inside_the_package(tmp_path):
+    """The package carries its template, so an installed copy with no checkout beside it finds it."""
     import hpsearch
 
     site = tmp_path / "site"
     shutil.copytree(Path(hpsearch.__file__).parent, site / "hpsearch", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(Path(__file__).parents[1] / "templates", site / "hpsearch" / "templates")
-    code = "import hpsearch, hpsearch.card as c; print(hpsearch.__file__); print(c.default_template_path())"
+    code = "import hpsearch.card.render as c; p = c.default_template_path(); print(p); print(p.is_file())"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
                          capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0].startswith(str(site))
-    assert Path(out[1]) == site / "hpsearch" / "templates" / "model_card.md.j2"
+    assert out == [str(site / "hpsearch" / "card" / "templates" / "model_card.md.j2"), "True"]
 
 
-def test_default_template_is_found_in_a_source_checkout():
-    from hpsearch.card import default_template_path
+def test_templates_folder_of_a_checkout_is_the_packaged_template():
+    from hpsearch.card.render import default_template_path
 
-    assert default_template_path() == Path(__file__).parents[1] / "templates" / "model_card.md.j2"
+    assert (Path(__file__).parents[1] / "templates" / "model_card.md.j2").resolve() == default_template_path()
 
 
 # --------------------------------------------------------------------------- user names
@@ -577,7 +575,7 @@ def test_rewriting_a_card_removes_its_old_plots_but_not_other_files(golden):
 
 
 def test_card_works_without_the_dashboard_module(golden, monkeypatch):
-    monkeypatch.setitem(sys.modules, "hpsearch.dashboard", None)  # import fails
+    monkeypatch.setitem(sys.modules, "hpsearch.views.dashboard", None)  # import fails
     assert write_card(golden, "best").is_file()
 
 

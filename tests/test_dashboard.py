@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from test_trials import URL, handmade_study, rows
 
 from hpsearch.config import SearchConfig
-from hpsearch.dashboard import after_run, artifact_dir, artifact_store, epoch_note, trial_artifacts, upload_card_artifacts, write_note
+from hpsearch.views.dashboard import after_run, artifact_dir, artifact_store, epoch_note, trial_artifacts, upload_card_artifacts, write_note
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # enough of a PNG for a MIME type and a byte compare
 

@@ -9,8 +9,8 @@ from conftest import tiny_run_args, validation_f1_of
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hpsearch.config import PrunerConfig, SearchConfig
-from hpsearch.objective import EpochCallback
-from hpsearch.trials import STOPPED_EARLY_ATTR
+from hpsearch.training.objective import EpochCallback
+from hpsearch.views.trials import STOPPED_EARLY_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

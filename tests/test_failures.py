@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from hpsearch import SearchStopped, StorageError, load_config, run_search
-from hpsearch.storage import open_storage
+from hpsearch.search.storage import open_storage
 
 STORAGE = "sqlite:///studies/hpsearch.db"
 
@@ -70,7 +70,7 @@ def test_consecutive_failures_stop_the_run_with_the_reason(workdir, tiny_model):
 
 
 def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, monkeypatch):
-    import hpsearch.objective as objective
+    import hpsearch.training.objective as objective
 
     real = objective.Objective._trainer
 
@@ -149,7 +149,7 @@ def test_a_second_interrupt_exits_at_once_and_the_next_run_cleans_up(tmp_path, t
     study = optuna.load_study(study_name="hpsearch", storage=url)
     assert study.trials[0].state in (TrialState.FAIL, TrialState.RUNNING)
     # the next run marks a trial left running by a dead worker failed, and does not count it
-    from hpsearch.workers import fail_dead_trials
+    from hpsearch.search.workers import fail_dead_trials
 
     fail_dead_trials(study)
     assert optuna.load_study(study_name="hpsearch", storage=url).trials[0].state == TrialState.FAIL

@@ -14,7 +14,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpsearch import plots
+from hpsearch.views import plots
 
 DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-4, log=True), "per_device_train_batch_size": CategoricalDistribution((8, 16, 32))}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

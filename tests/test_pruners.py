@@ -12,10 +12,10 @@ from sklearn.metrics import roc_auc_score
 
 from hpsearch.config import PrunerConfig
 from hpsearch.errors import ConfigError
-from hpsearch.metrics import compute_metrics_for, roc_auc, roc_auc_se
-from hpsearch.pruners import AlignedMedianPruner
-from hpsearch.search_summary import describe_pruner
-from hpsearch.study import build_pruner
+from hpsearch.training.metrics import compute_metrics_for, roc_auc, roc_auc_se
+from hpsearch.search.pruners import AlignedMedianPruner
+from hpsearch.card.search_section import describe_pruner
+from hpsearch.search.study import build_pruner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

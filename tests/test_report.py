@@ -18,7 +18,7 @@ import pytest
 from conftest import tiny_run_args
 from test_trials import URL, handmade_study
 
-from hpsearch.plots import FIGURE_NAMES
+from hpsearch.views.plots import FIGURE_NAMES
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

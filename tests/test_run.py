@@ -10,7 +10,7 @@ import optuna
 import pytest
 from conftest import tiny_run_args, validation_f1_of, write_rows
 
-from hpsearch.study import STUDY_ATTR
+from hpsearch.search.study import STUDY_ATTR
 
 ROW_KEYS = {"epoch", "step", "lr_sum", "train_loss", "eval_loss", "f1", "accuracy", "precision", "recall", "roc_auc", "roc_auc_se"}
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import free_port, tiny_run_args
 
 from hpsearch.errors import StorageError
-from hpsearch.storage import open_storage, redact
-from hpsearch.study import load_study
+from hpsearch.search.storage import open_storage, redact
+from hpsearch.search.study import load_study
 
 PASSWORD = "pw-s3cret"
 REDIS_DB = 15  # a database of its own: a Redis journal keeps every study of a database in one log
@@ -191,7 +191,7 @@ def silent_server() -> Iterator[int]:
 @pytest.mark.parametrize(("scheme", "path"), [("postgresql", "test"), ("redis", "0")])
 def test_a_server_that_never_answers_fails_after_the_connect_timeout(workdir, cli, monkeypatch, silent_server, scheme, path):
     pytest.importorskip("psycopg2" if scheme == "postgresql" else "redis")
-    monkeypatch.setattr("hpsearch.storage.CONNECT_TIMEOUT", 2)  # libpq's least
+    monkeypatch.setattr("hpsearch.search.storage.CONNECT_TIMEOUT", 2)  # libpq's least
     url = f"{scheme}://u:{PASSWORD}@127.0.0.1:{silent_server}/{path}"
     code, out, err = cli("trials", "--storage", url)
     assert code == 2

@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpsearch.config import SearchConfig
-from hpsearch.study import STUDY_ATTR
+from hpsearch.search.study import STUDY_ATTR
 
 URL = "sqlite:///studies/hpsearch.db"
 SPACE = {

@@ -26,10 +26,10 @@ from optuna.trial import TrialState
 from test_storage import deleted_afterwards, postgres_url, storage_url, unique_name
 
 from hpsearch.config import load_config
-from hpsearch.space import recipe_params
-from hpsearch.storage import open_storage
-from hpsearch.study import STUDY_ATTR, _create_or_resume
-from hpsearch.workers import FINISHED, CountedStudy, TotalReached
+from hpsearch.training.space import recipe_params
+from hpsearch.search.storage import open_storage
+from hpsearch.search.study import STUDY_ATTR, _create_or_resume
+from hpsearch.search.workers import FINISHED, CountedStudy, TotalReached
 
 TOTAL = 4
 # Fast trials: one epoch of 32 short examples, no pruning (every trial finishes).
@@ -332,7 +332,7 @@ def test_a_study_from_before_early_stopping_resumes_only_without_it(tiny_model, 
     # A study whose stored configuration has no early_stopping_patience trained every epoch
     # of every trial: the new default (2) would mix trials of two kinds, so it is refused
     # with the setting named, and the same study resumes with the patience set to 0.
-    from hpsearch.study import STUDY_ATTR
+    from hpsearch.search.study import STUDY_ATTR
 
     flags = ["--storage", f"sqlite:///{tmp_path / 'hpsearch.db'}", "--workdir", str(tmp_path / "studies")]
     assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags, "--early-stopping-patience", "0"))[0] == 0

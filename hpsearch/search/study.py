@@ -26,9 +26,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import PrunerConfig, SamplerConfig, SearchConfig, is_plain_median
 from hpsearch.errors import ConfigError, SearchStopped, StorageError
-from hpsearch.pruners import AlignedMedianPruner
-from hpsearch.storage import check_url, open_storage, redact
-from hpsearch.workers import CountedStudy, TotalReached, count_finished, fail_dead_trials
+from hpsearch.search.pruners import AlignedMedianPruner
+from hpsearch.search.storage import check_url, open_storage, redact
+from hpsearch.search.workers import CountedStudy, TotalReached, count_finished, fail_dead_trials
 
 STUDY_ATTR = "hpsearch"  # study user attribute: resolved config, data, model, versions
 # Settings a resumed study may change; any other difference would mix incomparable trials.
@@ -87,7 +87,7 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
 
     Args:
         config: The resolved configuration.
-        reporter: Receives progress events (see :mod:`hpsearch.progress`); None for silence.
+        reporter: Receives progress events (see :mod:`hpsearch.views.progress`); None for silence.
         callbacks: Extra ``transformers.TrainerCallback`` objects added to every trial.
 
     Raises:
@@ -95,13 +95,13 @@ def run_search(config: SearchConfig, *, reporter: Any = None, callbacks: Sequenc
         SearchStopped: Too many consecutive trials failed.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
     """
-    from hpsearch.bestmodel import BestModelStore
-    from hpsearch.dashboard import LiveRefresh
+    from hpsearch.search.bestmodel import BestModelStore
+    from hpsearch.views.dashboard import LiveRefresh
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.hub import offline_if_unreachable
-    from hpsearch.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
-    from hpsearch.objective import Objective, Resources, TrialFailed
-    from hpsearch.space import check_training_argument_names, recipe_params
+    from hpsearch.search.hub import offline_if_unreachable
+    from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.training.objective import Objective, Resources, TrialFailed
+    from hpsearch.training.space import check_training_argument_names, recipe_params
 
     check_url(config.storage)
     source = resolve_model(config.model)
@@ -202,7 +202,7 @@ def versions() -> dict[str, str]:
 
 def _check_existing_study(config: SearchConfig) -> None:
     """A resumed study must have been made with the same settings: check before any work."""
-    from hpsearch.storage import sqlite_path
+    from hpsearch.search.storage import sqlite_path
 
     path = sqlite_path(config.storage)
     if path is not None and not path.is_file():
@@ -238,7 +238,7 @@ def _create_or_resume(storage: Any, config: SearchConfig, facts: dict[str, Any])
             study.set_user_attr(STUDY_ATTR, {**info, "versions": versions()})
             return study
     # A new study, or one made without hpsearch (or by a run killed before it set the study up).
-    from hpsearch.space import recipe_params
+    from hpsearch.training.space import recipe_params
 
     study.set_metric_names([f"validation {config.objective}"])
     if not study.trials:
@@ -325,7 +325,7 @@ def _requeue_interrupted_recipe(study: optuna.Study, config: SearchConfig) -> No
     Every comparison in the card and the note is against the recipe; a recipe trial that
     failed on its own (out of memory, NaN loss) is a result and is not repeated.
     """
-    from hpsearch.space import recipe_params
+    from hpsearch.training.space import recipe_params
 
     recipes = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("recipe")]
     if not recipes or any(t.state != TrialState.FAIL for t in recipes):

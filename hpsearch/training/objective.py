@@ -25,15 +25,15 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
-from hpsearch.bestmodel import BestModelStore
+from hpsearch.search.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.errors import first_line
 from hpsearch.data import Task
-from hpsearch.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for, constant_prediction
-from hpsearch.modeling import glibc
-from hpsearch.pruners import RULE_NAMES, AlignedMedianPruner
-from hpsearch.space import suggest, training_arguments_kwargs, training_values
-from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count
+from hpsearch.training.metrics import METRICS, RANKING_METRIC, RANKING_METRIC_SE, compute_metrics_for, constant_prediction
+from hpsearch.training.modeling import glibc
+from hpsearch.search.pruners import RULE_NAMES, AlignedMedianPruner
+from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
+from hpsearch.views.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count
 
 
 

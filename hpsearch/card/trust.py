@@ -13,10 +13,10 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from hpsearch.card_facts import METRIC_LABELS, CardFacts
-from hpsearch.markdown import fmt_metric
-from hpsearch.metrics import constant_prediction, is_number
-from hpsearch.trials import EPOCHS_ATTR
+from hpsearch.card.facts import METRIC_LABELS, CardFacts
+from hpsearch.card.markdown import fmt_metric
+from hpsearch.training.metrics import constant_prediction, is_number
+from hpsearch.views.trials import EPOCHS_ATTR
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same study always gets the same card

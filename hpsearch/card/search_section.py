@@ -11,13 +11,13 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.card_facts import STATE_NAMES, CardFacts, metric_label, state_name
+from hpsearch.card.facts import STATE_NAMES, CardFacts, metric_label, state_name
 from hpsearch.config import Param, is_plain_median
-from hpsearch.markdown import fmt_metric, fmt_param, markdown_table, md_code
-from hpsearch.metrics import is_number
-from hpsearch.pruners import RULE_NAMES
-from hpsearch.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial, shipped_best_after_stop
-from hpsearch.trust import all_rows, positive_rate, predicts_one_class
+from hpsearch.card.markdown import fmt_metric, fmt_param, markdown_table, md_code
+from hpsearch.training.metrics import is_number
+from hpsearch.search.pruners import RULE_NAMES
+from hpsearch.views.trials import EPOCHS_ATTR, STOPPED_EARLY_ATTR, count, recipe_trial, shipped_best_after_stop
+from hpsearch.card.trust import all_rows, positive_rate, predicts_one_class
 
 TOP_TRIALS = 5  # rows of the top-trials table
 LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"

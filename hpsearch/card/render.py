@@ -1,11 +1,11 @@
 """The model card: ``hpsearch card best|N`` writes a Hugging Face README.md from storage alone.
 
-The card is data plus a template. :func:`~hpsearch.card_facts.gather` reads one trial and
-its study into a :class:`~hpsearch.card_facts.CardFacts`; :func:`template_context` turns the
+The card is data plus a template. :func:`~hpsearch.card.facts.gather` reads one trial and
+its study into a :class:`~hpsearch.card.facts.CardFacts`; :func:`template_context` turns the
 facts into the variables a Jinja2 template sees (README lists them), section by section
-(:mod:`~hpsearch.trial_summary`, :mod:`~hpsearch.search_summary`, :mod:`~hpsearch.trust`);
+(:mod:`~hpsearch.card.trial_section`, :mod:`~hpsearch.card.search_section`, :mod:`~hpsearch.card.trust`);
 the default template is ``templates/model_card.md.j2``, with the filters of
-:mod:`~hpsearch.markdown`. The YAML front matter is ``huggingface_hub.ModelCardData`` with
+:mod:`~hpsearch.card.markdown`. The YAML front matter is ``huggingface_hub.ModelCardData`` with
 one ``EvalResult`` per metric, and the rendered text is parsed back with
 ``huggingface_hub.ModelCard`` before it is written, so every card on disk is known to load.
 
@@ -16,7 +16,6 @@ The card never overwrites a README.md it did not write (it marks its own with
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import re
 import shutil
@@ -29,18 +28,18 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpsearch.card_facts import METRIC_LABELS, CardFacts, gather, metric_label
+from hpsearch.card.facts import METRIC_LABELS, CardFacts, gather, metric_label
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
-from hpsearch.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
-from hpsearch.metrics import is_number
-from hpsearch.search_summary import search_facts
-from hpsearch.trial_summary import hyperparameters, metric_summary, trial_facts
-from hpsearch.trust import single_class_epochs, trust_facts
+from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
+from hpsearch.training.metrics import is_number
+from hpsearch.card.search_section import search_facts
+from hpsearch.card.trial_section import hyperparameters, metric_summary, trial_facts
+from hpsearch.card.trust import single_class_epochs, trust_facts
 
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
-# PNG files the card shows, by figure name of hpsearch.plots.figures, with their captions.
+# PNG files the card shows, by figure name of hpsearch.views.plots.figures, with their captions.
 CARD_PLOTS = {"history": "Optimisation history", "epochs": "Validation {metric} by epoch, every trial", "importances": "Parameter importances"}
 
 
@@ -57,7 +56,7 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
             written then.
         StorageError: The storage or the study is missing.
     """
-    from hpsearch.study import load_study
+    from hpsearch.search.study import load_study
 
     with warnings.catch_warnings():  # opening an RDB storage notes its experimental heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -108,7 +107,7 @@ def default_output(config: SearchConfig, facts: CardFacts) -> Path:
 def _best_model_marker(folder: Path) -> dict[str, Any] | None:
     import json
 
-    from hpsearch.bestmodel import MARKER as MODEL_MARKER
+    from hpsearch.search.bestmodel import MARKER as MODEL_MARKER
 
     try:
         return json.loads((folder / MODEL_MARKER).read_text(encoding="utf-8"))
@@ -261,14 +260,8 @@ def load_template(template: str | Path | None) -> tuple[str, str]:
 
 
 def default_template_path() -> Path:
-    """templates/model_card.md.j2: inside the installed package (a wheel), else the source checkout's."""
-    packaged = importlib.resources.files("hpsearch").joinpath("templates", TEMPLATE_NAME)
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parent.parent / "templates" / TEMPLATE_NAME
-    if checkout.is_file():
-        return checkout
-    raise CardError(f"the default template {TEMPLATE_NAME} is missing from this installation; reinstall hpsearch or pass --template")
+    """The default template, ``hpsearch/card/templates/model_card.md.j2`` (also ``templates/`` in a checkout)."""
+    return Path(__file__).resolve().parent / "templates" / TEMPLATE_NAME
 
 
 def _environment() -> Any:
@@ -343,7 +336,7 @@ def _scratch(folder: Path) -> Path:
 
 def _make_plots(study: optuna.Study, facts: CardFacts, scratch: Path) -> tuple[list[dict[str, str]], str | None]:
     """PNG files of the card's plots in ``scratch``; or none, and why."""
-    from hpsearch import plots
+    from hpsearch.views import plots
 
     figs = plots.figures(study, names=CARD_PLOTS)
     try:
@@ -381,9 +374,9 @@ def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]], 
 
 
 def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths: list[Path]) -> None:
-    """Attach the card and plots to the trial as Optuna artifacts, where hpsearch.dashboard can."""
+    """Attach the card and plots to the trial as Optuna artifacts, where hpsearch.views.dashboard can."""
     try:
-        from hpsearch.dashboard import artifact_dir, upload_card_artifacts
+        from hpsearch.views.dashboard import artifact_dir, upload_card_artifacts
     except ImportError:
         return
     try:

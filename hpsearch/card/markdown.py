@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hpsearch.trials import format_param
+from hpsearch.views.trials import format_param
 
 RESULTS_HEADER = "| Epoch | Step | Validation Loss | F1 | Accuracy | Precision | Recall |"
 _RESULT_KEYS = ("epoch", "step", "eval_loss", "f1", "accuracy", "precision", "recall")

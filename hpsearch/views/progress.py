@@ -11,8 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.storage import redact
-from hpsearch.trials import STOPPED_EARLY_ATTR, best_trial, format_param
+from hpsearch.search.storage import redact
+from hpsearch.views.trials import STOPPED_EARLY_ATTR, best_trial, format_param
 
 
 class ConsoleReporter:

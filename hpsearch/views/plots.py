@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.trials import EPOCHS_ATTR, best_trial, format_param
+from hpsearch.views.trials import EPOCHS_ATTR, best_trial, format_param
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

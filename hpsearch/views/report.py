@@ -4,7 +4,7 @@
     hpsearch report --study sst2 --output sst2.html
 
 The page embeds plotly.js once (about 4.7 MB), so it opens offline and can be mailed. The
-figures are :func:`hpsearch.plots.figures`: optimisation history, per-epoch curves of all
+figures are :func:`hpsearch.views.plots.figures`: optimisation history, per-epoch curves of all
 trials (pruned ones dashed, ending where they stopped), parameter importances (once two
 trials are complete), parallel coordinates, slices and the timeline. The file is written
 to a temporary file beside the target and renamed over it, so a reader never sees half a
@@ -24,9 +24,9 @@ import optuna
 
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
-from hpsearch.storage import redact
-from hpsearch.study import STUDY_ATTR, load_study, study_dir
-from hpsearch.trials import format_param, trial_records
+from hpsearch.search.storage import redact
+from hpsearch.search.study import STUDY_ATTR, load_study, study_dir
+from hpsearch.views.trials import format_param, trial_records
 
 REPORT_NAME = "report.html"  # in studies/<study>/ unless --output says otherwise
 _TITLES = {
@@ -75,7 +75,7 @@ def render_report(study: optuna.Study) -> str:
     import jinja2
     import plotly.io as pio
 
-    from hpsearch.plots import figures
+    from hpsearch.views.plots import figures
 
     with warnings.catch_warnings():  # Optuna warns about experimental plots and empty studies
         warnings.simplefilter("ignore")

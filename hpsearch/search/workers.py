@@ -144,7 +144,7 @@ class CountedStudy(optuna.Study):
 @contextlib.contextmanager
 def study_lock(storage: Any, url: str, study_name: str) -> Iterator[None]:
     """The lock every worker of ``study_name`` on the storage at ``url`` takes to start a trial."""
-    from hpsearch.storage import sqlite_path
+    from hpsearch.search.storage import sqlite_path
 
     path = sqlite_path(url)
     if path is None and url.startswith("journal:"):

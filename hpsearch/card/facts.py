@@ -1,8 +1,8 @@
 """What a model card says, read from storage alone: one trial and the study around it.
 
 :func:`gather` picks the trial ("best" or a number) and returns a :class:`CardFacts`; the
-card's sections (:mod:`~hpsearch.trial_summary`, :mod:`~hpsearch.search_summary`,
-:mod:`~hpsearch.trust`) read nothing else.
+card's sections (:mod:`~hpsearch.card.trial_section`, :mod:`~hpsearch.card.search_section`,
+:mod:`~hpsearch.card.trust`) read nothing else.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import CardError
-from hpsearch.storage import redact
-from hpsearch.trials import EPOCHS_ATTR, STATE_NAMES, best_trial
+from hpsearch.search.storage import redact
+from hpsearch.views.trials import EPOCHS_ATTR, STATE_NAMES, best_trial
 
 METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall"}
 
@@ -82,7 +82,7 @@ class CardFacts:
 
 def gather(study: optuna.Study, trial: str, *, storage: str) -> CardFacts:
     """Pick the trial ("best" or a number) and read what the card needs from storage."""
-    from hpsearch.study import STUDY_ATTR
+    from hpsearch.search.study import STUDY_ATTR
 
     info = study.user_attrs.get(STUDY_ATTR)
     if not isinstance(info, dict):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.card_facts import CardFacts, state_name
-from hpsearch.markdown import fmt_metric
-from hpsearch.metrics import is_number
-from hpsearch.trials import STOPPED_EARLY_ATTR, shipped_best_after_stop
+from hpsearch.card.facts import CardFacts, state_name
+from hpsearch.card.markdown import fmt_metric
+from hpsearch.training.metrics import is_number
+from hpsearch.views.trials import STOPPED_EARLY_ATTR, shipped_best_after_stop
 
 _SUMMARY_KEYS = (("Loss", "eval_loss"), ("F1", "f1"), ("Accuracy", "accuracy"), ("Precision", "precision"), ("Recall", "recall"))
 # TrainingArguments the Trainer card names in its own words; any other value is listed as it is.

@@ -44,7 +44,7 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.trials import EPOCHS_ATTR
+from hpsearch.views.trials import EPOCHS_ATTR
 
 
 _ALIGN_KEYS = {"epochs": "epoch", "updates": "step", "lr_sum": "lr_sum"}  # align -> the row key it compares

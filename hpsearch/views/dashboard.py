@@ -40,9 +40,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import Param, SearchConfig
 from hpsearch.errors import HpsearchError, first_line
-from hpsearch.storage import redact
-from hpsearch.study import STUDY_ATTR, load_study, on_stop_signals, study_dir
-from hpsearch.trials import EPOCHS_ATTR, best_trial, end_reason, format_param, recipe_trial, shipped_best_after_stop
+from hpsearch.search.storage import redact
+from hpsearch.search.study import STUDY_ATTR, load_study, on_stop_signals, study_dir
+from hpsearch.views.trials import EPOCHS_ATTR, best_trial, end_reason, format_param, recipe_trial, shipped_best_after_stop
 
 ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 # optuna-dashboard lists a trial's artifacts from study attributes under this prefix as well
@@ -294,7 +294,7 @@ def save_epoch_plot(study: optuna.Study) -> bool:
     """
     import optuna_dashboard
 
-    from hpsearch.plots import epoch_curves
+    from hpsearch.views.plots import epoch_curves
 
     figure = epoch_curves(study)
     text = figure.to_json()

@@ -1,9 +1,11 @@
 """hpsearch: search the hyperparameters of a transformers fine-tune around a base recipe.
 
-The data flow, one module each: :mod:`~hpsearch.config` (the recipe, the search space and
-every setting) → :mod:`~hpsearch.data` → :mod:`~hpsearch.training.space` → :mod:`~hpsearch.training.objective`
-(one Trainer fine-tune per trial) → :mod:`~hpsearch.search.study` (storage, sampler, pruner (:mod:`~hpsearch.search.pruners`), the
-loop; :mod:`~hpsearch.search.workers` for several workers on one study) → :mod:`~hpsearch.card.render` and the inspection views → :mod:`~hpsearch.cli`.
+The data flow, a module or package each: :mod:`~hpsearch.config` (the recipe, the search
+space and every setting) → :mod:`~hpsearch.data` → :mod:`hpsearch.training` (space, model,
+metrics, the objective: one Trainer fine-tune per trial) → :mod:`hpsearch.search` (storage,
+locks, workers, pruners, the study and its loop, the best model) → :mod:`hpsearch.card` and
+:mod:`hpsearch.views` (progress, trials, plots, report, dashboard) → :mod:`~hpsearch.cli`.
+Everything stored goes through :mod:`~hpsearch.schema`.
 
 Heavy libraries (torch, transformers) are imported only where training happens.
 """
@@ -17,7 +19,6 @@ from hpsearch.errors import CardError, ConfigError, DataError, HpsearchError, Mo
 
 __all__ = [
     "DEFAULT_SPACE",
-    "AlignedMedianPruner",
     "CardError",
     "ConfigError",
     "DataError",
@@ -37,12 +38,8 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: `import hpsearch` stays light
-    if name == "AlignedMedianPruner":
-        from hpsearch.search.pruners import AlignedMedianPruner
-
-        return AlignedMedianPruner
     if name == "run_search":
-        from hpsearch.search.study import run_search
+        from hpsearch.search.loop import run_search
 
         return run_search
     raise AttributeError(name)

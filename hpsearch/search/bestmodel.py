@@ -8,17 +8,15 @@ puts back. Several workers on one machine share the lock.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-MARKER = "hpsearch.json"  # inside best-model/: which trial it holds and its value
+from filelock import FileLock
+
+from hpsearch.schema import Marker
 
 
 class BestModelStore:
@@ -27,12 +25,9 @@ class BestModelStore:
         self.folder = self.study_dir / "best-model"
         self._old = self.study_dir / "best-model.old"
 
-    def marker(self) -> dict[str, Any] | None:
-        """What the folder holds (``trial``, ``value``), or None when there is no model yet."""
-        try:
-            return json.loads((self.folder / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+    def marker(self) -> Marker | None:
+        """Which trial the folder holds, or None when there is no model yet."""
+        return Marker.read(self.folder)
 
     def recover(self) -> None:
         """Undo what an interrupted swap or save left behind."""
@@ -46,8 +41,8 @@ class BestModelStore:
             for tmp in self.study_dir.glob(".best-model.tmp-*"):
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def offer(self, trial: int, value: float, save: Callable[[Path], None], extra: dict[str, Any] | None = None) -> bool:
-        """Save and swap in a model if ``value`` beats the one kept (higher is better).
+    def offer(self, marker: Marker, save: Callable[[Path], None]) -> bool:
+        """Save and swap in a model if its ``marker.value`` beats the one kept (higher is better).
 
         ``save(folder)`` writes the weights, config and tokenizer into an empty folder.
         Returns whether the model was kept.
@@ -55,13 +50,12 @@ class BestModelStore:
         self.study_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             current = self.marker()
-            if current is not None and not _better(value, trial, current):
+            if current is not None and not _better(marker, current):
                 return False
             tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 save(tmp)
-                marker = {"trial": trial, "value": value, **(extra or {})}
-                (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+                marker.write(tmp)
                 _fsync_tree(tmp)
                 if self.folder.exists():
                     self.folder.rename(self._old)
@@ -72,22 +66,16 @@ class BestModelStore:
             shutil.rmtree(self._old, ignore_errors=True)
             return True
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.study_dir / ".best-model.lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _lock(self) -> FileLock:
+        return FileLock(self.study_dir / ".best-model.lock")
 
 
-def _better(value: float, trial: int, current: dict[str, Any]) -> bool:
+def _better(new: Marker, current: Marker) -> bool:
     """Higher is better; on a tie the earlier trial wins, as it does in the study's ranking.
 
     With several workers a later trial can finish first, so ties are decided by number.
     """
-    return value > current["value"] or (value == current["value"] and trial < current["trial"])
+    return new.value > current.value or (new.value == current.value and new.trial < current.trial)
 
 
 def _fsync_tree(folder: Path) -> None:

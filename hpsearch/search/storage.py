@@ -6,12 +6,9 @@
 - ``journal:PATH``: an append-only journal file, safe for several workers on one disk
 - ``redis://host:port/db``: a journal kept in Redis
 
-Several ``hpsearch run`` processes (workers) share a study through PostgreSQL (or another
-server database), a journal file or Redis; SQLite is for one worker at a time. Every
-storage records the worker's host and pid on each trial, so a run finds at once the trials
-of workers that died on its own machine. RDB storages also keep a heartbeat, so a worker
-that dies on another machine leaves a trial that the other workers mark failed after
-:data:`GRACE_PERIOD`; on a journal that trial stays "running" (it never counts as finished).
+Several ``hpsearch run`` processes (workers) share a study on any of them: see
+:mod:`hpsearch.search.workers` for how they find each other's dead trials and
+:mod:`hpsearch.search.locks` for how they keep to the total.
 """
 
 from __future__ import annotations
@@ -23,16 +20,12 @@ import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from hpsearch.errors import StorageError, first_line
 
 if TYPE_CHECKING:
     import optuna
-
-# Seconds between heartbeats, and how long one may be missed before a trial counts as dead.
-HEARTBEAT_INTERVAL = 30
-GRACE_PERIOD = 120
 
 # Seconds to wait for a database or Redis server before giving up with an error.
 CONNECT_TIMEOUT = 10
@@ -44,15 +37,13 @@ _SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "m
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``: safe for output, cards and notes."""
+    from sqlalchemy.engine import make_url
+
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads (journal:PATH, a bad port): hide any userinfo
+        return re.sub(r"//[^/@]*@", "//***@", url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def check_url(url: str) -> None:
@@ -150,12 +141,7 @@ def _rdb(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine_kwargs,
-                    heartbeat_interval=HEARTBEAT_INTERVAL,
-                    grace_period=GRACE_PERIOD,
-                )
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except sqlalchemy.exc.DatabaseError as e:
             # Workers opening a new database together race to create Optuna's tables and
             # version row; the losers fail on a duplicate. By the next try the tables are there.

@@ -7,12 +7,7 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("f1", "accuracy", "precision", "recall")
-# Stored in every epoch's row beside METRICS for the pruner (see hpsearch/pruners.py), not
-# shown in the card: a threshold-free score that moves while F1 is still 0.
-RANKING_METRIC = "roc_auc"
-# Its standard error, stored beside it so that a pruner can tell a real gap from noise.
-RANKING_METRIC_SE = "roc_auc_se"
+from hpsearch.schema import RANKING_METRIC, RANKING_METRIC_SE
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average: str) -> dict[str, float]:
@@ -78,53 +73,55 @@ def roc_auc_se(labels: np.ndarray, auc: float) -> float:
     return math.sqrt(sum(variances)) / len(variances)
 
 
-def compute_metrics_for(average: str) -> Any:
-    """A ``compute_metrics`` function for the Trainer: METRICS, RANKING_METRIC and its standard error."""
+class MetricsComputer:
+    """The Trainer's ``compute_metrics``: the four scores, ROC AUC and its standard error.
 
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    The epoch's confusion matrix is kept as :attr:`last_confusion` rather than returned: the
+    Trainer logs what ``compute_metrics`` returns, and loggers take numbers, not matrices.
+    """
+
+    def __init__(self, n_labels: int) -> None:
+        self.n_labels = n_labels
+        self.average = "binary" if n_labels == 2 else "macro"
+        self.last_confusion: list[list[int]] = []
+
+    def __call__(self, eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
-        out = classification_metrics(labels, np.argmax(logits, axis=-1), average)
+        predictions = np.argmax(logits, axis=-1)
+        self.last_confusion = confusion_matrix(labels, predictions, self.n_labels)
+        out = classification_metrics(labels, predictions, self.average)
         out[RANKING_METRIC] = roc_auc(labels, logits)
         out[RANKING_METRIC_SE] = roc_auc_se(labels, out[RANKING_METRIC])
         return out
 
-    return compute_metrics
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_labels: int) -> list[list[int]]:
+    """``[i][j]``: examples of class ``i`` the model called class ``j``, classes in label order."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(labels, predictions, labels=list(range(n_labels))).astype(int).tolist()
 
 
-def constant_predictor_scores(labels: list[int], label: int, average: str) -> dict[str, float]:
-    """What a model that predicts ``label`` for every example would score."""
-    y = np.asarray(labels)
-    return classification_metrics(y, np.full_like(y, label), average)
+def predicted_class(confusion: list[list[int]]) -> int | None:
+    """The one class a model called every example, from its confusion matrix; None when it
+    called more than one (or the matrix is empty)."""
+    called = [j for j in range(len(confusion)) if any(line[j] for line in confusion)]
+    return called[0] if len(called) == 1 else None
 
 
-def constant_prediction(row: dict[str, Any], average: str, n_labels: int, rate: float | None = None) -> str | None:
-    """Whether an epoch's model called every validation example one class, from its row.
+def class_counts(confusion: list[list[int]]) -> list[int]:
+    """Examples of each class: the matrix's row sums."""
+    return [int(sum(line)) for line in confusion]
 
-    Binary: recall 1 with precision equal to accuracy (both are then the positive rate) is
-    "positive"; recall 0 and precision 0 with accuracy equal to the negative rate (or,
-    where the rate is unknown, recall and precision 0) is "negative". Macro averages over K
-    classes: recall 1/K with precision accuracy/K is "one class". None otherwise.
-    """
-    if not all(is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
-        return None
-    r, p, acc = row["recall"], row["precision"], row["accuracy"]
-    if average == "binary":
-        if _close(r, 1.0) and _close(p, acc) and acc < 1.0:
-            return "positive"
-        if _close(r, 0.0) and _close(p, 0.0) and (rate is None or _close(acc, 1.0 - rate, 1e-4)):
-            return "negative"
-        return None
-    if n_labels > 1 and _close(r, 1.0 / n_labels) and _close(p, acc / n_labels):
-        return "one class"
-    return None
+
+def constant_scores(counts: list[int], label: int, average: str) -> dict[str, float]:
+    """What a model that calls every example ``label`` scores on a split with these class counts."""
+    truth = np.repeat(np.arange(len(counts)), counts)
+    return classification_metrics(truth, np.full_like(truth, label), average)
 
 
 def is_number(value: Any) -> bool:
     """A stored metric that can be printed and compared: a finite int or float, not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _close(a: float, b: float, tol: float = 1e-6) -> bool:
-    return abs(a - b) <= tol

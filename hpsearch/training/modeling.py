@@ -163,7 +163,7 @@ def _load(source: ModelSource, load: Any) -> Any:
         first = first_line(e)
         if source.local:
             raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
-        from hpsearch.search.hub import is_offline
+        from hpsearch.training.hub import is_offline
 
         if is_offline():
             raise ModelError(

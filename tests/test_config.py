@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hpsearch import ConfigError, load_config
+from hpsearch.config import SearchConfig
 from hpsearch.config import DEFAULT_SPACE, Param
 
 
@@ -89,12 +90,36 @@ def test_bad_values_name_the_key(tmp_path, text, match):
         load_config(path)
 
 
-def test_the_readme_configuration_example_loads(tmp_path):
-    # README.md documents every table in one example; it must stay a valid configuration.
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    example = readme.split("```toml\n# hpsearch.toml\n", 1)[1].split("```", 1)[0]
+def _toml_blocks() -> list[tuple[str, str]]:
+    root = Path(__file__).parent.parent
+    found = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for i, block in enumerate(doc.read_text(encoding="utf-8").split("```toml\n")[1:]):
+            found.append((f"{doc.name}#{i}", block.split("```", 1)[0]))
+    return found
+
+
+@pytest.mark.parametrize(("where", "text"), _toml_blocks())
+def test_every_configuration_example_in_the_docs_loads(tmp_path, where, text):
     path = tmp_path / "hpsearch.toml"
-    path.write_text(example, encoding="utf-8")
-    config = load_config(path)
-    assert (config.trials, config.study, config.recipe.num_train_epochs) == (30, "sst2-bert", 3)
-    assert (config.pruner.name, config.pruner.startup_trials, config.pruner.margin_se, config.pruner.metric) == ("best", 2, 1.5, "roc_auc")
+    path.write_text(text, encoding="utf-8")
+    load_config(path)
+
+
+def test_the_docs_show_a_configuration_example():
+    assert any(where.startswith("README.md") for where, _ in _toml_blocks())
+
+
+@pytest.mark.parametrize("key", ["fp16", "bf16", "tf32", "eval_strategy", "save_strategy", "report_to", "logging_strategy", "output_dir"])
+def test_a_recipe_key_hpsearch_sets_itself_is_refused_at_config_time(tmp_path, key):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[recipe]\n{key} = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^recipe.{key}: hpsearch sets {key} itself for every trial; remove it from \[recipe\]$"):
+        load_config(path)
+
+
+def test_a_reserved_key_cannot_be_searched_either():
+    from hpsearch.config import Param
+
+    with pytest.raises(ConfigError, match=r"space.fp16: hpsearch sets fp16 itself"):
+        SearchConfig(space=(Param("fp16", choices=(True, False)),))

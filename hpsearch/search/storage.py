@@ -39,10 +39,12 @@ def redact(url: str) -> str:
     """The URL with any password replaced by ``***``: safe for output, cards and notes."""
     from sqlalchemy.engine import make_url
 
+    if url.count("@") > 1:  # an unquoted "@" in the password, which URL parsers split at
+        return re.sub(r"//([^:/@]*):.*@", r"//\1:***@", url)
     try:
         parsed = make_url(url)
     except Exception:  # not a URL SQLAlchemy reads (journal:PATH, a bad port): hide any userinfo
-        return re.sub(r"//[^/@]*@", "//***@", url)
+        return re.sub(r"//([^:/@]*):[^/@]*@", r"//\1:***@", url)
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 

@@ -8,18 +8,20 @@ import torch
 from conftest import tiny_run_args, validation_f1_of
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
+from hpsearch import schema
 from hpsearch.config import PrunerConfig, SearchConfig
+from hpsearch.search.events import RunListener
 from hpsearch.training.objective import EpochCallback
-from hpsearch.views.trials import STOPPED_EARLY_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# 100 validation examples, 40 positive. All-negative: recall 0, precision 0, accuracy 0.6.
-ONE_CLASS = {"f1": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 0.6}
+# 100 validation examples, 40 positive. All-negative: recall 0, precision 0, accuracy 0.6,
+# and the confusion matrix has one column.
+ONE_CLASS = {"f1": 0.0, "precision": 0.0, "recall": 0.0, "accuracy": 0.6, "confusion": [[60, 0], [40, 0]]}
 
 
 def _learned(f1: float) -> dict[str, float]:
-    return {"f1": f1, "precision": f1, "recall": f1, "accuracy": 0.5 + f1 / 2}
+    return {"f1": f1, "precision": f1, "recall": f1, "accuracy": 0.5 + f1 / 2, "confusion": [[50, 10], [10, 30]]}
 
 
 def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objective: str = "f1", model=None, checkpoint: str = "last") -> tuple[list[bool], EpochCallback]:
@@ -31,13 +33,14 @@ def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objec
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
     config = SearchConfig(early_stopping_patience=patience, objective=objective, checkpoint=checkpoint, pruner=PrunerConfig(name="none"))
-    callback = EpochCallback(trial, config, average="binary", n_labels=2)
+    callback = EpochCallback(trial, config, RunListener(), n_labels=2)
     args = TrainingArguments(output_dir="unused", num_train_epochs=epochs, report_to="none")
     state, stops = TrainerState(), []
     for epoch, row in enumerate(rows, 1):
         state.epoch, state.global_step = float(epoch), 10 * epoch
         control = TrainerControl()
-        metrics = {"eval_loss": 0.5, **{f"eval_{k}": v for k, v in row.items()}}
+        metrics = {"eval_loss": 0.5, **{f"eval_{k}": v for k, v in row.items() if k != "confusion"}}
+        callback.metrics.last_confusion = row["confusion"]  # what compute_metrics keeps aside
         if model is not None:
             with torch.no_grad():
                 model.weight.fill_(epoch)
@@ -52,7 +55,7 @@ def test_patience_counts_epochs_without_a_new_best():
     stops, callback = _epochs([_learned(0.5), _learned(0.7), _learned(0.6), _learned(0.7), _learned(0.65)], patience=2)
     # 0.6 and then 0.7 (a tie is not a new best) after the 0.7 of epoch 2: stop after epoch 4.
     assert stops == [False, False, False, True]
-    assert callback.stopped_reason == "stopped early after epoch 4: validation f1 had not beaten 0.7000 for 2 epochs"
+    assert callback.stopped_reason == "stopped early after epoch 4: f1 had not beaten 0.7000 for 2 epochs"
 
 
 def test_a_new_best_restarts_the_count():
@@ -73,6 +76,15 @@ def test_a_slow_starter_is_not_a_plateau():
 def test_accuracy_of_a_constant_model_does_not_start_the_count():
     # A constant predictor's accuracy is the class balance, not 0: still not learning.
     stops, _ = _epochs([ONE_CLASS, ONE_CLASS, _learned(0.8)], patience=1, objective="accuracy")
+    assert stops == [False, False, False]
+
+
+def test_a_model_calling_one_class_is_told_by_its_confusion_matrix_not_its_scores():
+    # Scores that look like learning, from a matrix with one column: still a slow starter.
+    fooled = {**_learned(0.3), "confusion": [[60, 0], [40, 0]]}
+    stops, _ = _epochs([_learned(0.5), fooled, fooled], patience=1)
+    assert stops == [False, True]  # learning had begun at epoch 1, so epoch 2 counts
+    stops, _ = _epochs([fooled, fooled, _learned(0.8)], patience=1)
     assert stops == [False, False, False]
 
 
@@ -118,7 +130,7 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert len(rows) < 8, [r["f1"] for r in rows]
     assert rows[-1]["f1"] <= max(r["f1"] for r in rows[:-1])  # the stopping epoch set no new best
-    assert trial.user_attrs[STOPPED_EARLY_ATTR].startswith(f"stopped early after epoch {len(rows)}: validation f1 had not beaten")
+    assert schema.stopped_early(trial).startswith(f"stopped early after epoch {len(rows)}: f1 had not beaten")
     # It ships its best epoch, not the one it stopped at, even under checkpoint = "last".
     best = max(rows, key=lambda r: r["f1"])
     assert best["epoch"] < len(rows)

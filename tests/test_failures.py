@@ -58,6 +58,7 @@ def test_a_failing_trial_is_recorded_and_the_study_finishes_the_rest(workdir, ti
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert study.trials[1].user_attrs["fail_reason"] == reason
+    assert [t.user_attrs.get("recipe", False) for t in study.trials] == [True, False, False, False]
     best = (workdir / "studies" / "hpsearch" / "best-model" / "hpsearch.json")
     assert best.is_file()
 
@@ -67,6 +68,18 @@ def test_consecutive_failures_stop_the_run_with_the_reason(workdir, tiny_model):
         run_search(_config(tiny_model, trials=10), callbacks=[Inject("error")])
     study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    # Each failure of the recipe enqueues it again: a study never loses its baseline.
+    assert [t.user_attrs.get("recipe") for t in study.trials] == [True] * 3
+
+
+@pytest.mark.parametrize("kind", ["oom", "error"])
+def test_a_recipe_trial_that_fails_for_any_reason_runs_again(workdir, tiny_model, kind):
+    run_search(_config(tiny_model, trials=2), callbacks=[Inject(kind, trials={0})])
+    study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
+    assert [(t.state, t.user_attrs.get("recipe", False)) for t in study.trials] == [
+        (TrialState.FAIL, True), (TrialState.COMPLETE, True), (TrialState.COMPLETE, False)
+    ]
+    assert study.trials[0].params == study.trials[1].params
 
 
 def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, monkeypatch):
@@ -74,8 +87,9 @@ def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, m
 
     real = objective.Objective._trainer
 
-    def broken(self, values, output_dir, callbacks):
-        return real(self, values, output_dir, [*callbacks, Inject("error")])
+    def broken(self, values, output_dir, epoch_cb):
+        self.callbacks = [Inject("error")]
+        return real(self, values, output_dir, epoch_cb)
 
     monkeypatch.setattr(objective.Objective, "_trainer", broken)
     code, _, err = cli("run", "--model", tiny_model, "--epochs", "1", "--max-length", "32", "--trials", "5")

@@ -8,6 +8,7 @@ with other settings than the study's is refused before anything changes.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -25,11 +26,18 @@ from conftest import tiny_run_args
 from optuna.trial import TrialState
 from test_storage import deleted_afterwards, postgres_url, storage_url, unique_name
 
+from hpsearch import schema
 from hpsearch.config import load_config
-from hpsearch.training.space import recipe_params
+from hpsearch.schema import FINISHED, DataFacts
+from hpsearch.search.events import RunListener
+from hpsearch.search.locks import study_lock
+from hpsearch.search.loop import next_trial
 from hpsearch.search.storage import open_storage
-from hpsearch.search.study import STUDY_ATTR, _create_or_resume
-from hpsearch.search.workers import FINISHED, CountedStudy, TotalReached
+from hpsearch.search.study import create_or_resume
+from hpsearch.search.workers import worker_id
+from hpsearch.training.space import recipe_params
+
+DATA = DataFacts(name="tiny", hub_id=None, text_column="text", text_pair_column=None, label_names=["a", "b"], sizes={"train": 2, "validation": 2}, class_counts={"train": [1, 1], "validation": [1, 1]})
 
 TOTAL = 4
 # Fast trials: one epoch of 32 short examples, no pruning (every trial finishes).
@@ -65,7 +73,7 @@ def _join(url: str, config: Any, barrier: Any) -> None:
         barrier.abort()  # the others fail at once rather than wait out the timeout
         raise
     barrier.wait(timeout=60)
-    _create_or_resume(storage, config, {"data": {}, "base_model": "tiny"})
+    create_or_resume(storage, config, recipe=recipe_params(config.recipe, config.space), data=DATA, base_model="tiny")
 
 
 def _start_together(url: str, name: str, workers: int = 4) -> list[int]:
@@ -90,7 +98,7 @@ def test_workers_creating_a_study_together_enqueue_the_recipe_once(tmp_path, kin
         assert _start_together(url, name) == [0, 0, 0, 0]
         study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
         assert [(t.number, t.state, t.user_attrs) for t in study.trials] == [(0, TrialState.WAITING, {"recipe": True})]
-        assert study.user_attrs[STUDY_ATTR]["config"]["study"] == name
+        assert schema.read_settings(study).config["study"] == name
 
 
 # --------------------------------------------------------------------------- the last trial
@@ -104,11 +112,11 @@ def _claim_last(url: str, name: str, barrier: Any, fail_first: bool) -> None:
     With ``fail_first`` the first trial started here fails, as if it ran out of memory.
     """
     storage = open_storage(url, create=False)
-    study = CountedStudy(name, storage, url=url, total=TOTAL, poll=0.1)
+    study = optuna.load_study(study_name=name, storage=storage)
+    lock = functools.partial(study_lock, storage, url, name)
     barrier.wait(timeout=60)
-    try:
-        trial = study.ask()
-    except TotalReached:
+    trial = next_trial(study, TOTAL, lock=lock, listener=RunListener(), deadline=None, recipe={}, me=worker_id(), poll=0.1)
+    if trial is None:
         os._exit(NOT_NEEDED)
     time.sleep(0.5)  # the others look at the study while this trial runs
     if fail_first and trial.number == TOTAL - 1:
@@ -275,7 +283,7 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
     study = optuna.load_study(study_name="hpsearch", storage=url)
     dead = study.trials[trial.number]
     assert dead.state == TrialState.FAIL
-    assert dead.user_attrs["fail_reason"] == f"worker {socket.gethostname()}:{proc.pid} died while the trial ran"
+    assert schema.fail_reason(dead) == f"worker {socket.gethostname()}:{proc.pid} died while the trial ran"
     assert [t.number for t in study.trials if t.state in FINISHED] == [trial.number + 1]
     # the killed trial was the recipe: it runs again, so the study still has its baseline
     assert study.trials[trial.number].user_attrs["recipe"] is True
@@ -308,8 +316,7 @@ def _snapshot(url: str) -> Any:
         (("--epochs", "2"), "was made with epochs=1, this run has epochs=2"),
         (("--max-length", "16"), "was made with max_length=32, this run has max_length=16"),
         (("--model", "other-model"), "was made with model='"),
-        # A study made under another pruner (the median rule, the default before "best")
-        # resumes only with that pruner named.
+        # A study made under another pruner resumes only with that pruner named.
         (("--pruner", "best"), "was made with pruner='none', this run has pruner='best'"),
     ],
 )
@@ -328,32 +335,26 @@ def test_resuming_with_other_settings_is_refused_and_changes_nothing(made_study,
     assert _snapshot(made_study["url"]) == before
 
 
-def test_a_study_from_before_early_stopping_resumes_only_without_it(tiny_model, tmp_path, cli):
-    # A study whose stored configuration has no early_stopping_patience trained every epoch
-    # of every trial: the new default (2) would mix trials of two kinds, so it is refused
-    # with the setting named, and the same study resumes with the patience set to 0.
-    from hpsearch.search.study import STUDY_ATTR
-
+def test_a_study_of_another_schema_version_is_refused_in_one_line(tiny_model, tmp_path, cli):
     flags = ["--storage", f"sqlite:///{tmp_path / 'hpsearch.db'}", "--workdir", str(tmp_path / "studies")]
-    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags, "--early-stopping-patience", "0"))[0] == 0
+    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags))[0] == 0
     study = optuna.load_study(study_name="hpsearch", storage=flags[1])
-    info = study.user_attrs[STUDY_ATTR]
-    del info["config"]["early_stopping_patience"]
-    study.set_user_attr(STUDY_ATTR, info)
+    stored = study.user_attrs[schema.STUDY_KEY]
+    study.set_user_attr(schema.STUDY_KEY, {**stored, "schema": 1})
     before = _snapshot(flags[1])
-    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags))
-    assert code == 2
-    assert "was made with early_stopping_patience=0, this run has early_stopping_patience=2" in err, err
+    for command in (tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags), ["trials", *flags], ["card", "best", *flags]):
+        code, _, err = cli(*command)
+        assert code == 2
+        assert err.strip() == (
+            "hpsearch: error: study 'hpsearch' was written in hpsearch schema 1, this hpsearch reads schema "
+            f"{schema.SCHEMA_VERSION}; start a new study (--study NAME or another --storage)"
+        ), command
     assert _snapshot(flags[1]) == before
-    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags, "--early-stopping-patience", "0"))
-    assert code == 0, err
-    assert len(optuna.load_study(study_name="hpsearch", storage=flags[1]).trials) == 2
 
 
 def test_a_study_made_under_the_last_epoch_rule_resumes_only_with_it(tiny_model, tmp_path, cli):
-    # Until "best" became the default a trial shipped its last epoch; resuming such a study
-    # with the new default would score its trials two ways, so it is refused with the
-    # setting named, and it resumes with --checkpoint last.
+    # Resuming a study made with --checkpoint last under the default would score its trials
+    # two ways, so it is refused with the setting named, and it resumes with --checkpoint last.
     flags = ["--storage", f"sqlite:///{tmp_path / 'hpsearch.db'}", "--workdir", str(tmp_path / "studies")]
     assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", *flags, "--checkpoint", "last"))[0] == 0
     before = _snapshot(flags[1])

@@ -2,7 +2,7 @@
 
 :func:`run_search` checks the inputs before it touches storage, makes what every trial
 shares once (data, tokens, tokenizer, base model), creates or resumes the study, and runs
-the worker loop, :func:`_work`: ask for a trial under the study lock (only while the total
+the worker loop, :func:`_work` and :func:`next_trial`: ask for a trial under the study lock (only while the total
 needs one), train it, tell Optuna the outcome, and decide whether to go on. Ctrl-C or
 SIGTERM records the running trial as failed ("interrupted"); the same command resumes.
 """
@@ -109,7 +109,7 @@ def _work(study: optuna.Study, objective: Any, config: SearchConfig, *, lock: Ca
     failures: list[str] = []  # reasons of the failed trials in a row
     me = worker_id()
     while True:
-        trial = _next_trial(study, config.trials, lock=lock, listener=listener, deadline=deadline, recipe=recipe, me=me)
+        trial = next_trial(study, config.trials, lock=lock, listener=listener, deadline=deadline, recipe=recipe, me=me)
         if trial is None:
             done = schema.count_finished(study.get_trials(deepcopy=False)) >= config.trials
             return None if done else f"timeout of {config.timeout:g} s reached"
@@ -134,7 +134,17 @@ def _work(study: optuna.Study, objective: Any, config: SearchConfig, *, lock: Ca
             )
 
 
-def _next_trial(study: optuna.Study, total: int, *, lock: Callable[[], Any], listener: RunListener, deadline: float | None, recipe: dict[str, Any], me: str) -> optuna.Trial | None:
+def next_trial(
+    study: optuna.Study,
+    total: int,
+    *,
+    lock: Callable[[], Any],
+    listener: RunListener,
+    deadline: float | None,
+    recipe: dict[str, Any],
+    me: str,
+    poll: float = POLL_SECONDS,
+) -> optuna.Trial | None:
     """A new trial, asked for under the study lock while finished plus running trials fall
     short of the total; None once the total is reached or the deadline has passed.
 
@@ -157,7 +167,7 @@ def _next_trial(study: optuna.Study, total: int, *, lock: Callable[[], Any], lis
         if not announced:
             listener.waiting(running, total - finished)
             announced = True
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
     return None
 
 

@@ -120,14 +120,13 @@ def create_or_resume(storage: Any, config: SearchConfig, *, recipe: dict[str, An
 
 
 def requeue_lost_recipe(study: optuna.Study, recipe: dict[str, Any]) -> bool:
-    """Enqueue the recipe again when no recipe trial finished or waits to run.
+    """Enqueue the recipe again when every recipe trial of the study failed.
 
     Every comparison in the card and the notes is against the recipe, so a study must not
     lose it: whatever ended it (an interruption, a dead worker, an error), it runs again.
     """
-    trials = study.get_trials(deepcopy=False)
-    recipes = [t for t in trials if schema.is_recipe(t)]
-    if any(t.state != TrialState.FAIL for t in recipes):
+    recipes = [t for t in study.get_trials(deepcopy=False) if schema.is_recipe(t)]
+    if not recipes or any(t.state != TrialState.FAIL for t in recipes):
         return False
     study.enqueue_trial(recipe, user_attrs=schema.recipe_attrs())
     return True

@@ -19,6 +19,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+# Services a test may need: on a developer's machine a missing one skips the test; CI lists
+# them here (.ci/run), so that a missing server or browser fails instead of passing quietly.
+REQUIRED_SERVICES = {s.strip() for s in os.environ.get("HPSEARCH_REQUIRE_SERVICES", "").split(",") if s.strip()}
+
+
+def missing_service(service: str, reason: str) -> None:
+    """Skip the test for want of ``service`` (postgres, redis, chromium), or fail where it is required."""
+    if service in REQUIRED_SERVICES:
+        pytest.fail(f"{reason} (HPSEARCH_REQUIRE_SERVICES names {service})", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer BERT with random weights and the packaged MiniLM tokenizer, saved to a folder."""

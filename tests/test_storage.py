@@ -1,7 +1,7 @@
 """Storage URLs: each opens the storage it names, and every bad or unreachable one is one line.
 
 PostgreSQL (127.0.0.1:5432, database ``test``) and Redis (127.0.0.1:6379) tests skip when the
-server does not answer. Studies made on them have unique names and are deleted afterwards.
+server does not answer, or fail where HPSEARCH_REQUIRE_SERVICES names it (CI). Studies made on them have unique names and are deleted afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port, tiny_run_args
+from conftest import free_port, missing_service, tiny_run_args
 
 from hpsearch.errors import StorageError
 from hpsearch.search.storage import open_storage, redact
@@ -33,7 +33,7 @@ def _answers(port: int) -> bool:
 def postgres_url() -> str:
     """The test PostgreSQL server's URL, as the first of its usual users that may log in."""
     if not _answers(5432):
-        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432")
+        missing_service("postgres", "no PostgreSQL server answers at 127.0.0.1:5432")
     psycopg2 = pytest.importorskip("psycopg2")
     for user in ("postgres", "root"):
         try:
@@ -41,17 +41,17 @@ def postgres_url() -> str:
         except psycopg2.OperationalError:
             continue
         return f"postgresql://{user}@127.0.0.1:5432/test"
-    pytest.skip("PostgreSQL at 127.0.0.1:5432 lets neither postgres nor root into database test")
+    missing_service("postgres", "PostgreSQL at 127.0.0.1:5432 lets neither postgres nor root into database test")
 
 
 def redis_url() -> str:
     if not _answers(6379):
-        pytest.skip("no Redis server answers at 127.0.0.1:6379")
+        missing_service("redis", "no Redis server answers at 127.0.0.1:6379")
     redis = pytest.importorskip("redis")
     try:
         redis.Redis(host="127.0.0.1", port=6379, socket_timeout=3).ping()
     except redis.RedisError as e:
-        pytest.skip(f"Redis at 127.0.0.1:6379 does not answer PING: {e}")
+        missing_service("redis", f"Redis at 127.0.0.1:6379 does not answer PING: {e}")
     return f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 

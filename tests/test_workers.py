@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import tiny_run_args
+from conftest import missing_service, tiny_run_args
 from optuna.trial import TrialState
 from test_storage import deleted_afterwards, postgres_url, storage_url, unique_name
 
@@ -183,7 +183,7 @@ def new_database() -> Any:
             cur.execute(f"CREATE DATABASE {name}")
     except psycopg2.Error as e:
         admin.close()
-        pytest.skip(f"cannot create a PostgreSQL database: {e}")
+        missing_service("postgres", f"cannot create a PostgreSQL database: {e}")
     try:
         yield url.rsplit("/", 1)[0] + f"/{name}"
     finally:

@@ -3,7 +3,7 @@
 Benchmarks run each measured side (hpsearch, a hand-written loop, a plain Trainer) in a
 fresh Python process, so that start-up imports count where they are paid. The sides run
 in lockstep (:class:`Lockstep`): all are started, but only one works at a time, and they
-take turns at every trial (A B, then B A, ...), so that a change in the machine's load
+take turns at every epoch (A B, then B A, ...), so that a change in the machine's load
 (other people's jobs on a shared machine) hits every side alike. Each child prints one
 JSON line prefixed with ``RESULT `` on stdout, which the parent reads back.
 """
@@ -110,8 +110,19 @@ class Buckets:
         original = getattr(owner, name, None)
         if original is None:
             return False
-        if isinstance(owner, type) and isinstance(owner.__dict__.get(name), (staticmethod, classmethod)):
-            return False
+        if isinstance(owner, type):
+            # A name the class only has from object or type (``__call__`` on a class that
+            # defines none is the class's constructor) is not the method meant.
+            if not any(name in vars(k) for k in owner.__mro__ if k is not object):
+                return False
+            if isinstance(owner.__dict__.get(name), (staticmethod, classmethod)):
+                return False
+
+        setattr(owner, name, self.timed(original, bucket))
+        return True
+
+    def timed(self, original: Callable[..., Any], bucket: str | Callable[..., str]) -> Callable[..., Any]:
+        """``original`` counted in ``bucket`` (a name, or a function of the call's arguments)."""
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -119,15 +130,14 @@ class Buckets:
             with self.bucket(label):
                 return original(*args, **kwargs)
 
-        setattr(owner, name, timed)
-        return True
+        return timed
 
     def wrap_public_methods(self, obj: Any, bucket: str, *, detail: bool = False) -> None:
         """Time every public method of one object (a storage), counting nested calls once.
 
         With ``detail`` each method has its own bucket, ``"<bucket>: <method>"``.
         """
-        depth = {"n": 0}
+        depth = threading.local()  # per thread: a heartbeat thread's call must not hide the main thread's
         for name in dir(obj):
             if name.startswith("_"):
                 continue
@@ -136,14 +146,14 @@ class Buckets:
                 continue
 
             def timed(*args: Any, _m: Any = method, _name: str = name, **kwargs: Any) -> Any:
-                if depth["n"]:
+                if getattr(depth, "n", 0):
                     return _m(*args, **kwargs)
-                depth["n"] += 1
+                depth.n = 1
                 try:
                     with self.bucket(f"{bucket}: {_name}" if detail else bucket):
                         return _m(*args, **kwargs)
                 finally:
-                    depth["n"] -= 1
+                    depth.n = 0
 
             try:
                 setattr(obj, name, timed)
@@ -281,13 +291,40 @@ def active_clock() -> float:
 
 
 def gate_each_epoch_in_hpsearch() -> None:
-    """In an hpsearch child: take turns at every epoch, not only at start."""
+    """In a child that runs the ``hpsearch`` command: take turns at every epoch, not only at start.
+
+    The command takes no Trainer callbacks, so the turn is taken in hpsearch's own epoch
+    callback; a child that calls ``run_search`` passes :func:`epoch_gate` instead.
+    """
     from hpsearch.training.objective import EpochCallback
 
     def on_epoch_begin(self: Any, *args: Any, **kwargs: Any) -> None:
         gate()
 
     EpochCallback.on_epoch_begin = on_epoch_begin
+
+
+def epoch_gate() -> Any:
+    """A Trainer callback that takes turns at every epoch: for ``run_search(callbacks=...)``."""
+    from transformers import TrainerCallback
+
+    class EpochGate(TrainerCallback):
+        def on_epoch_begin(self, *args: Any, **kwargs: Any) -> None:
+            gate()
+
+    return EpochGate()
+
+
+def run_listeners(config: Any) -> list[Any]:
+    """The listeners ``hpsearch run`` gives ``run_search`` (progress lines on stderr, the
+    dashboard's notes after each trial), for a child that calls ``run_search`` itself: its
+    work and its log are then the command's."""
+    from rich.console import Console
+
+    from hpsearch.views.dashboard import DashboardNotes
+    from hpsearch.views.progress import ConsoleReporter
+
+    return [ConsoleReporter(Console(stderr=True, highlight=False, width=200)), DashboardNotes(config)]
 
 
 def _child_env(src: str | None, env: dict[str, str] | None) -> dict[str, str]:
@@ -366,18 +403,19 @@ def study_summary(storage: str, study: str = "hpsearch") -> dict[str, Any]:
     import optuna
     from optuna.trial import TrialState
 
+    from hpsearch import schema
+
     s = optuna.load_study(study_name=study, storage=storage)
-    complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: (t.value, -t.number)) if complete else None
-    kept = [t for t in s.trials if t.user_attrs.get("kept_model")]
+    best = schema.best_trial(s.trials)
+    kept = [t for t in s.trials if schema.kept_model(t)]
     shipped = max(kept, key=lambda t: t.number) if kept else None  # best-model/ holds the last kept
-    rows = {t.number: t.user_attrs.get("epochs", []) for t in s.trials}
+    rows = {t.number: schema.rows(t) for t in s.trials}
     return {
         "best_val_f1": best.value if best else None,
         "best_trial": best.number if best else None,
         "best_params": best.params if best else None,
         "max_epoch_val_f1": max((r["f1"] for rs in rows.values() for r in rs), default=None),
-        "test_f1": (shipped.user_attrs.get("test_metrics") or {}).get("f1") if shipped else None,
+        "test_f1": (schema.test_metrics(shipped) or {}).get("f1") if shipped else None,
         "shipped_trial": shipped.number if shipped else None,
         "epochs_trained": sum(len(r) for r in rows.values()),
         "complete": sum(t.state == TrialState.COMPLETE for t in s.trials),

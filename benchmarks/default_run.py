@@ -46,7 +46,7 @@ def main() -> None:
         load_after = h.loadavg()
         if proc.returncode != 0:
             raise SystemExit(f"hpsearch run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-        study = h.study_summary(f"sqlite:///{Path(tmp) / 'studies' / 'hpsearch.db'}")
+        study = h.study_summary(*_default_study(tmp))
     summary = {
         "wall_s": round(wall, 1),
         "wall_min": round(wall / 60, 2),
@@ -65,6 +65,17 @@ def main() -> None:
     path = h.save("default_run", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
+
+
+def _default_study(folder: str) -> tuple[str, str]:
+    """The storage URL and study name a default run started in ``folder`` writes to."""
+    from hpsearch import load_config
+
+    defaults = load_config()
+    url, prefix = defaults.storage, "sqlite:///"
+    if url.startswith(prefix) and not Path(url[len(prefix):]).is_absolute():
+        url = prefix + str(Path(folder) / url[len(prefix):])  # relative to the run's folder, not this process's
+    return url, defaults.study
 
 
 if __name__ == "__main__":

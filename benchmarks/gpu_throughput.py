@@ -43,6 +43,9 @@ from typing import Any
 
 import _harness as h
 
+# Both sides evaluate in batches of this many rows, as in the figures of RESULTS.md section 5.
+EVAL_BATCH = 64
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -289,8 +292,13 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     from hpsearch import load_config, run_search
 
     toml = Path(args.workdir) / "fixed.toml"
-    toml.write_text(f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n", encoding="utf-8")
-    config = load_config(toml, {
+    # A scalar in [space] fixes the parameter: one configuration, nothing searched.
+    toml.write_text(
+        f"[recipe]\nper_device_eval_batch_size = {EVAL_BATCH}\n"
+        f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n",
+        encoding="utf-8",
+    )
+    config = load_config(toml, overrides={
         "model": args.model_dir, "dataset": args.data_dir, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "early_stopping_patience": 0,
         "max_length": args.max_length, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
     })
@@ -319,7 +327,7 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     profiler = StepProfiler(args.profile, args.trials, args.trace_dir, "trainer")
     for trial in range(args.trials):
         training_args = TrainingArguments(
-            output_dir=f"{args.workdir}/trial-{trial}", per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
+            output_dir=f"{args.workdir}/trial-{trial}", per_device_train_batch_size=args.batch, per_device_eval_batch_size=EVAL_BATCH,
             learning_rate=5e-05, num_train_epochs=args.epochs, seed=42, eval_strategy="epoch", save_strategy="no",
             logging_strategy="epoch", report_to="none", disable_tqdm=True, bf16=bf16, fp16=cuda and not bf16,
             tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,

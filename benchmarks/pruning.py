@@ -5,36 +5,46 @@
     python benchmarks/pruning.py --seeds 42,43,44                 # each pruner once per sampler seed
     python benchmarks/pruning.py --trials 10 --pruned-trials 24   # pruned searches go on past 10 trials
 
-Every side is one fresh ``hpsearch run`` process on the same data subset (sms_spam by
-default), sampler, trials and epochs; only the ``[pruner]`` table differs. The presets:
+Every side is one fresh process that calls ``run_search`` as ``hpsearch run`` does (with
+its progress lines and dashboard notes), on the same data subset (sms_spam by default),
+sampler, trials and epochs; only the pruner differs. Two kinds of preset:
+
+hpsearch's own ``[pruner]`` settings (the figure is of the code a user runs):
 
 * ``none``: no pruning, every trial trains every epoch.
 * ``default``: hpsearch's defaults, whatever they are (``best-auc-updates-se1-s1-p2``
   since 2026-11-27; ``median-w0`` without early stopping before). Every other preset
   runs without early stopping unless its name ends in ``-p2``.
-* ``median``: the median pruner with its default settings (median of finished trials at
-  the same epoch, 3 start-up trials, the default warm-up).
+* ``median``: Optuna's MedianPruner on the objective at the same epoch, with hpsearch's
+  settings for it (3 start-up trials, warm-up 0).
 * ``median-w0`` / ``median-w1``: the median pruner judging from epoch 1 / from epoch 2
   (``warmup_epochs = 0`` / ``1``; ``median-early`` is the old name of ``median-w0``).
-* ``median-auc-updates``: the median rule on validation ROC AUC instead of F1, with trials
-  compared after at most as many optimiser updates instead of at the same epoch
-  (``metric = "roc_auc"``, ``align = "updates"``); ``median-auc`` and ``median-updates``
-  make one of the two changes each.
-* ``median-auc-updates-se1`` / ``-se05``: the same, stopping a trial only when its ROC AUC
-  is below the median by more than 1 / 0.5 standard errors of the difference
-  (``margin_se``); ``best-auc-updates-se1``: below the *best* complete trial by more than
-  1 standard error (``reference = "best"``); ``best-auc-updates-se1-s1``: that rule with one
-  start-up trial instead of 3 (``startup_trials = 1``); ``best-auc-updates-se05-s1``: the same
-  with a margin of 0.5 standard errors; ``best-auc-lr-se1-s1``: the default rule with
-  trials compared after at most as large a sum of the learning rates of their updates
-  (``align = "lr_sum"``), so that a trial at a low learning rate is judged against the
-  others' early epochs, not against epochs in which they moved further;
-  ``best-auc-updates-se1-s1-p2``: the default rule with early stopping inside each trial
-  (``early_stopping_patience = 2``: a trial ends, complete, after 2 epochs without a new
-  best F1, counted once its model no longer calls every example one class).
+* ``best-auc-updates-se1``: ``name = "best"``: a trial stops when its best validation ROC
+  AUC is below the best complete trial's, read after at most as many optimiser updates,
+  by more than 1 standard error of the difference (``margin_se``), here after 3 start-up
+  trials; ``-s1``: after 1 (``startup_trials = 1``); ``best-auc-updates-se05-s1``: with a
+  margin of 0.5 standard errors; ``best-auc-updates-se1-s1-p2``: ``-s1`` with early stopping
+  inside each trial (``early_stopping_patience = 2``: a trial ends, complete, after 2
+  epochs without a new best F1, counted once its model no longer calls every example one
+  class).
 * ``halving`` / ``hyperband``: successive halving / Hyperband over epochs, reduction 3.
-* any preset with ``+grouped`` appended: the same, on length-grouped training batches
-  (``[recipe] train_sampling_strategy = "group_by_length"``).
+
+Rules hpsearch measured and dropped, passed to ``run_search`` as its pruner from
+``_research_pruners.py`` (the median rule's settings unless the name says otherwise:
+3 start-up trials, warm-up 0):
+
+* ``median-auc-updates``: the median rule on validation ROC AUC instead of F1, with trials
+  compared after at most as many optimiser updates instead of at the same epoch;
+  ``median-auc`` and ``median-updates`` make one of the two changes each.
+* ``median-auc-updates-se1`` / ``-se05``: the same, stopping a trial only when its ROC AUC
+  is below the median by more than 1 / 0.5 standard errors of the difference.
+* ``best-auc-lr-se1-s1``: ``best-auc-updates-se1-s1`` with trials compared after at most as
+  large a sum of the learning rates of their updates, so that a trial at a low learning
+  rate is judged against the others' early epochs, not against epochs in which they moved
+  further (the sums are recorded by ``_research_pruners.LrSumRecorder``).
+
+Any preset with ``+grouped`` appended runs the same on length-grouped training batches
+(``[recipe] train_sampling_strategy = "group_by_length"``).
 
 Two readings of "fewer epochs for the same best F1": at the same number of trials (the
 first ``--trials`` trials of every side), and at the same budget: ``--pruned-trials`` lets
@@ -58,32 +68,40 @@ from typing import Any
 
 import _harness as h
 
-PRESETS = {
+# hpsearch's [pruner] settings, as TOML. Each names every setting its rule depends on, so
+# that a later change of hpsearch's defaults does not change what a preset measures.
+CONFIGS = {
     "none": "[pruner]\nname = 'none'\n",
     "default": "",  # no [pruner] table: whatever hpsearch's default is
-    "median": "[pruner]\nname = 'median'\n",  # the median rule with its default settings
+    "median": "[pruner]\nname = 'median'\n",
     "median-w0": "[pruner]\nname = 'median'\nwarmup_epochs = 0\n",
     "median-w1": "[pruner]\nname = 'median'\nwarmup_epochs = 1\n",
-    # The median rule on ROC AUC, with trials compared after at most as many optimiser
-    # updates (hpsearch/pruners.py); and each of the two changes alone.
-    "median-auc-updates": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\n",
-    "median-auc": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\n",
-    "median-updates": "[pruner]\nname = 'median'\nalign = 'updates'\n",
-    # ... stopping only gaps larger than the validation split can resolve.
-    "median-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\n",
-    "median-auc-updates-se05": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\n",
-    "best-auc-updates-se1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\n",
+    "best-auc-updates-se1": "[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 3\nwarmup_epochs = 0\n",
     # ... judging from the second trial on: one complete trial is a reference already.
-    "best-auc-updates-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
-    "best-auc-updates-se1-s1-p2": "early_stopping_patience = 2\n[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
-    "best-auc-updates-se05-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'updates'\nmargin_se = 0.5\nreference = 'best'\nstartup_trials = 1\n",
-    # ... with trials compared after as large a sum of learning rates instead of as many updates.
-    "best-auc-lr-se1-s1": "[pruner]\nname = 'median'\nmetric = 'roc_auc'\nalign = 'lr_sum'\nmargin_se = 1.0\nreference = 'best'\nstartup_trials = 1\n",
-    "halving": "[pruner]\nname = 'halving'\n",
-    "hyperband": "[pruner]\nname = 'hyperband'\n",
+    "best-auc-updates-se1-s1": "[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 1\nwarmup_epochs = 0\n",
+    "best-auc-updates-se1-s1-p2": "early_stopping_patience = 2\n[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 1\nwarmup_epochs = 0\n",
+    "best-auc-updates-se05-s1": "[pruner]\nname = 'best'\nmargin_se = 0.5\nstartup_trials = 1\nwarmup_epochs = 0\n",
+    "halving": "[pruner]\nname = 'halving'\nreduction_factor = 3\n",
+    "hyperband": "[pruner]\nname = 'hyperband'\nreduction_factor = 3\n",
 }
 # The name the first measurements used for median-w0 (when the default warm-up was 1 epoch).
-PRESETS["median-early"] = PRESETS["median-w0"]
+CONFIGS["median-early"] = CONFIGS["median-w0"]
+# Rules that hpsearch's [pruner] table no longer offers, as _research_pruners.make_pruner
+# specs; a key left out takes the median rule's setting (_research_pruners.SPEC_DEFAULTS).
+RESEARCH = {
+    # The median rule on ROC AUC, with trials compared after at most as many optimiser
+    # updates; and each of the two changes alone.
+    "median-auc-updates": {"metric": "roc_auc", "align": "updates"},
+    "median-auc": {"metric": "roc_auc", "align": "epochs"},
+    "median-updates": {"metric": "objective", "align": "updates"},
+    # ... stopping only gaps larger than the validation split can resolve.
+    "median-auc-updates-se1": {"metric": "roc_auc", "align": "updates", "margin_se": 1.0},
+    "median-auc-updates-se05": {"metric": "roc_auc", "align": "updates", "margin_se": 0.5},
+    # The default rule with trials compared after as large a sum of learning rates instead
+    # of as many updates.
+    "best-auc-lr-se1-s1": {"metric": "roc_auc", "align": "lr_sum", "margin_se": 1.0, "reference": "best", "startup_trials": 1},
+}
+PRESETS = [*CONFIGS, *RESEARCH]
 # A preset name ending in this trains on length-grouped batches (the Trainer's
 # LengthGroupedSampler) instead of random ones: less padding, other batches for a seed.
 GROUPED = "+grouped"
@@ -92,14 +110,19 @@ GROUPED = "+grouped"
 def preset_text(name: str) -> str | None:
     """The config text of a preset name, None if unknown."""
     base = name.removesuffix(GROUPED)
-    if base not in PRESETS:
+    if base not in CONFIGS and base not in RESEARCH:
         return None
-    text = PRESETS[base]
+    text = CONFIGS.get(base, "")  # a research rule replaces whatever pruner the table names
     if base != "default" and "early_stopping_patience" not in text:
         text = "early_stopping_patience = 0\n" + text  # as measured: every trial the pruner spares trains every epoch
     if name.endswith(GROUPED):
         text += "[recipe]\ntrain_sampling_strategy = 'group_by_length'\n"
     return text
+
+
+def research_spec(name: str) -> dict[str, Any] | None:
+    """The _research_pruners spec of a preset whose rule hpsearch no longer offers, else None."""
+    return RESEARCH.get(name.removesuffix(GROUPED))
 
 
 def main() -> None:
@@ -128,7 +151,7 @@ def main() -> None:
     names = args.pruners.split(",")
     unknown = [n for n in names if preset_text(n) is None]
     if unknown:
-        p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}")
+        p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}, each optionally with {GROUPED}")
     seeds = [int(x) for x in args.seeds.split(",")]
     reused = _reused_runs(Path(args.baseline), args.reuse.split(","), seeds) if args.baseline else []
     pruned_trials = args.pruned_trials or args.trials
@@ -189,7 +212,8 @@ def main() -> None:
                 field: None if any(row[field] is None for row in rows) else round(sum(row[field] for row in rows) / len(rows), 4)
                 for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none", "best_f1_within_none_epochs")
             }
-    payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
+    presets = {n: {"config": preset_text(n), "research_pruner": research_spec(n)} for n in names}
+    payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "presets": presets, "runs": runs, "summary": summary}
     path = h.save("pruning", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
@@ -234,16 +258,26 @@ def _epochs_to(curve: list[tuple[int, float]], target: float) -> int | None:
 
 
 def _child(args: argparse.Namespace) -> dict[str, Any]:
-    h.gate_each_epoch_in_hpsearch()
-    config = Path(args.workdir) / "pruner.toml"
-    config.write_text(preset_text(args.preset) + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
-    storage = f"sqlite:///{args.workdir}/hpsearch.db"
-    h.run_hpsearch_cli([
-        "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),
-        "--epochs", str(args.epochs), "--max-length", str(args.max_length), "--trials", str(args.trials), "--config", str(config),
-        "--storage", storage, "--workdir", f"{args.workdir}/studies",
-    ])
-    return h.study_summary(storage)
+    from hpsearch import load_config, run_search
+
+    path = Path(args.workdir) / "pruner.toml"
+    path.write_text(preset_text(args.preset) + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
+    config = load_config(path, overrides={
+        "dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "epochs": args.epochs,
+        "max_length": args.max_length, "trials": args.trials, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
+    })
+    listeners, callbacks, pruner = h.run_listeners(config), [h.epoch_gate()], None
+    spec = research_spec(args.preset)
+    if spec is not None:
+        import _research_pruners as research
+
+        pruner = research.make_pruner(spec, objective=config.objective)
+        if research.needs_lr_sum(spec):
+            recorder = research.LrSumRecorder()
+            listeners.append(recorder)
+            callbacks.append(recorder.callback)
+    run_search(config, listeners=listeners, callbacks=callbacks, pruner=pruner)
+    return h.study_summary(config.storage, config.study)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ tokens (hpsearch's reader and tokenizer, so the rows are the same), the same sea
 (hpsearch's default: learning rate 1e-5..1e-4 log, batch {8, 16, 32}, warm-up 0..0.2,
 weight decay 0..0.1), a TPE sampler with seed 42 and 5 start-up trials, the same number of
 trials and epochs, and each is used as its documentation shows, with its own defaults
-otherwise (hpsearch: its default pruner, the recipe as trial 0, evaluation batch
-64; Trainer: optuna's default MedianPruner on the global step, evaluation batch 8, a fresh
-``from_pretrained`` per trial). Each runs in a fresh process, and the two take turns at
+otherwise (hpsearch: the ``hpsearch run`` command with its default pruner and early
+stopping, the recipe as trial 0, the recipe's evaluation batch; Trainer: optuna's default
+MedianPruner on the global step, evaluation batch 8, a fresh ``from_pretrained`` per
+trial). Each runs in a fresh process, and the two take turns at
 every epoch (see _harness.py), so the figures are side by side from one run of this script.
 
 The Trainer search keeps no model: the script retrains its best parameters once and

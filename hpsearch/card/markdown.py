@@ -1,7 +1,7 @@
 """Markdown for model cards: numbers as the Trainer's cards print them, user text escaped, tables.
 
 The card template uses these as Jinja2 filters (``metric``, ``md_cell``, ``md_inline``,
-``md_code``, ``sig``); the card's sections use them to build their tables.
+``md_code``, ``md_text``); the card's sections use them to build their tables.
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hpsearch.views.trials import format_param
+from hpsearch.schema import METRIC_LABELS, METRICS
 
-RESULTS_HEADER = "| Epoch | Step | Validation Loss | F1 | Accuracy | Precision | Recall |"
-_RESULT_KEYS = ("epoch", "step", "eval_loss", "f1", "accuracy", "precision", "recall")
+RESULTS_HEADER = "| Epoch | Step | Validation Loss | " + " | ".join(METRIC_LABELS[k] for k in METRICS) + " |"
+_RESULT_KEYS = ("epoch", "step", "eval_loss", *METRICS)
+# Characters that can start Markdown markup in running text; "_" is handled on its own.
+_MARKUP = ("\\", "`", "*", "[", "]")
 
 
 def fmt_metric(value: Any, decimals: int = 4) -> str:
@@ -27,20 +29,18 @@ def fmt_metric(value: Any, decimals: int = 4) -> str:
     return text
 
 
-fmt_param = format_param  # the card's name for the trials table's formatter
-
-
 def md_cell(value: Any) -> str:
     """Text that cannot break a Markdown table row: pipes escaped, line breaks made spaces."""
     return md_inline(value).replace("|", "\\|")
 
 
 def md_inline(value: Any) -> str:
-    """User text (dataset, label, column names) safe in running Markdown: one line, no HTML."""
-    text = " ".join(str(value).split())
-    for ch in ("\\", "`", "*", "_", "[", "]"):
-        text = text.replace(ch, "\\" + ch)
-    return text.replace("<", "&lt;").replace(">", "&gt;")
+    """User text (dataset, label, column names) safe in running Markdown: one line, no HTML.
+
+    An underscore between two letters or digits is left alone: CommonMark never reads it as
+    emphasis, so ``learning_rate`` and ``OptimizerNames.ADAMW_TORCH`` stay as written.
+    """
+    return _escape(" ".join(str(value).split()))
 
 
 def md_code(value: Any) -> str:
@@ -52,6 +52,20 @@ def md_code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def md_text(value: Any) -> str:
+    """hpsearch's own messages in running Markdown: their `code` spans stay code spans, and
+    the text around them is escaped as :func:`md_inline` escapes it."""
+    parts = re.split(r"(`[^`]+`)", " ".join(str(value).split()))
+    return "".join(md_code(part[1:-1]) if i % 2 else _escape(part) for i, part in enumerate(parts))
+
+
+def _escape(text: str) -> str:
+    for ch in _MARKUP:
+        text = text.replace(ch, "\\" + ch)
+    text = re.sub(r"(?<![^\W_])_|_(?![^\W_])", r"\\_", text)
+    return text.replace("<", "&lt;").replace(">", "&gt;")
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table whose every cell is escaped with :func:`md_cell`."""
     lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -59,7 +73,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
+def results_table(rows: list[Any]) -> str:
     """The Trainer's "Training results" table: one row per epoch, its numbers as fmt_metric prints them."""
     widths = [len(h.strip()) for h in RESULTS_HEADER.strip("|").split("|")]
     lines = [RESULTS_HEADER, "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]

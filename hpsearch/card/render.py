@@ -22,39 +22,56 @@ import shutil
 import tempfile
 import traceback
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from hpsearch.card.facts import METRIC_LABELS, CardFacts, gather, metric_label
-from hpsearch.config import DEFAULT_MODEL, SearchConfig
-from hpsearch.errors import CardError, first_line
-from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, fmt_param, md_cell, md_code, md_inline, results_table
-from hpsearch.training.metrics import is_number
+from hpsearch.card.facts import CardFacts, gather, metric_label
+from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, md_cell, md_code, md_inline, md_text, results_table
 from hpsearch.card.search_section import search_facts
 from hpsearch.card.trial_section import hyperparameters, metric_summary, trial_facts
 from hpsearch.card.trust import single_class_epochs, trust_facts
+from hpsearch.config import DEFAULT_MODEL, SearchConfig
+from hpsearch.errors import CardError, first_line
+from hpsearch.schema import METRIC_LABELS, METRICS, Marker
+from hpsearch.training.metrics import is_number
+from hpsearch.views.trials import format_param
 
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
 # PNG files the card shows, by figure name of hpsearch.views.plots.figures, with their captions.
-CARD_PLOTS = {"history": "Optimisation history", "epochs": "Validation {metric} by epoch, every trial", "importances": "Parameter importances"}
+CARD_PLOTS = dict(history="Optimisation history", epochs="Validation {metric} by epoch, every trial", importances="Parameter importances")
+# The Hub tags of every card; the package's own name marks the cards it writes.
+TAGS = ["text-classification", __name__.split(".")[0], "optuna"]
+
+
+@dataclass(frozen=True)
+class WrittenCard:
+    """What :func:`write_card` wrote: the README.md, and why it has no plots (None if it has them)."""
+
+    path: Path
+    plots_skipped: str | None
 
 
 # --------------------------------------------------------------------------- public entry
 
 
-def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = None, template: str | Path | None = None, force: bool = False) -> Path:
-    """Render and write the card of trial ``trial`` ("best" or a number); return its path.
+def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = None, template: str | Path | None = None, force: bool = False) -> WrittenCard:
+    """Render and write the card of trial ``trial`` ("best" or a number).
+
+    Returns:
+        The README.md written, and why its plots were skipped (no PNG engine), if they were.
 
     Raises:
         CardError: No complete trial, an unknown or unfinished trial number, a template
             that does not compile or render, an output path that cannot be written, or a
             README.md there that hpsearch did not write (without ``force``). Nothing is
             written then.
-        StorageError: The storage or the study is missing.
+        StorageError: The storage or the study is missing, or the study was not made by
+            ``hpsearch run`` or was written in another schema version.
     """
     from hpsearch.search.study import load_study
 
@@ -86,7 +103,7 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
         raise
     shutil.rmtree(scratch, ignore_errors=True)
     _upload(config, study, facts.trial, written)
-    return path
+    return WrittenCard(path, skipped)
 
 
 def default_output(config: SearchConfig, facts: CardFacts) -> Path:
@@ -95,24 +112,13 @@ def default_output(config: SearchConfig, facts: CardFacts) -> Path:
     if not facts.is_best:
         return folder / f"trial-{facts.trial.number}" / "README.md"
     best = folder / "best-model"
-    marker = _best_model_marker(best)
-    if marker is not None and marker.get("trial") != facts.trial.number:
+    marker = Marker.read(best)
+    if marker is not None and marker.trial != facts.trial.number:
         raise CardError(
-            f"{best} holds the model of trial {marker.get('trial')}, but the best trial in storage is "
+            f"{best} holds the model of trial {marker.trial}, but the best trial in storage is "
             f"{facts.trial.number}; run `hpsearch card {facts.trial.number} --output PATH`, or rerun `hpsearch run`"
         )
     return best / "README.md"
-
-
-def _best_model_marker(folder: Path) -> dict[str, Any] | None:
-    import json
-
-    from hpsearch.search.bestmodel import MARKER as MODEL_MARKER
-
-    try:
-        return json.loads((folder / MODEL_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- metadata
@@ -122,13 +128,13 @@ def build_card_data(facts: CardFacts) -> Any:
     """The YAML front matter: huggingface_hub.ModelCardData with one EvalResult per metric and split."""
     from huggingface_hub import ModelCardData
 
-    hub_id = facts.data.get("hub_id")
+    hub_id = facts.data.hub_id
     return ModelCardData(
         library_name="transformers",
         base_model=_hub_base_model(facts),
-        tags=["text-classification", "hpsearch", "optuna"],
+        tags=list(TAGS),
         datasets=[str(hub_id)] if hub_id else None,
-        metrics=list(METRIC_LABELS),
+        metrics=list(METRICS),
         model_name=model_name(facts),
         eval_results=_eval_results(facts) or None,
     )
@@ -138,23 +144,23 @@ def _eval_results(facts: CardFacts) -> list[Any]:
     """The shipped epoch's validation scores, then the test split's where the run measured it."""
     from huggingface_hub import EvalResult
 
-    hub_id = facts.data.get("hub_id")
+    hub_id = facts.data.hub_id
     results = []
     for split, metrics in (("validation", facts.shipped_row), ("test", facts.test_metrics)):
         if not metrics:
             continue
-        for key, label in METRIC_LABELS.items():
+        for key in METRICS:
             if is_number(metrics.get(key)):
                 results.append(
                     EvalResult(
                         task_type="text-classification",
                         task_name="Text Classification",
                         dataset_type=str(hub_id) if hub_id else "local",
-                        dataset_name=str(facts.data.get("name") or "unknown"),
-                        dataset_config=facts.config.get("dataset_config") if hub_id else None,
+                        dataset_name=str(facts.data.name),
+                        dataset_config=facts.config["dataset_config"] if hub_id else None,
                         dataset_split=split,
                         metric_type=key,
-                        metric_name=label,
+                        metric_name=METRIC_LABELS[key],
                         metric_value=float(metrics[key]),
                     )
                 )
@@ -162,17 +168,15 @@ def _eval_results(facts: CardFacts) -> list[Any]:
 
 
 def model_name(facts: CardFacts) -> str:
-    base = str(facts.info.get("base_model") or "model").rstrip("/").split("/")[-1]
+    base = facts.settings.base_model.rstrip("/").split("/")[-1]
     name = f"{base}-{facts.study_name}"
     return name if facts.is_best else f"{name}-trial-{facts.trial.number}"
 
 
 def _hub_base_model(facts: CardFacts) -> str | None:
     """The base model's Hub id, or None when it was a local folder (no Hub page to link)."""
-    base = facts.info.get("base_model")
-    given = facts.config.get("model")
-    if not base:
-        return None
+    base = facts.settings.base_model
+    given = facts.config["model"]
     if given == DEFAULT_MODEL or (given == base and not Path(str(given)).expanduser().is_dir()):
         return str(base)
     return None
@@ -213,34 +217,34 @@ def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str
     hub_base = _hub_base_model(facts)
     rows = facts.rows
     row = facts.shipped_row
-    return {
-        "marker": MARKER,
-        "card_data_yaml": card_data.to_yaml(),
-        "model_name": model_name(facts),
-        "base_model": str(facts.info.get("base_model") or "an unnamed model"),
-        "base_model_url": f"https://huggingface.co/{hub_base}" if hub_base else None,
-        "dataset_name": str(data.get("name") or "unknown"),
-        "dataset_hub_id": data.get("hub_id"),
-        "data": data,
-        "label_names": facts.label_names,
-        "sizes": dict(data.get("sizes", {})),
-        "objective": facts.objective,
-        "objective_label": metric_label(facts.objective),
-        "trial": trial_facts(facts),
-        "epochs": rows,
-        "shipped": row,
-        "summary": metric_summary(row),
-        "test_summary": metric_summary(facts.test_metrics),
-        "hyperparameters": hyperparameters(facts),
-        "results_header": RESULTS_HEADER,
-        "results_table": results_table(rows),
-        "single_class": single_class_epochs(facts),
-        "search": search_facts(facts),
-        "trust": trust_facts(facts),
-        "plots": plots,
-        "plots_skipped": plots_skipped,
-        "versions": {str(k): str(v) for k, v in facts.info.get("versions", {}).items()},
-    }
+    return dict(
+        marker=MARKER,
+        card_data_yaml=card_data.to_yaml(),
+        model_name=model_name(facts),
+        base_model=facts.settings.base_model,
+        base_model_url=f"https://huggingface.co/{hub_base}" if hub_base else None,
+        dataset_name=data.name,
+        dataset_hub_id=data.hub_id,
+        data=data,
+        label_names=facts.label_names,
+        sizes=dict(data.sizes),
+        objective=facts.objective,
+        objective_label=metric_label(facts.objective),
+        trial=trial_facts(facts),
+        epochs=rows,
+        shipped=row,
+        summary=metric_summary(row),
+        test_summary=metric_summary(facts.test_metrics, loss="loss"),
+        hyperparameters=hyperparameters(facts),
+        results_header=RESULTS_HEADER,
+        results_table=results_table(rows),
+        single_class=single_class_epochs(facts),
+        search=search_facts(facts),
+        trust=trust_facts(facts),
+        plots=plots,
+        plots_skipped=plots_skipped,
+        versions={str(k): str(v) for k, v in facts.settings.versions.items()},
+    )
 
 
 # --------------------------------------------------------------------------- template
@@ -274,7 +278,7 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, sig=fmt_param)
+    env.filters.update(metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, md_text=md_text, sig=format_param)
     return env
 
 

@@ -1,10 +1,10 @@
 """How far to trust a card's number: sampling noise, selection, the test split, a baseline.
 
-Everything here is recovered from the per-epoch metric rows in storage; no predictions
-are kept. The validation split's positive rate (:func:`positive_rate`) turns a binary
-epoch's four scores back into its confusion counts (:func:`confusion_counts`), which give
-a bootstrap interval of F1 and the scores of a constant predictor. Epochs whose model
-predicted one class for everything are found by :func:`single_class_epochs`.
+Everything here comes from integers the study stores: the validation split's class counts
+(``DataFacts.class_counts``) and each epoch's confusion matrix (``EpochRow.confusion``). The
+matrix gives the Wilson interval of accuracy, a bootstrap interval of F1 (resampling the
+validation examples it counts) and the epochs whose model called every example one class;
+the class counts give what a constant predictor scores.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from hpsearch.card.facts import METRIC_LABELS, CardFacts
+from hpsearch.card.facts import CardFacts
 from hpsearch.card.markdown import fmt_metric
-from hpsearch.training.metrics import constant_prediction, is_number
-from hpsearch.views.trials import EPOCHS_ATTR
+from hpsearch.schema import METRICS, EpochRow
+from hpsearch.training.metrics import class_counts, constant_scores, is_number, predicted_class
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed, so the same study always gets the same card
@@ -25,81 +25,105 @@ BOOTSTRAP_SEED = 0  # fixed, so the same study always gets the same card
 def trust_facts(facts: CardFacts) -> dict[str, Any]:
     """How far to trust the number: sampling noise, selection, the test split, a baseline."""
     row = facts.shipped_row
-    n = facts.data.get("sizes", {}).get("validation")
-    rate = positive_rate(all_rows(facts)) if facts.average == "binary" else None
+    counts = facts.validation_counts
     done = [t.value for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None]
     return {
-        "validation_size": n,
-        "positives": round(rate * n) if rate is not None and n else None,
-        "accuracy_interval": _accuracy_interval(row, n),
-        "f1_interval": _f1_interval(row, n, rate),
+        "validation_size": facts.data.sizes["validation"],
+        "positives": counts[1] if facts.average == "binary" else None,
+        "class_counts": [{"label": label, "count": n} for label, n in zip(facts.label_names, counts, strict=True)],
+        "accuracy_interval": _accuracy_interval(row),
+        "f1_interval": _f1_interval(row, facts.average),
         "complete_trials": len(done),
         "complete_low": fmt_metric(min(done)) if done else None,
         "complete_high": fmt_metric(max(done)) if done else None,
         "test": _test_against_validation(facts, row),
-        "baseline": _baseline(facts, row, rate),
+        "baseline": baseline(facts, row),
         "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
     }
 
 
-def _accuracy_interval(row: dict[str, Any] | None, n: int | None) -> tuple[str, str] | None:
-    if not (row and n and is_number(row.get("accuracy"))):
+def _accuracy_interval(row: EpochRow | None) -> tuple[str, str] | None:
+    if row is None:
         return None
-    low, high = wilson_interval(round(row["accuracy"] * n), n)
+    confusion = row["confusion"]
+    correct = sum(confusion[i][i] for i in range(len(confusion)))
+    low, high = wilson_interval(correct, sum(class_counts(confusion)))
     return f"{low:.4f}", f"{high:.4f}"
 
 
-def _f1_interval(row: dict[str, Any] | None, n: int | None, rate: float | None) -> tuple[str, str] | None:
-    counts = confusion_counts(row, n, rate) if row and n and rate is not None else None
-    if counts is None or counts[0] == 0:  # no true positive: F1 is 0 in every resample
+def _f1_interval(row: EpochRow | None, average: str) -> tuple[str, str] | None:
+    """None where F1 is 0 in every resample: no example of a scored class called right."""
+    if row is None:
         return None
-    low, high = bootstrap_f1_interval(*counts)
+    confusion = row["confusion"]
+    scored = [1] if average == "binary" else range(len(confusion))
+    if not any(confusion[c][c] for c in scored):
+        return None
+    low, high = bootstrap_f1_interval(confusion, average)
     return f"{low:.3f}", f"{high:.3f}"
 
 
-def _test_against_validation(facts: CardFacts, row: dict[str, Any] | None) -> dict[str, Any] | None:
+def _test_against_validation(facts: CardFacts, row: EpochRow | None) -> dict[str, Any] | None:
     test = facts.test_metrics
     key = facts.objective
     if not (test and row and is_number(test.get(key)) and is_number(row.get(key))):
         return None
-    return {"value": fmt_metric(test[key]), "validation": fmt_metric(row[key]), "difference": f"{test[key] - row[key]:+.4f}", "size": facts.data.get("sizes", {}).get("test")}
+    return {"value": fmt_metric(test[key]), "validation": fmt_metric(row[key]), "difference": f"{test[key] - row[key]:+.4f}", "size": facts.data.sizes.get("test")}
 
 
-def _baseline(facts: CardFacts, row: dict[str, Any] | None, rate: float | None) -> dict[str, Any] | None:
-    """What predicting the positive class for every example scores, against the model's F1."""
-    if rate is None:
-        return None
-    positive = 2 * rate / (1 + rate)  # F1 at precision = rate, recall = 1
+def baseline(facts: CardFacts, row: EpochRow | None) -> dict[str, Any]:
+    """What a constant predictor scores on the validation split, against the model's F1.
+
+    Binary: calling every example positive, the predictor a binary F1 flatters most.
+    Macro: calling every example the majority class (the first, on a tie).
+    """
+    counts = facts.validation_counts
+    majority = counts.index(max(counts))
+    label = 1 if facts.average == "binary" else majority
+    scores = constant_scores(counts, label, facts.average)
     model_f1 = row.get("f1") if row else None
     return {
-        "label": str((facts.data.get("label_names") or ["0", "1"])[-1]),
-        "f1": fmt_metric(positive),
-        "accuracy": fmt_metric(rate),
-        "majority_accuracy": fmt_metric(max(rate, 1 - rate)),
-        "beats_model": is_number(model_f1) and positive >= model_f1,
+        "kind": "positive" if facts.average == "binary" else "majority",
+        "label": facts.label_names[label],
+        "f1": fmt_metric(scores["f1"]),
+        "accuracy": fmt_metric(scores["accuracy"]),
+        "majority_accuracy": fmt_metric(max(counts) / sum(counts)),
+        "beats_model": is_number(model_f1) and scores["f1"] >= model_f1,
     }
 
 
-def confusion_counts(row: dict[str, Any], n: int, rate: float) -> tuple[int, int, int, int] | None:
-    """(TP, FP, FN, TN) of a binary epoch on n examples, or None if the row does not fit any."""
-    if not all(is_number(row.get(k)) for k in ("recall", "precision", "accuracy", "f1")):
-        return None
-    positives = round(rate * n)
-    tp = round(row["recall"] * positives)
-    tn = round(row["accuracy"] * n) - tp
-    fp, fn = (n - positives) - tn, positives - tp
-    if min(tp, fp, fn, tn) < 0:
-        return None
-    predicted = tp + fp
-    check = {
-        "recall": tp / positives if positives else 0.0,
-        "precision": tp / predicted if predicted else 0.0,
-        "accuracy": (tp + tn) / n,
-        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-    }
-    if any(abs(check[k] - row[k]) > 1e-6 for k in check):
-        return None
-    return tp, fp, fn, tn
+def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
+    """Runs of consecutive epochs whose model called every validation example one class.
+
+    ``kind`` is "positive" or "negative" for a binary task and "one class" otherwise;
+    ``scores`` are what that constant predictor scores, which are the epochs' own scores.
+    """
+    runs: list[tuple[int, list[int], EpochRow]] = []  # (class, epochs, first row)
+    for row in facts.rows:
+        label = predicted_class(row["confusion"])
+        if label is None:
+            continue
+        if runs and runs[-1][0] == label and runs[-1][1][-1] == row["epoch"] - 1:
+            runs[-1][1].append(row["epoch"])
+        else:
+            runs.append((label, [row["epoch"]], row))
+    return [_single_class_run(facts, label, epochs, row) for label, epochs, row in runs]
+
+
+def _single_class_run(facts: CardFacts, label: int, epochs: list[int], row: EpochRow) -> dict[str, Any]:
+    scores = constant_scores(class_counts(row["confusion"]), label, facts.average)
+    return dict(
+        kind=_kind(label, facts.average),
+        label=facts.label_names[label],
+        epochs=epochs,
+        scores={k: fmt_metric(scores[k]) for k in METRICS},
+    )
+
+
+def _kind(label: int, average: str) -> str:
+    if average != "binary":
+        return "one class"
+    return "positive" if label == 1 else "negative"
 
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -110,79 +134,35 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     return float(ci.low), float(ci.high)
 
 
-def bootstrap_f1_interval(tp: int, fp: int, fn: int, tn: int, confidence: float = 0.95) -> tuple[float, float]:
-    """A percentile bootstrap interval of binary F1, resampling the validation examples."""
+def bootstrap_f1_interval(confusion: list[list[int]], average: str, confidence: float = 0.95) -> tuple[float, float]:
+    """A percentile bootstrap interval of F1, resampling the examples a confusion matrix counts.
+
+    ``average`` is "binary" (the F1 of class 1) or "macro" (the mean F1 of the classes a
+    resample holds or predicts, as scikit-learn averages them).
+    """
     import numpy as np
     from scipy.stats import bootstrap
 
-    truth = np.repeat(np.array([1, 0, 1, 0], dtype=np.int8), [tp, fp, fn, tn])
-    predicted = np.repeat(np.array([1, 1, 0, 0], dtype=np.int8), [tp, fp, fn, tn])
+    k = len(confusion)
+    cells = [(i, j) for i in range(k) for j in range(k)]
+    sizes = [confusion[i][j] for i, j in cells]
+    truth = np.repeat(np.array([i for i, _ in cells], dtype=np.int32), sizes)
+    predicted = np.repeat(np.array([j for _, j in cells], dtype=np.int32), sizes)
+    scored = [1] if average == "binary" else list(range(k))
 
     def f1(t: Any, p: Any, axis: int = -1) -> Any:
-        hits = np.sum((t == 1) & (p == 1), axis=axis)
-        wrong = np.sum(t != p, axis=axis)
-        return np.where(hits > 0, 2 * hits / np.maximum(2 * hits + wrong, 1), 0.0)
+        per_class, present = [], []
+        for c in scored:
+            hits = np.sum((t == c) & (p == c), axis=axis)
+            counted = np.sum(t == c, axis=axis) + np.sum(p == c, axis=axis)  # 2TP + FP + FN
+            per_class.append(2 * hits / np.maximum(counted, 1))
+            present.append(counted > 0)
+        if average == "binary":
+            return per_class[0]
+        return np.sum(np.array(per_class) * present, axis=0) / np.maximum(np.sum(present, axis=0), 1)
 
     result = bootstrap(
         (truth, predicted), f1, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
         batch=200, method="percentile", confidence_level=confidence, rng=np.random.default_rng(BOOTSTRAP_SEED),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def single_class_epochs(facts: CardFacts) -> list[dict[str, Any]]:
-    """Runs of epochs whose model predicted one class for every validation example.
-
-    Read from the rows alone. Binary: recall 1 with precision equal to accuracy (both are
-    then the positive rate) means every example was called positive; recall 0 and precision
-    0 with accuracy equal to the negative rate (or, where the rate is unknown, recall and
-    precision 0) means every example was called negative. Macro averages over K classes:
-    recall 1/K with precision accuracy/K. ``scores`` are what that constant predictor scores
-    (which are the epoch's own scores).
-    """
-    labels = facts.label_names
-    rate = positive_rate(all_rows(facts))
-    found: list[dict[str, Any]] = []
-    for row in facts.rows:
-        kind = constant_prediction(row, facts.average, len(labels), rate)
-        if kind is None:
-            continue
-        label = {"positive": facts.positive_label, "negative": labels[0] if labels else "0"}.get(kind)
-        if found and found[-1]["kind"] == kind and found[-1]["epochs"][-1] == row["epoch"] - 1:
-            found[-1]["epochs"].append(row["epoch"])
-            continue
-        found.append({"kind": kind, "label": label, "epochs": [row["epoch"]], "scores": {k: fmt_metric(row[k]) for k in METRIC_LABELS}})
-    return found
-
-
-def predicts_one_class(facts: CardFacts, row: dict[str, Any], rate: float | None) -> bool:
-    """Whether the epoch's model called every validation example one class (see above)."""
-    return constant_prediction(row, facts.average, len(facts.label_names), rate) is not None
-
-
-def all_rows(facts: CardFacts) -> list[dict[str, Any]]:
-    """The epoch rows of every trial in the study: they share one validation split."""
-    return [r for t in facts.trials for r in t.user_attrs.get(EPOCHS_ATTR, [])]
-
-
-def positive_rate(rows: list[dict[str, Any]]) -> float | None:
-    """The validation split's share of the positive class, recovered from binary metric rows.
-
-    An all-positive epoch has precision equal to it. Any epoch with recall r > 0 and
-    precision p > 0 also fixes it: with P positives among n, TP = rP and FP = rP/p - rP, so
-    accuracy = (TP + (n - P) - FP)/n gives P/n = (accuracy - 1) / (2r - 1 - r/p).
-    """
-    import statistics
-
-    found = []
-    for row in rows:
-        if not all(is_number(row.get(k)) for k in ("recall", "precision", "accuracy")):
-            continue
-        r, p, acc = row["recall"], row["precision"], row["accuracy"]
-        if r > 0 and p > 0:
-            denominator = 2 * r - 1 - r / p
-            if abs(denominator) > 1e-12:
-                value = (acc - 1) / denominator
-                if 0 < value < 1:
-                    found.append(value)
-    return statistics.median(found) if found else None

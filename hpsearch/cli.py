@@ -53,10 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         abort(str(e), e.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write(
-            "hpsearch: interrupted; the running trial is recorded as failed and the study is intact. "
-            "Run the same command to resume.\n"
-        )
+        if args.command == "run":  # only a run has a trial to record and something to resume
+            sys.stderr.write(
+                "hpsearch: interrupted; the running trial is recorded as failed and the study is intact. "
+                "Run the same command to resume.\n"
+            )
+        else:
+            sys.stderr.write("hpsearch: interrupted\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
@@ -152,41 +155,42 @@ def _config(args: argparse.Namespace, keys: Sequence[str] = ("study", "storage",
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from hpsearch.config import DEFAULT_STORAGE
+    from hpsearch.search.loop import run_search
+    from hpsearch.search.storage import redact
+    from hpsearch.views.dashboard import DashboardNotes
     from hpsearch.views.progress import ConsoleReporter
-    from hpsearch.search.study import run_search, study_dir
     from hpsearch.views.trials import trial_records, trials_table
 
     config = _config(args, _RUN_KEYS)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
-    result = run_search(config, reporter=ConsoleReporter(err))
+    result = run_search(config, listeners=[ConsoleReporter(err), DashboardNotes(config)])
     out = _stdout_console()
-    records = trial_records(result.study)
-    out.print(trials_table(records, config.objective))
+    out.print(trials_table(trial_records(result.study), config.objective))
     if result.stopped:
         err.print(f"stopped early: {result.stopped}; run the same command to go on")
-    from hpsearch.search.storage import redact
-
     storage = redact(config.storage)
     out.print(f"study: {config.study} in {storage}")
     if result.best_model_dir.is_dir():
-        flags = "" if (config.study, config.storage) == ("hpsearch", "sqlite:///studies/hpsearch.db") else f" --study {config.study} --storage {storage}"
+        flags = "" if (config.study, config.storage) == ("hpsearch", DEFAULT_STORAGE) else f" --study {config.study} --storage {storage}"
         out.print(f"card: hpsearch card best{flags}")
-        out.print(f"best model: {study_dir(config) / 'best-model'}")
+        out.print(f"best model: {result.best_model_dir}")
     return 0
 
 
 def _trials(args: argparse.Namespace) -> int:
-    from hpsearch.search.study import STUDY_ATTR, load_study
+    from hpsearch import schema
+    from hpsearch.search.study import load_study
     from hpsearch.views.trials import records_json, trial_records, trials_table
 
     _quiet_optuna()
     config = _config(args)
     study = load_study(config.study, config.storage)
+    objective = schema.objective_name(study)  # also refuses a study hpsearch cannot read
     records = trial_records(study)
     if args.json:
         sys.stdout.write(records_json(records) + "\n")
         return 0
-    objective = (study.metric_names or [study.user_attrs.get(STUDY_ATTR, {}).get("config", {}).get("objective", "f1")])[0]
     _stdout_console().print(trials_table(records, objective))
     if not records:
         sys.stderr.write(f"study {config.study!r} has no trials yet\n")
@@ -214,8 +218,10 @@ def _card(args: argparse.Namespace) -> int:
     from hpsearch.card.render import write_card
 
     config = _config(args)
-    path = write_card(config, args.trial, output=args.output, template=args.template, force=args.force)
-    print(path)
+    written = write_card(config, args.trial, output=args.output, template=args.template, force=args.force)
+    if written.plots_skipped:
+        print(f"hpsearch: note: plots skipped: {written.plots_skipped}", file=sys.stderr)
+    print(written.path)
     return 0
 
 

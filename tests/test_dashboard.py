@@ -1,19 +1,21 @@
 """`hpsearch dashboard`: the real optuna-dashboard in a subprocess, read back over HTTP.
 
-The study is written by hand in the shapes `hpsearch run` writes (see test_trials.py),
-except for the end-to-end test, which runs a real search on the tiny model first.
+The studies are written by hand in the shapes `hpsearch run` writes (see test_trials.py);
+where a run's listener matters, its trials go through :class:`DashboardNotes` the way the
+search loop drives it (ask, record, tell, ``trial_end``). The end-to-end tests run a real
+search on the tiny model first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +25,17 @@ import optuna_dashboard
 import pytest
 from conftest import free_port, tiny_run_args
 from optuna.trial import TrialState
-from test_trials import URL, handmade_study, rows
+from test_trials import FAIL_REASON, PRUNED_REASON, SPACE, URL, handmade_study, new_study, rows
 
+from hpsearch import schema
 from hpsearch.config import SearchConfig
-from hpsearch.views.dashboard import after_run, artifact_dir, artifact_store, epoch_note, trial_artifacts, upload_card_artifacts, write_note
+from hpsearch.search.events import RunInfo
+from hpsearch.views.dashboard import DashboardNotes, artifact_store, card_artifacts, refresh, save_epoch_plot, upload_card_artifacts, write_note
+from hpsearch.views.notes import epoch_note
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # enough of a PNG for a MIME type and a byte compare
+VIEWS = Path(__file__).resolve().parents[1] / "hpsearch" / "views"
+RECIPE = {"learning_rate": 5e-05, "per_device_train_batch_size": 8, "warmup_ratio": 0.0, "weight_decay": 0.0}
 
 
 @contextlib.contextmanager
@@ -86,18 +93,75 @@ def user_attr(trial: dict, key: str) -> str:
 
 
 def served_epochs(trial: dict) -> list[dict]:
-    return json.loads(user_attr(trial, "epochs"))
+    return json.loads(user_attr(trial, schema.EPOCHS))
 
 
 def kept_model(workdir: Path, trial: int, *files: str) -> Path:
     """A best-model folder as the run leaves it, with a card and plots as `hpsearch card` writes them."""
     folder = workdir / "studies" / "hpsearch" / "best-model"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "hpsearch.json").write_text(json.dumps({"trial": trial, "value": 0.82, "epoch": 2, "objective": "f1"}), encoding="utf-8")
+    schema.Marker(trial=trial, value=0.82, epoch=2, objective="f1").write(folder)
     (folder / "model.safetensors").write_bytes(b"weights")
     for name in files:
         (folder / name).write_bytes(PNG if name.endswith(".png") else f"# card of trial {trial}\n".encode())
     return folder
+
+
+class Lock:
+    """A study lock that counts how often it was taken, or fails like a busy storage."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.taken = 0
+        self.error = error
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.error is not None:
+            raise self.error
+        self.taken += 1
+        yield
+
+
+def start(study: optuna.Study, lock: Lock | None = None) -> DashboardNotes:
+    notes = DashboardNotes(SearchConfig())
+    data = schema.read_settings(study).data
+    notes.run_start(RunInfo(study=study, config=SearchConfig(), data=data, finished=0, lock=lock or Lock()))
+    return notes
+
+
+def finish(study: optuna.Study, notes: DashboardNotes, params: dict, f1: list[float], *, recipe: bool = False,
+           shipped: int | None = None, pruned: str | None = None, failed: str | None = None) -> optuna.Trial:
+    """One trial as the search loop runs it: its rows recorded, told to Optuna, then ``trial_end``."""
+    study.enqueue_trial(params, user_attrs=schema.recipe_attrs() if recipe else None)
+    trial = study.ask(SPACE)
+    schema.record_rows(trial, rows(*f1))
+    for epoch, value in enumerate(f1, start=1):
+        trial.report(value, epoch)
+    if shipped is not None:
+        schema.record_shipped(trial, epoch=shipped, rule="last")
+    if pruned is not None:
+        schema.record_pruned(trial, pruned)
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+    elif failed is not None:
+        schema.record_failure(trial, failed)
+        frozen = study.tell(trial, state=TrialState.FAIL)
+    else:
+        frozen = study.tell(trial, f1[-1])
+    notes.trial_end(trial, frozen)
+    return trial
+
+
+def listened_study(lock: Lock | None = None) -> tuple[optuna.Study, list[optuna.Trial]]:
+    """handmade_study's four finished trials, run through DashboardNotes: recipe, best, pruned, failed."""
+    study = new_study()
+    notes = start(study, lock)
+    trials = [
+        finish(study, notes, RECIPE, [0.6, 0.7], recipe=True, shipped=2),
+        finish(study, notes, {**RECIPE, "learning_rate": 8e-05, "per_device_train_batch_size": 16, "warmup_ratio": 0.1}, [0.65, 0.82], shipped=2),
+        finish(study, notes, {**RECIPE, "learning_rate": 1.2e-05, "weight_decay": 0.05}, [0.4], pruned=PRUNED_REASON),
+        finish(study, notes, {**RECIPE, "learning_rate": 9.9e-05, "per_device_train_batch_size": 32}, [0.5], failed=FAIL_REASON),
+    ]
+    return study, trials
 
 
 # --------------------------------------------------------------------------- over HTTP
@@ -116,20 +180,6 @@ def test_dashboard_prints_its_url_and_serves_the_study_on_localhost(workdir):
         assert proc.stdout.readline() == f"{base}/dashboard/\n"
 
 
-@pytest.mark.parametrize(("shipped", "line"), [
-    (2, "Shipped epoch 2, its best: a trial stopped early ships its best epoch (checkpoint rule: last)."),
-    (4, "Shipped epoch 4 (checkpoint rule: last)."),  # as a trial stopped by an earlier release shipped
-])
-def test_a_stopped_trials_note_says_which_epoch_it_shipped(shipped, line):
-    reason = "stopped early after epoch 4: validation f1 had not beaten 0.8000 for 2 epochs"
-    trial = optuna.trial.create_trial(value=0.8, user_attrs={
-        "epochs": rows(0.6, 0.8, 0.7, 0.75), "shipped_epoch": shipped, "checkpoint_rule": "last", "stopped_early": reason,
-    })
-    note = epoch_note(trial)
-    assert line in note
-    assert "Stopped early after epoch 4: validation f1 had not beaten 0.8000 for 2 epochs." in note
-
-
 def test_study_note_summarises_recipe_space_and_best_against_recipe(workdir):
     handmade_study()
     with dashboard(workdir) as (base, _):
@@ -138,53 +188,58 @@ def test_study_note_summarises_recipe_space_and_best_against_recipe(workdir):
     assert "| recipe | 0 | 0.7000 |" in note
     assert "the best trial beats the recipe by +0.1200 (+17.1%)" in note
     assert "Trials: 5 in all: 2 complete, 1 pruned, 1 failed, 1 running." in note
-    assert "| `learning_rate` | 1e-05..0.0001 (log) | 5e-05 | 8e-05 |" in note
+    assert "| `learning_rate` (lr) | 1e-05..0.0001 (log) | 5e-05 | 8e-05 |" in note
     assert "| `seed` | 42 |" in note
 
 
-def test_each_trials_epochs_are_readable_as_attribute_note_and_plot(workdir):
-    study = handmade_study()
+def test_each_finished_trials_epochs_are_readable_as_attribute_note_and_plot(workdir):
+    study, _ = listened_study()
     with dashboard(workdir) as (base, _):
         detail = study_detail(base)
     for served, stored in zip(detail["trials"], study.trials, strict=True):
-        assert served_epochs(served) == stored.user_attrs["epochs"]
+        assert served_epochs(served) == schema.rows(stored)
         assert {v["step"]: v["value"] for v in served["intermediate_values"]} == stored.intermediate_values
-    best_note = detail["trials"][1]["note"]["body"]
-    assert "| 2 | 26 | 0.6000 | 0.6100 | 0.8200 | 0.8300 | 0.8400 | 0.8100 |" in best_note
-    assert "Pruned after epoch 1" in detail["trials"][2]["note"]["body"]
-    assert "Failed: training loss became NaN at epoch 2." in detail["trials"][3]["note"]["body"]
+    notes = [t["note"]["body"] for t in detail["trials"]]
+    assert notes[0].startswith("### Trial 0 (the recipe)")
+    assert "| 2 | 26 | 0.6000 | 0.6100 | 0.8200 | 0.8300 | 0.8400 | 0.8100 |" in notes[1]
+    assert "Shipped epoch 2 of 2 trained (checkpoint rule: last)." in notes[1]
+    assert "Pruned at epoch 1: f1 0.4000 < median 0.6500 of 2 complete trials." in notes[2]
+    assert f"Failed: {FAIL_REASON}." in notes[3]
     plots = {p["id"]: json.loads(p["graph_object"]) for p in detail["plotly_graph_objects"]}
-    assert len(plots["epochs"]["data"]) == 4  # every trial with rows but the running one
+    assert len(plots["epochs"]["data"]) == 4
 
 
-def test_best_trials_card_and_plots_are_artifacts_served_for_download(workdir):
+def test_best_trials_card_and_plots_are_study_artifacts_served_for_download(workdir):
     study = handmade_study()
     folder = kept_model(workdir, 1, "README.md", "history.png")
-    after_run(study, SearchConfig())
+    refresh(study, SearchConfig())
     with dashboard(workdir) as (base, _):
         detail = study_detail(base)
-        best = detail["trials"][1]
-        names = sorted(a["filename"] for a in best["artifacts"])
-        assert names == ["README.md", "history.png"]
-        for artifact in best["artifacts"]:
-            url = f"{base}/artifacts/{detail['study_id']}/{best['trial_id']}/{artifact['artifact_id']}"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                assert response.read() == (folder / artifact["filename"]).read_bytes()
-                assert response.headers["Content-Type"] == {"README.md": "text/markdown", "history.png": "image/png"}[artifact["filename"]]
-        assert all(t["artifacts"] == [] for t in detail["trials"] if t["number"] != 1)
-    assert "Best model: `studies/hpsearch/best-model/` (trial 1, epoch 2). Its card and plots are artifacts of that trial." in detail["note"]["body"]
+        artifacts = detail["artifacts"]
+        assert sorted(a["filename"] for a in artifacts) == ["trial-1-README.md", "trial-1-history.png"]
+        for artifact in artifacts:
+            with urllib.request.urlopen(f"{base}/artifacts/{detail['study_id']}/{artifact['artifact_id']}", timeout=10) as response:
+                assert response.read() == (folder / artifact["filename"].removeprefix("trial-1-")).read_bytes()
+                assert response.headers["Content-Type"] == {"trial-1-README.md": "text/markdown", "trial-1-history.png": "image/png"}[artifact["filename"]]
+        assert all(t["artifacts"] == [] for t in detail["trials"])
+    assert (
+        "Best model: `studies/hpsearch/best-model/` (trial 1, epoch 2). "
+        "Its card and plots are the study's artifacts `trial-1-README.md`, `trial-1-history.png`."
+    ) in detail["note"]["body"]
 
 
 def test_dashboard_follows_a_trial_that_another_process_finishes(workdir):
-    study = handmade_study()
+    study = handmade_study(running=False)
+    # This test process is the writer, as `hpsearch run` would be.
+    trial = study.ask(SPACE)
+    schema.record_rows(trial, rows(0.55))
+    trial.report(0.55, 1)
     with dashboard(workdir) as (base, _):
         running = study_detail(base)["trials"][4]
         assert running["state"] == "Running" and len(served_epochs(running)) == 1
-        # This test process is the writer, as `hpsearch run` would be.
-        trial_id = study.trials[4]._trial_id
-        study._storage.set_trial_user_attr(trial_id, "epochs", rows(0.55, 0.9))
-        study._storage.set_trial_intermediate_value(trial_id, 2, 0.9)
-        study._storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.9])
+        schema.record_rows(trial, rows(0.55, 0.9))
+        trial.report(0.9, 2)
+        study.tell(trial, 0.9)
         # optuna-dashboard re-reads a study's trials at most every few seconds
         deadline = time.monotonic() + 60
         while (detail := study_detail(base))["trials"][4]["state"] == "Running" and time.monotonic() < deadline:
@@ -217,35 +272,103 @@ def test_dashboard_reads_a_real_runs_study(workdir, tiny_model, cli):
     stored = optuna.load_study(study_name="hpsearch", storage=URL).trials
     with dashboard(workdir) as (base, _):
         detail = study_detail(base)
-    assert [served_epochs(t) for t in detail["trials"]] == [t.user_attrs["epochs"] for t in stored]
-    assert user_attr(detail["trials"][0], "recipe") == "True"
-    best = max((t for t in stored if t.value is not None), key=lambda t: (t.value, -t.number))
+    assert [served_epochs(t) for t in detail["trials"]] == [schema.rows(t) for t in stored]
+    assert user_attr(detail["trials"][0], schema.RECIPE) == "True"
+    best = schema.best_trial(stored)
     assert f"| best | {best.number} | {best.value:.4f} |" in detail["note"]["body"]
-    assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch {best.user_attrs['shipped_epoch']})." in detail["note"]["body"]
+    assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch {schema.shipped_epoch(best)})." in detail["note"]["body"]
+    assert all(t["note"]["body"].startswith(f"### Trial {t['number']}") for t in detail["trials"])  # written by the run
 
 
-def test_a_running_search_refreshes_the_note_and_epoch_tables_after_every_trial(workdir, tiny_model):
+def test_a_running_search_refreshes_the_study_note_after_every_trial(workdir, tiny_model):
     from transformers import TrainerCallback
 
-    from hpsearch import load_config, run_search
+    from hpsearch import load_config
+    from hpsearch.search.loop import run_search
 
-    seen: dict[int, tuple[str, str]] = {}
+    seen: dict[int, str] = {}
 
     class Peek(TrainerCallback):
         """What a dashboard would show when each trial starts training."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             study = optuna.load_study(study_name="hpsearch", storage=URL)
-            first = optuna.Trial(study, study.trials[0]._trial_id)
-            seen[study.trials[-1].number] = (optuna_dashboard.get_note(study), optuna_dashboard.get_note(first))
+            seen[study.trials[-1].number] = optuna_dashboard.get_note(study)
 
     config = load_config(None, {"model": str(tiny_model), "trials": 2, "epochs": 1, "max_length": 32, "pruner": "none"})
-    run_search(config, callbacks=[Peek()])
-    first = optuna.load_study(study_name="hpsearch", storage=URL).trials[0]
-    study_note, trial_0_note = seen[1]
-    assert "| best | 0 |" in study_note
-    assert f"{first.user_attrs['epochs'][0]['f1']:.4f}" in trial_0_note  # its epoch table
-    assert seen[0] == ("", "")  # nothing to show before the first trial ends
+    run_search(config, listeners=[DashboardNotes(config)], callbacks=[Peek()])
+    assert "No trial has completed yet." in seen[0]  # written when the run starts
+    assert "| best | 0 |" in seen[1]
+
+
+# --------------------------------------------------------------------------- the run's listener
+
+
+def test_the_listener_writes_the_study_note_and_each_trials_note_after_every_trial(workdir):
+    study = new_study()
+    notes = start(study)
+    assert "No trial has completed yet." in optuna_dashboard.get_note(study)
+    first = finish(study, notes, RECIPE, [0.6, 0.7], recipe=True, shipped=2)
+    assert "| best | 0 | 0.7000 |" in optuna_dashboard.get_note(study)
+    assert "| 2 | 26 | 0.6000 | 0.6100 | 0.7000 |" in optuna_dashboard.get_note(first)
+    finish(study, notes, {**RECIPE, "learning_rate": 8e-05}, [0.65, 0.82], shipped=2)
+    assert "| best | 1 | 0.8200 |" in optuna_dashboard.get_note(study)
+
+
+def test_the_listener_writes_under_the_study_lock(workdir):
+    lock = Lock()
+    listened_study(lock)
+    assert lock.taken == 1 + 4  # when the run starts, then after each trial
+
+
+def test_a_listener_that_cannot_write_says_so_once_and_the_search_goes_on(workdir, capsys):
+    lock = Lock(OSError("database is locked"))
+    listened_study(lock)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["hpsearch: note: the dashboard notes were not refreshed (database is locked); the search goes on"]
+
+
+def test_the_epoch_plot_is_saved_again_only_when_it_changed(workdir, monkeypatch):
+    study = handmade_study()
+    saved = []
+    monkeypatch.setattr(optuna_dashboard, "save_plotly_graph_object", lambda study, figure, graph_object_id: saved.append(graph_object_id))
+    first = save_epoch_plot(study)
+    assert save_epoch_plot(study, previous=first) == first
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={schema.EPOCHS: rows(0.9)}))
+    save_epoch_plot(study, previous=first)
+    assert saved == ["epochs", "epochs"]
+
+
+# --------------------------------------------------------------------------- notes
+
+
+@pytest.mark.parametrize(("shipped", "line"), [
+    (2, "Shipped epoch 2 of 4 trained, its best: a trial stopped early ships its best epoch (checkpoint rule: last)."),
+    (4, "Shipped epoch 4 of 4 trained (checkpoint rule: last)."),
+])
+def test_a_stopped_trials_note_says_which_epoch_it_shipped(shipped, line):
+    reason = "stopped early after epoch 4: f1 had not beaten 0.8000 for 2 epochs"
+    trial = optuna.trial.create_trial(value=0.8, user_attrs={
+        schema.EPOCHS: rows(0.6, 0.8, 0.7, 0.75), schema.SHIPPED_EPOCH: shipped, schema.CHECKPOINT_RULE: "last", schema.STOPPED_EARLY: reason,
+    })
+    note = epoch_note(trial)
+    assert line in note
+    assert "Stopped early after epoch 4: f1 had not beaten 0.8000 for 2 epochs." in note
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ((0.8, 0.7), "validation f1: the recipe itself is the best trial."),
+        ((0.7, 0.8), "validation f1: the best trial beats the recipe by +0.1000 (+14.3%)."),
+        ((), "No trial has completed yet."),
+    ],
+)
+def test_note_compares_the_best_trial_with_the_recipe(workdir, values, expected):
+    study = new_study(URL.replace("studies/", ""))
+    for number, value in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs=schema.recipe_attrs() if number == 0 else {}))
+    assert expected in write_note(study)
 
 
 # --------------------------------------------------------------------------- errors
@@ -277,41 +400,51 @@ def test_a_missing_study_is_a_one_line_error(workdir, cli):
     assert err.splitlines() == ["hpsearch: error: no study named 'sst2' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"]
 
 
-# --------------------------------------------------------------------------- library
+# --------------------------------------------------------------------------- artifacts
 
 
-def test_uploading_a_card_again_replaces_it_instead_of_adding_a_copy(workdir):
+def test_uploading_an_unchanged_card_again_adds_nothing(workdir):
+    study = handmade_study()
+    folder = kept_model(workdir, 1, "README.md", "history.png")
+    directory = workdir / "studies" / "hpsearch" / "artifacts"
+    first = upload_card_artifacts(study, 1, [folder / "README.md", folder / "history.png"], artifact_dir=directory)
+    second = upload_card_artifacts(study, 1, [folder / "README.md", folder / "history.png"], artifact_dir=directory)
+    refresh(study, SearchConfig())
+    assert first == second
+    assert sorted(a.filename for a in card_artifacts(study)) == ["trial-1-README.md", "trial-1-history.png"]
+
+
+def test_a_rewritten_card_adds_its_new_version(workdir):
     study = handmade_study()
     folder = kept_model(workdir, 1, "README.md")
-    directory = artifact_dir(SearchConfig())
+    directory = workdir / "studies" / "hpsearch" / "artifacts"
     first = upload_card_artifacts(study, 1, [folder / "README.md"], artifact_dir=directory)
     (folder / "README.md").write_text("# the rewritten card\n", encoding="utf-8")
     second = upload_card_artifacts(study, 1, [folder / "README.md"], artifact_dir=directory)
-    assert first == second
-    assert [a["filename"] for a in trial_artifacts(study, 1)] == ["README.md"]
-    with artifact_store(SearchConfig()).open_reader(second["README.md"]) as f:
+    assert first != second
+    assert [a.filename for a in card_artifacts(study)] == ["trial-1-README.md"] * 2
+    with artifact_store(SearchConfig()).open_reader(second["trial-1-README.md"]) as f:
         assert f.read() == b"# the rewritten card\n"
 
 
-def test_after_run_uploads_nothing_until_a_card_is_written(workdir):
+def test_refresh_uploads_nothing_until_a_card_is_written(workdir):
     study = handmade_study()
     kept_model(workdir, 1)  # the run kept a model; `hpsearch card` has not run yet
-    after_run(study, SearchConfig())
-    assert trial_artifacts(study, 1) == []
+    refresh(study, SearchConfig())
+    assert card_artifacts(study) == []
     assert "Write its card with `hpsearch card best --study hpsearch`." in write_note(study)
 
 
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        ((0.8, 0.7), "validation f1: the recipe itself is the best trial."),
-        ((0.7, 0.8), "validation f1: the best trial beats the recipe by +0.1000 (+14.3%)."),
-        ((), "No trial has completed yet."),
-    ],
-)
-def test_note_compares_the_best_trial_with_the_recipe(workdir, values, expected):
-    study = optuna.create_study(storage=URL.replace("studies/", ""), direction="maximize")
-    study.set_metric_names(["validation f1"])
-    for number, value in enumerate(values):
-        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"recipe": number == 0}))
-    assert expected in write_note(study)
+# --------------------------------------------------------------------------- the code
+
+
+def test_the_views_use_only_public_optuna_and_optuna_dashboard_apis():
+    private = re.compile(r"optuna_dashboard\._|\._storage|_study_id|_trial_id|fcntl|dashboard:artifacts:|dashboard:plot_data:")
+    hits = [f"{p.name}:{n}: {line.strip()}" for p in sorted(VIEWS.glob("*.py")) for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    assert hits == []
+
+
+def test_the_views_read_storage_only_through_the_schema():
+    raw = re.compile(r"user_attrs|system_attrs|set_user_attr|\"(shipped_epoch|kept_model|pruned_reason|fail_reason|stopped_early|checkpoint_rule|training_args|test_metrics|hpsearch)\"")
+    hits = [f"{p.name}:{n}: {line.strip()}" for p in sorted(VIEWS.glob("*.py")) for n, line in enumerate(p.read_text().splitlines(), 1) if raw.search(line)]
+    assert hits == []

@@ -1,6 +1,7 @@
 """Plots of a study: plotly figures by name, and PNG export that degrades without Chrome.
 
-The studies are in-memory, with hand-written trials: no training is needed to test plots.
+The studies are in-memory, with hand-written trials and the settings `hpsearch run` stores:
+no training is needed to test plots.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from test_trials import new_study
 
+from hpsearch import schema
 from hpsearch.views import plots
 
 DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-4, log=True), "per_device_train_batch_size": CategoricalDistribution((8, 16, 32))}
@@ -25,8 +28,12 @@ def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def _rows(values: list[float], metric: str = "f1") -> list[dict[str, Any]]:
-    return [{"epoch": i + 1, "step": 10 * (i + 1), "eval_loss": 0.7, metric: v} for i, v in enumerate(values)]
+def _rows(values: list[float], metric: str = "f1") -> list[schema.EpochRow]:
+    """Rows whose objective takes the values; the other metrics are NaN, as no plot reads them."""
+    return [
+        schema.make_row(epoch=i + 1, step=10 * (i + 1), train_loss=None, eval_loss=0.7, scores={metric: v}, confusion=[[3, 1], [1, 3]])
+        for i, v in enumerate(values)
+    ]
 
 
 def _add(study: optuna.Study, values: list[float], *, state: TrialState = TrialState.COMPLETE, lr: float = 5e-5, batch: int = 8, metric: str = "f1") -> None:
@@ -35,15 +42,14 @@ def _add(study: optuna.Study, values: list[float], *, state: TrialState = TrialS
         value=values[-1] if state == TrialState.COMPLETE else None,
         params={"learning_rate": lr, "per_device_train_batch_size": batch},
         distributions=DISTRIBUTIONS,
-        user_attrs={"epochs": _rows(values, metric)},
+        user_attrs={schema.EPOCHS: _rows(values, metric)},
         intermediate_values={i + 1: v for i, v in enumerate(values)} if state != TrialState.FAIL else {},
     ))
 
 
 def _study(objective: str = "f1") -> optuna.Study:
     """Trial 0 complete, 1 complete and best, 2 pruned after epoch 1, 3 failed after epoch 1."""
-    study = optuna.create_study(direction="maximize")
-    study.set_user_attr("hpsearch", {"config": {"objective": objective}})
+    study = new_study(None, objective=objective)
     _add(study, [0.50, 0.60], metric=objective)
     _add(study, [0.55, 0.70], lr=2e-5, batch=16, metric=objective)
     _add(study, [0.30], state=TrialState.PRUNED, lr=1e-5, batch=32, metric=objective)
@@ -70,7 +76,7 @@ def test_figures_can_be_limited_to_some_names():
 
 
 def test_importances_need_two_complete_trials():
-    study = optuna.create_study(direction="maximize")
+    study = new_study(None)
     _add(study, [0.5, 0.6])
     _add(study, [0.3], state=TrialState.PRUNED, lr=1e-5)
     assert "importances" not in plots.figures(study)
@@ -78,7 +84,7 @@ def test_importances_need_two_complete_trials():
 
 
 def test_importances_need_a_parameter_that_varies():
-    study = optuna.create_study(direction="maximize")
+    study = new_study(None)
     _add(study, [0.5, 0.6])
     _add(study, [0.5, 0.7])
     assert "importances" not in plots.figures(study)
@@ -107,9 +113,19 @@ def test_epoch_curves_follow_the_studys_objective():
     assert list(_by_name(fig)["best: trial 1"].y) == [0.55, 0.70]
 
 
+def test_epoch_curves_name_parameters_as_the_tables_do():
+    hover = _by_name(plots.epoch_curves(_study()))["best: trial 1"].hovertemplate
+    assert "lr=2e-05<br>batch=16" in hover
+
+
+def test_optuna_plots_are_titled_by_the_studys_objective():
+    figs = plots.figures(_study("accuracy"), names=("history",))
+    assert figs["history"].layout.yaxis.title.text == "validation accuracy"
+
+
 def test_trials_without_rows_are_left_out_of_the_epoch_curves():
     study = _study()
-    study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={"fail_reason": "boom"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={schema.FAIL_REASON: "boom"}))
     assert len(plots.epoch_curves(study).data) == 4
 
 

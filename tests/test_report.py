@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from html import escape
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,8 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import tiny_run_args
-from test_trials import URL, handmade_study
+from test_trials import PRUNED_REASON, URL, handmade_study, new_study
 
+from hpsearch import schema
 from hpsearch.views.plots import FIGURE_NAMES
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -147,13 +149,22 @@ def test_report_summary_names_best_recipe_and_counts(workdir, cli):
     assert "best trial #1: 0.8200 validation f1" in summary
     assert "recipe trial #0: 0.7000 +0.1200 (+17.1%) over the recipe" in summary
     assert "trials 5 2 complete · 1 pruned · 1 failed · 1 running" in summary
-    assert "pruned after epoch 1: validation f1 0.4000 below the median 0.6500" in html
+    assert escape(PRUNED_REASON) in html  # the page has room for the whole reason
+
+
+def test_report_table_names_parameters_and_epochs_as_the_terminal_table(workdir, cli):
+    handmade_study()
+    html = report(cli).read_text(encoding="utf-8")
+    head = html[html.index('id="trials"'):html.index("</thead>")]
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", head)
+    assert headers == ["#", "state", "validation f1", "epochs", "shipped", "lr", "batch", "warmup", "decay", "time", "note"]
+    assert '<th title="learning_rate">lr</th>' in head
+    assert html.count("★") == 1
 
 
 def test_importances_wait_for_two_complete_trials(workdir, tmp_path, cli):
-    study = optuna.create_study(study_name="hpsearch", storage=URL.replace("studies/", ""), direction="maximize")
-    study.set_metric_names(["validation f1"])
-    study.add_trial(optuna.trial.create_trial(value=0.7, params={"x": 1.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 2)}, user_attrs={"recipe": True}))
+    study = new_study(URL.replace("studies/", ""))
+    study.add_trial(optuna.trial.create_trial(value=0.7, params={"x": 1.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 2)}, user_attrs=schema.recipe_attrs()))
     html = report(cli, "--storage", URL.replace("studies/", "")).read_text(encoding="utf-8")
     assert 'id="plot-importances"' not in html
     assert "Not yet: importances need two complete trials whose parameters differ." in html

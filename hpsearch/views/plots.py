@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.views.trials import EPOCHS_ATTR, best_trial, format_param
+from hpsearch import schema
+from hpsearch.views.trials import format_param, param_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -43,11 +44,6 @@ class PngUnavailable(Exception):
     """No PNG engine: kaleido is missing or cannot find a Chrome to drive."""
 
 
-def objective_name(study: optuna.Study) -> str:
-    """The validation metric the study maximised (``f1`` unless configured otherwise)."""
-    return str(study.user_attrs.get("hpsearch", {}).get("config", {}).get("objective", "f1"))
-
-
 def figures(study: optuna.Study, names: Iterable[str] = FIGURE_NAMES) -> dict[str, go.Figure]:
     """The study's plots, keyed by name, in :data:`FIGURE_NAMES` order.
 
@@ -66,7 +62,7 @@ def figures(study: optuna.Study, names: Iterable[str] = FIGURE_NAMES) -> dict[st
     unknown = wanted - set(FIGURE_NAMES)
     if unknown:
         raise ValueError(f"unknown figure names {sorted(unknown)}; expected some of {', '.join(FIGURE_NAMES)}")
-    target_name = f"validation {objective_name(study)}"
+    target_name = schema.objective_metric_name(schema.objective_name(study))
     makers = {
         "history": lambda: vis.plot_optimization_history(study, target_name=target_name),
         "epochs": lambda: epoch_curves(study),
@@ -104,15 +100,15 @@ def epoch_curves(study: optuna.Study) -> go.Figure:
     """
     import plotly.graph_objects as go
 
-    metric = objective_name(study)
-    best = best_trial(study)
+    metric = schema.objective_name(study)
+    trials = study.get_trials(deepcopy=False)
+    best = schema.best_trial(trials)
     best_number = best.number if best is not None else None
     fig = go.Figure()
     shown: set[str] = set()
-    trials = study.get_trials(deepcopy=False)
     # Draw the best trial last so it sits on top of the others.
     for trial in sorted(trials, key=lambda t: t.number == best_number):
-        rows = [r for r in trial.user_attrs.get(EPOCHS_ATTR, []) if _finite(r.get(metric))]
+        rows = [r for r in schema.rows(trial) if _finite(r[metric])]
         if not rows:
             continue
         kind = _kind(trial, best_number)
@@ -140,7 +136,7 @@ def epoch_curves(study: optuna.Study) -> go.Figure:
     fig.update_layout(
         title=f"Validation {metric} by epoch, every trial",
         xaxis_title="epoch",
-        yaxis_title=f"validation {metric}",
+        yaxis_title=schema.objective_metric_name(metric),
         xaxis={"tickmode": "linear", "tick0": 1, "dtick": 1},
         legend={"title": None},
         template="plotly_white",
@@ -154,15 +150,13 @@ _LEGEND = {"complete": "complete", "pruned": "pruned (✕ where it stopped)", "f
 def _kind(trial: FrozenTrial, best_number: int | None) -> str | None:
     if trial.number == best_number:
         return "best"
-    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}.get(trial.state)
+    return schema.state_name(trial) if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) else None
 
 
 def _hover(trial: FrozenTrial, kind: str, metric: str) -> str:
-    params = "<br>".join(f"{k}={format_param(v)}" for k, v in trial.params.items())
+    params = "<br>".join(f"{param_label(k)}={format_param(v)}" for k, v in trial.params.items())
     head = f"trial {trial.number} ({'best' if kind == 'best' else kind})"
     return f"{head}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<br>{params}<extra></extra>"
-
-
 
 
 def _finite(value: Any) -> bool:

@@ -3,7 +3,7 @@
     hpsearch report                              # studies/hpsearch/report.html
     hpsearch report --study sst2 --output sst2.html
 
-The page embeds plotly.js once (about 4.7 MB), so it opens offline and can be mailed. The
+The page embeds plotly.js once, so it opens offline and can be mailed. The
 figures are :func:`hpsearch.views.plots.figures`: optimisation history, per-epoch curves of all
 trials (pruned ones dashed, ending where they stopped), parameter importances (once two
 trials are complete), parallel coordinates, slices and the timeline. The file is written
@@ -22,11 +22,12 @@ from typing import Any
 
 import optuna
 
+from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.search.storage import redact
-from hpsearch.search.study import STUDY_ATTR, load_study, study_dir
-from hpsearch.views.trials import format_param, trial_records
+from hpsearch.search.study import load_study, study_dir
+from hpsearch.views.trials import format_param, param_label, trial_records
 
 REPORT_NAME = "report.html"  # in studies/<study>/ unless --output says otherwise
 _TITLES = {
@@ -101,31 +102,31 @@ def render_report(study: optuna.Study) -> str:
 def _summary(study: optuna.Study) -> dict[str, Any]:
     from hpsearch import __version__
 
-    info = dict(study.user_attrs.get(STUDY_ATTR, {}))
-    config = info.get("config", {})
-    objective = (study.metric_names or [f"validation {config.get('objective', 'f1')}"])[0]
+    settings = schema.read_settings(study)
+    objective = schema.objective_metric_name(settings.objective)
     records = trial_records(study)
     best = next((r for r in records if r["best"]), None)
-    recipe = next((r for r in records if r["recipe"]), None)
+    recipe_trial = schema.recipe_trial(study.get_trials(deepcopy=False))
+    recipe = None if recipe_trial is None else next(r for r in records if r["number"] == recipe_trial.number)
     counts = {state: sum(r["state"] == state for r in records) for state in ("complete", "pruned", "failed", "running")}
     comparison = None
     if best is not None and recipe is not None and recipe["value"] is not None:
         gain = best["value"] - recipe["value"]
         relative = f" ({gain / recipe['value']:+.1%})" if recipe["value"] else ""
         comparison = "the recipe itself is the best trial" if best is recipe else f"{gain:+.4f}{relative} over the recipe"
-    params = sorted({k for r in records for k in r["params"]})
+    params = list(dict.fromkeys(k for r in records for k in r["params"]))
     return {
         "study": study.study_name,
         "objective": objective,
-        "model": info.get("base_model") or config.get("model", ""),
-        "data": info.get("data", {}).get("name", config.get("dataset", "")),
-        "storage": redact(config.get("storage", "")),
+        "model": settings.base_model,
+        "data": settings.data.name,
+        "storage": redact(settings.config["storage"]),
         "best": best,
         "recipe": recipe,
         "comparison": comparison,
         "counts": counts,
         "total": len(records),
-        "params": params,
+        "params": [{"name": p, "label": param_label(p)} for p in params],
         "rows": [_row(r, params) for r in records],
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
@@ -133,19 +134,19 @@ def _summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def _row(record: dict[str, Any], params: list[str]) -> dict[str, Any]:
-    marks = " ".join(m for m, on in (("★ best", record["best"]), ("recipe", record["recipe"])) if on)
+    marks = " ".join(m for m, on in (("★ best", record["best"]), ("recipe", record[schema.RECIPE])) if on)
+    shipped = record[schema.SHIPPED_EPOCH]
     return {
         "number": record["number"],
         "state": record["state"],
         "value": "" if record["value"] is None else f"{record['value']:.4f}",
-        "epoch": "" if record["epoch"] is None else record["epoch"],
+        "trained": "" if record["epoch"] is None else record["epoch"],
+        "shipped": "" if shipped is None else shipped,
         "params": [format_param(record["params"].get(p)) for p in params],
         "duration": "" if record["duration_s"] is None else f"{record['duration_s']:.1f} s",
         "note": "; ".join(x for x in (marks, record["reason"] or "") if x),
         "best": record["best"],
     }
-
-
 
 
 # --------------------------------------------------------------------------- writing
@@ -233,10 +234,10 @@ _TEMPLATE = """<!DOCTYPE html>
 {% endif %}
 <h2 id="trials">Trials</h2>
 <table>
-<thead><tr><th>#</th><th class="state">state</th><th>{{ objective }}</th><th>epoch</th>{% for p in params %}<th>{{ p }}</th>{% endfor %}<th>time</th><th>note</th></tr></thead>
+<thead><tr><th>#</th><th class="state">state</th><th>{{ objective }}</th><th title="epochs the trial trained">epochs</th><th title="the epoch whose model and score the trial ships">shipped</th>{% for p in params %}<th title="{{ p.name }}">{{ p.label }}</th>{% endfor %}<th>time</th><th>note</th></tr></thead>
 <tbody>
 {% for r in rows %}
-<tr{% if r.best %} class="best"{% endif %}><td>{{ r.number }}</td><td class="state">{{ r.state }}</td><td>{{ r.value }}</td><td>{{ r.epoch }}</td>{% for v in r.params %}<td>{{ v }}</td>{% endfor %}<td>{{ r.duration }}</td><td>{{ r.note }}</td></tr>
+<tr{% if r.best %} class="best"{% endif %}><td>{{ r.number }}</td><td class="state">{{ r.state }}</td><td>{{ r.value }}</td><td>{{ r.trained }}</td><td>{{ r.shipped }}</td>{% for v in r.params %}<td>{{ v }}</td>{% endfor %}<td>{{ r.duration }}</td><td>{{ r.note }}</td></tr>
 {% endfor %}
 </tbody>
 </table>

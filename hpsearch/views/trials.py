@@ -1,87 +1,95 @@
-"""The trials of a study as plain records: for the terminal table, ``--json`` and the card."""
+"""The trials of a study as plain records: for the terminal table and ``hpsearch trials --json``.
+
+Every view names a searched parameter the same way, by :func:`param_label` (``lr`` for
+``learning_rate``), and says "epochs" for how many a trial trained and "shipped" for the
+epoch whose model and score it ships.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
 import math
+import re
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-EPOCHS_ATTR = "epochs"  # trial user attribute: the per-epoch rows every tool reads
-STOPPED_EARLY_ATTR = "stopped_early"  # why a complete trial trained fewer epochs than planned
+from hpsearch import schema
 
-STATE_NAMES = {
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "waiting",
+# The short names every view gives the default space's parameters; any other parameter is
+# shown by its TrainingArguments name. Short enough that the default table fits 120 columns.
+PARAM_LABELS = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch",
+    "warmup_ratio": "warmup",
+    "weight_decay": "decay",
 }
+# The table's note column shows at most this many characters of a reason; `--json` has it whole.
+NOTE_WIDTH = 26
 
 
-def recipe_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The recipe trial: a finished one where the recipe ran again after an interruption."""
-    recipes = [t for t in trials if t.user_attrs.get("recipe")]
-    finished = [t for t in recipes if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    return (finished or recipes or [None])[0]
+def param_label(name: str) -> str:
+    """How every view names a searched parameter: ``lr`` for ``learning_rate``."""
+    return PARAM_LABELS.get(name, name)
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the highest value; the earliest wins a tie, as the kept model does."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return None
-    return max(done, key=lambda t: (t.value, -t.number))
+def format_param(value: Any) -> str:
+    """A parameter value for tables and progress lines: 4 significant digits, nothing for None."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
 
 
-def end_reason(trial: FrozenTrial) -> str | None:
-    """Why a trial failed, was pruned or stopped early; None if it trained every epoch."""
-    attrs = trial.user_attrs
-    return attrs.get("fail_reason") or attrs.get("pruned_reason") or attrs.get(STOPPED_EARLY_ATTR)
+def format_params(params: dict[str, Any]) -> str:
+    """``lr=8e-05  batch=16``: a trial's parameters on one line, by :func:`param_label`."""
+    return "  ".join(f"{param_label(k)}={format_param(v)}" for k, v in params.items())
 
 
-def shipped_best_after_stop(trial: FrozenTrial) -> bool:
-    """Whether a trial stopped early shipped its best epoch rather than the one it stopped at.
+def count(n: float, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is 1: "1 complete trial", "0.5 standard errors"."""
+    text = f"{n:g}" if isinstance(n, float) else str(n)
+    return f"{text} {noun}" if n == 1 else f"{text} {noun}s"
 
-    The objective ships the best; trials stopped before it did shipped the epoch they stopped at.
-    """
-    rows = trial.user_attrs.get(EPOCHS_ATTR) or []
-    shipped = trial.user_attrs.get("shipped_epoch")
-    return bool(trial.user_attrs.get(STOPPED_EARLY_ATTR) and rows and shipped is not None and shipped != rows[-1].get("epoch"))
+
+# --------------------------------------------------------------------------- records
 
 
 def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str, Any]:
-    """One trial as JSON-ready data: state, value, where it stopped, params, rows, reasons."""
-    rows = list(trial.user_attrs.get(EPOCHS_ATTR, []))
+    """One trial as JSON-ready data: state, value, where it stopped, params, rows, reasons.
+
+    ``epoch`` is the last epoch the trial trained, ``shipped_epoch`` the one it ships.
+    """
+    epochs = schema.rows(trial)
     duration = None
     if trial.datetime_start is not None and trial.datetime_complete is not None:
         duration = (trial.datetime_complete - trial.datetime_start).total_seconds()
     return {
         "number": trial.number,
-        "state": STATE_NAMES.get(trial.state, trial.state.name.lower()),
+        "state": schema.state_name(trial),
         "value": trial.value,
-        "epoch": rows[-1]["epoch"] if rows else None,
-        "shipped_epoch": trial.user_attrs.get("shipped_epoch"),
+        "epoch": epochs[-1]["epoch"] if epochs else None,
+        # Keys that mirror a stored attribute are spelled as storage spells them.
+        schema.SHIPPED_EPOCH: schema.shipped_epoch(trial),
         "params": dict(trial.params),
         # JSON object keys are strings: {"1": 0.61, "2": 0.70}, keyed by epoch
         "intermediate_values": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
         "duration_s": duration,
-        "recipe": bool(trial.user_attrs.get("recipe", False)),
+        schema.RECIPE: schema.is_recipe(trial),
         "best": best_number is not None and trial.number == best_number,
-        "reason": end_reason(trial),
+        "reason": schema.end_reason(trial),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
-        EPOCHS_ATTR: rows,
+        schema.EPOCHS: epochs,
     }
 
 
 def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
-    best = best_trial(study)
+    trials = study.get_trials(deepcopy=False)
+    best = schema.best_trial(trials)
     number = best.number if best is not None else None
-    return [trial_record(t, number) for t in study.get_trials(deepcopy=False)]
+    return [trial_record(t, number) for t in trials]
 
 
 def records_json(records: list[dict[str, Any]]) -> str:
@@ -99,51 +107,89 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def trials_table(records: list[dict[str, Any]], objective: str = "f1") -> Any:
-    """A ``rich`` table: one row per trial, the best marked ★ and the recipe trial marked R.
+# --------------------------------------------------------------------------- table
 
-    The note column says why a trial was pruned or failed; a running trial's time is how
-    long it has run so far.
+
+def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
+    """A ``rich`` table: one row per trial; the note marks the best ★ and the recipe.
+
+    ``epochs`` is how many epochs a trial trained and ``shipped`` the epoch it ships. The
+    note gives a failed, pruned or stopped trial's reason in short (``pruned at epoch 1``);
+    ``trials --json`` has it whole. A running trial's time is how long it has run so far.
+
+    Args:
+        records: :func:`trial_records`.
+        objective: The objective's name (``f1``), read from the study's settings.
     """
+    from rich import box
     from rich.table import Table
 
-    names = sorted({k for r in records for k in r["params"]})
-    table = Table(title=None, show_lines=False)
+    names = list(dict.fromkeys(k for r in records for k in r["params"]))
+    # No outer frame or column rules: with the default space the table fits 120 columns.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("state")
     table.add_column(objective, justify="right")
-    table.add_column("epoch", justify="right")
+    table.add_column("epochs", justify="right")
+    table.add_column("shipped", justify="right")
     for name in names:
-        table.add_column(_short_name(name), justify="right")
+        table.add_column(param_label(name), justify="right")
     table.add_column("time", justify="right")
-    table.add_column("note")
+    table.add_column("note", max_width=NOTE_WIDTH, no_wrap=True, overflow="ellipsis")
     for r in records:
-        mark = "★" if r["best"] else ("R" if r["recipe"] else "")
-        marks = ("★ best" if r["best"] else "") + (" recipe" if r["recipe"] else "")
-        state = r["state"]
         table.add_row(
-            f"{r['number']}{mark and ' '}{mark}".strip(),
-            state,
+            str(r["number"]),
+            r["state"],
             "" if r["value"] is None else f"{r['value']:.4f}",
             "" if r["epoch"] is None else str(r["epoch"]),
+            "" if r[schema.SHIPPED_EPOCH] is None else str(r[schema.SHIPPED_EPOCH]),
             *[format_param(r["params"].get(n)) for n in names],
             _duration(r),
-            (marks.strip() + ("; " if marks.strip() and r["reason"] else "") + (r["reason"] or "")).strip(),
+            table_note(r),
+            style="bold" if r["best"] else None,
         )
     return table
 
 
+def table_note(record: dict[str, Any]) -> str:
+    """``★ best; recipe``, ``pruned at epoch 1``, ``failed: out of memory``: marks, then a short reason."""
+    parts = [mark for mark, on in (("★ best", record["best"]), ("recipe", record[schema.RECIPE])) if on]
+    reason = short_reason(record["state"], record["reason"])
+    return "; ".join([*parts, reason] if reason else parts)
+
+
+def short_reason(state: str, reason: str | None) -> str:
+    """The head of a stored reason: what ended the trial, not the numbers behind it."""
+    if not reason:
+        return ""
+    if state == schema.STATE_NAMES[TrialState.PRUNED]:
+        return _clip(reason.split(":", 1)[0])  # "pruned at epoch 1: roc_auc 0.745 < ..."
+    if state == schema.STATE_NAMES[TrialState.COMPLETE]:
+        return "stopped early"  # the only reason a complete trial carries
+    # "out of memory: CUDA ...", "RuntimeError: ...", "worker host:12 died ...": up to the first clause
+    head = re.split(r": |; |\. | \(", reason, maxsplit=1)[0]
+    return _clip(f"{state}: {head}")
+
+
+def _clip(text: str, width: int = NOTE_WIDTH) -> str:
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" :;,") + "…"
+
+
 def _duration(record: dict[str, Any]) -> str:
     if record["duration_s"] is not None:
-        return _human(record["duration_s"])
-    if record["state"] == "running" and record["datetime_start"]:
+        return human_seconds(record["duration_s"])
+    if record["state"] == schema.STATE_NAMES[TrialState.RUNNING] and record["datetime_start"]:
         # Optuna stamps trials with the worker's local time; on one machine that is ours.
         start = datetime.datetime.fromisoformat(record["datetime_start"])
-        return _human((datetime.datetime.now() - start).total_seconds()) + " so far"
+        return human_seconds((datetime.datetime.now() - start).total_seconds())
     return ""
 
 
-def _human(seconds: float) -> str:
+def human_seconds(seconds: float) -> str:
     """``28.5s``, ``4m05s``, ``2h03m``: seconds under a minute, then two units."""
     if seconds < 60:
         return f"{seconds:.1f}s"
@@ -152,20 +198,3 @@ def _human(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-def _short_name(name: str) -> str:
-    return {"per_device_train_batch_size": "batch", "learning_rate": "lr"}.get(name, name)
-
-
-def format_param(value: Any) -> str:
-    """A parameter value for tables and progress lines: 4 significant digits, nothing for None."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def count(n: float, noun: str) -> str:
-    """``n`` and the noun, plural unless ``n`` is 1: "1 complete trial", "0.5 standard errors"."""
-    text = f"{n:g}" if isinstance(n, float) else str(n)
-    return f"{text} {noun}" if n == 1 else f"{text} {noun}s"

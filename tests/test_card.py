@@ -829,11 +829,6 @@ def test_rewriting_a_card_removes_its_old_plots_but_not_other_files(golden):
     assert (mine / "history.png").read_bytes() == b"a user's file"
 
 
-def test_card_works_without_the_dashboard_module(golden, monkeypatch):
-    monkeypatch.setitem(sys.modules, "hpsearch.views.dashboard", None)  # import fails
-    assert write_card(golden, "best").path.is_file()
-
-
 # --------------------------------------------------------------------------- end to end, real tiny study
 
 

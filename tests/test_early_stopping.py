@@ -137,7 +137,8 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     assert trial.value == best["f1"] and trial.user_attrs["shipped_epoch"] == best["epoch"]
     folder = workdir / "studies" / "hpsearch" / "best-model"
     assert validation_f1_of(folder) == pytest.approx(best["f1"], abs=1e-9)  # the weights of that epoch
-    assert "stopped early after epoch" in out
+    assert "stopped early" in out  # the table's short note
+    assert f"stopped early after epoch {len(rows)}: f1 had not beaten" in err  # the progress line's full reason
     code, _, err = cli("card", "best")
     assert code == 0, err
     card = (folder / "README.md").read_text(encoding="utf-8")

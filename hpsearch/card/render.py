@@ -378,13 +378,11 @@ def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]], 
 
 
 def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths: list[Path]) -> None:
-    """Attach the card and plots to the trial as Optuna artifacts, where hpsearch.views.dashboard can."""
-    try:
-        from hpsearch.views.dashboard import artifact_dir, upload_card_artifacts
-    except ImportError:
-        return
+    """Attach the card and its plots to the study as Optuna artifacts, named after the trial."""
+    from hpsearch.views.dashboard import artifact_dir, upload_card_artifacts
+
     try:
         upload_card_artifacts(study, trial.number, paths, artifact_dir=artifact_dir(config))
     except Exception as e:
-        raise CardError(f"wrote {paths[0]}, but attaching it to trial {trial.number}'s artifacts failed: {first_line(e)}") from None
+        raise CardError(f"wrote {paths[0]}, but storing it among the study's artifacts failed: {first_line(e)}") from None
 

@@ -111,7 +111,7 @@ def _finite(value: Any) -> Any:
 
 
 def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
-    """A ``rich`` table: one row per trial; the note marks the best ★ and the recipe.
+    """A ``rich`` table: one row per trial; the note marks the best ★ and the recipe trial.
 
     ``epochs`` is how many epochs a trial trained and ``shipped`` the epoch it ships. The
     note gives a failed, pruned or stopped trial's reason in short (``pruned at epoch 1``);
@@ -135,7 +135,7 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
     for name in names:
         table.add_column(param_label(name), justify="right")
     table.add_column("time", justify="right")
-    table.add_column("note", max_width=NOTE_WIDTH, no_wrap=True, overflow="ellipsis")
+    table.add_column("note (★ best)", max_width=NOTE_WIDTH, no_wrap=True, overflow="ellipsis")
     for r in records:
         table.add_row(
             str(r["number"]),
@@ -152,10 +152,10 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
 
 
 def table_note(record: dict[str, Any]) -> str:
-    """``★ best; recipe``, ``pruned at epoch 1``, ``failed: out of memory``: marks, then a short reason."""
-    parts = [mark for mark, on in (("★ best", record["best"]), ("recipe", record[schema.RECIPE])) if on]
+    """``★ recipe; stopped early``, ``pruned at epoch 1``, ``failed: out of memory``: marks, then a short reason."""
+    marks = " ".join(mark for mark, on in (("★", record["best"]), ("recipe", record[schema.RECIPE])) if on)
     reason = short_reason(record["state"], record["reason"])
-    return "; ".join([*parts, reason] if reason else parts)
+    return "; ".join(part for part in (marks, reason) if part)
 
 
 def short_reason(state: str, reason: str | None) -> str:

@@ -106,7 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
     card.add_argument("trial", help="'best' or a trial number")
     _common(card)
     card.add_argument("--output", help="where to write README.md (default: studies/<study>/best-model/README.md, or studies/<study>/trial-<N>/README.md)")
-    card.add_argument("--template", help="a Jinja2 template of your own (default: templates/model_card.md.j2)")
+    card.add_argument("--template", help="a Jinja2 template of your own (default: the packaged model_card.md.j2; a checkout links it as templates/model_card.md.j2)")
     card.add_argument("--force", action="store_true", help="overwrite a README.md that hpsearch did not write")
     card.set_defaults(handler=_card)
 

@@ -2,7 +2,7 @@
 
 The card is data plus a template. :func:`~hpsearch.card.facts.gather` reads one trial and
 its study into a :class:`~hpsearch.card.facts.CardFacts`; :func:`template_context` turns the
-facts into the variables a Jinja2 template sees (README lists them), section by section
+facts into the variables a Jinja2 template sees (docs/card.md lists them), section by section
 (:mod:`~hpsearch.card.trial_section`, :mod:`~hpsearch.card.search_section`, :mod:`~hpsearch.card.trust`);
 the default template is ``templates/model_card.md.j2``, with the filters of
 :mod:`~hpsearch.card.markdown`. The YAML front matter is ``huggingface_hub.ModelCardData`` with
@@ -300,7 +300,7 @@ def _render(compiled: Any, name: str, context: dict[str, Any]) -> str:
     except Exception as e:
         line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == name), None)
         where = f"template {name}, line {line}" if line is not None else f"template {name}"
-        hint = " (the variables a template may use are listed in the README)" if type(e).__name__ == "UndefinedError" else ""
+        hint = " (the variables a template may use are listed in docs/card.md)" if type(e).__name__ == "UndefinedError" else ""
         raise CardError(f"{where}: {first_line(e)}{hint}") from None
 
 

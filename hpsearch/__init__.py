@@ -33,6 +33,7 @@ __all__ = [
     "StorageError",
     "__version__",
     "load_config",
+    "run_confirm",
     "run_search",
 ]
 
@@ -42,4 +43,8 @@ def __getattr__(name: str):  # lazy: `import hpsearch` stays light
         from hpsearch.search.loop import run_search
 
         return run_search
+    if name == "run_confirm":
+        from hpsearch.search.confirm import run_confirm
+
+        return run_confirm
     raise AttributeError(name)

@@ -39,7 +39,9 @@ def abort(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
+    args.argv = argv  # a pool's workers run the same command (hpsearch.search.pool)
     if extra:
         where = f"hpsearch {args.command}" if getattr(args, "command", None) else "hpsearch"
         abort(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         abort(str(e), e.exit_code)
     except KeyboardInterrupt:
-        if args.command == "run":  # only a run has a trial to record and something to resume
+        if args.command in ("run", "confirm"):  # only these have a trial to record and something to resume
             sys.stderr.write(
                 "hpsearch: interrupted; the running trial is recorded as failed and the study is intact. "
                 "Run the same command to resume.\n"
@@ -95,11 +97,18 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", dest="max_length", type=int, help="truncate texts to N tokens (default 128)")
     run.add_argument("--pruner", help="best | median | halving | hyperband | none (default best)")
     run.add_argument("--sampler", help="tpe | random | qmc (default tpe, seed 42)")
-    run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall")
+    run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall, or what a --metric stores")
     run.add_argument("--checkpoint", help="which epoch a trial ships: best | last (default best, as the Trainer's load_best_model_at_end; a trial stopped early ships its best)")
     run.add_argument("--early-stopping-patience", dest="early_stopping_patience", type=int, help="stop a trial once its objective has not improved for N epochs after it began to learn (default 2; 0: off)")
     run.add_argument("--timeout", type=float, help="stop starting new trials after SECONDS")
+    run.add_argument("--storage-timeout", dest="storage_timeout", type=float, help="retry a storage server that stopped answering for SECONDS before exiting (default 60)")
     run.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_const", const=True, help="allow model code from the Hub (off by default)")
+    run.add_argument("--metric", dest="metrics", action="append", metavar="NAME", help="add an evaluate metric to every epoch: a Hub name, or a local folder or .py file (repeatable)")
+    run.add_argument("--report-to", dest="report_to", action="append", metavar="TRACKER", help="log every trial as a run of the Trainer's tracker: tensorboard, wandb, mlflow, ... (repeatable; default none)")
+    run.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU)")
+    run.add_argument("--workers", type=int, help="run N worker processes on the CPU, each with its share of the cores")
+    run.add_argument("--devices", help="run one worker per CUDA device: all, or indices such as 0 or 0,2,3")
+    run.add_argument("--workers-per-device", dest="workers_per_device", type=int, default=1, help="workers on each device of --devices (default 1)")
     run.set_defaults(handler=_run)
 
     card = sub.add_parser("card", help="write the model card of the best trial or of trial N")
@@ -120,6 +129,20 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="the HTML file (default: studies/<study>/report.html)")
     report.set_defaults(handler=_report)
 
+    confirm = sub.add_parser("confirm", help="train the best configurations again with other seeds and pick by the mean", description="Train the --top best configurations of a study and the recipe again with --seeds seeds each (the original trial is one of them), pick the winner by mean validation score, and ship its best run.")
+    _common(confirm)
+    confirm.add_argument("--top", type=int, default=3, help="configurations to confirm: the N best complete trials (default 3); the recipe always comes along")
+    confirm.add_argument("--seeds", type=int, default=5, help="seeds per configuration, the recipe's seed and the next ones, original trial included (default 5: 42..46)")
+    confirm.set_defaults(handler=_confirm)
+
+    push = sub.add_parser("push", help="upload the best model and its card to the Hugging Face Hub")
+    push.add_argument("trial", choices=["best"], help="'best': the best-model folder")
+    push.add_argument("repo_id", metavar="REPO_ID", help="the Hub model repository, such as you/reviews-tuned (created if missing)")
+    _common(push)
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the files that would be uploaded, and upload nothing")
+    push.set_defaults(handler=_push)
+
     dash = sub.add_parser("dashboard", help="open a study in optuna-dashboard")
     _common(dash)
     dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -139,7 +162,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 _RUN_KEYS = (
     "trials", "study", "storage", "workdir", "model", "dataset", "dataset_config", "text_column", "text_pair_column",
     "label_column", "epochs", "max_train_samples", "max_eval_samples", "max_length", "pruner", "sampler",
-    "objective", "checkpoint", "early_stopping_patience", "timeout", "trust_remote_code",
+    "objective", "checkpoint", "early_stopping_patience", "timeout", "storage_timeout", "trust_remote_code", "precision",
+    "metrics", "report_to",
 )
 
 
@@ -153,34 +177,115 @@ def _config(args: argparse.Namespace, keys: Sequence[str] = ("study", "storage",
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     from rich.console import Console
 
-    from hpsearch.config import DEFAULT_STORAGE
-    from hpsearch.search.loop import run_search
-    from hpsearch.search.storage import redact
-    from hpsearch.views.dashboard import DashboardNotes
-    from hpsearch.views.progress import ConsoleReporter
-    from hpsearch.views.trials import trial_records, trials_table
+    from hpsearch.search.pool import WORKER_LABEL_ENV
 
     config = _config(args, _RUN_KEYS)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
-    result = run_search(config, listeners=[ConsoleReporter(err), DashboardNotes(config)])
+    if args.workers is not None or args.devices is not None:
+        study, best_model_dir, stopped = _run_pool(args, config, err), None, None
+    else:
+        from hpsearch.search.loop import run_search
+        from hpsearch.views.dashboard import DashboardNotes
+        from hpsearch.views.progress import ConsoleReporter
+
+        reporter = ConsoleReporter(err)
+        try:
+            result = run_search(config, listeners=[reporter, DashboardNotes(config)])
+        finally:
+            reporter.close()  # ends the progress bar, and shows the terminal's cursor again
+        study, best_model_dir, stopped = result.study, result.best_model_dir, result.stopped
+    if stopped:
+        err.print(f"stopped early: {stopped}; run the same command to go on")
+    if os.environ.get(WORKER_LABEL_ENV) is None:  # a pool's workers leave the summary to the parent
+        _summary(config, study)
+    return 0
+
+
+def _run_pool(args: argparse.Namespace, config: Any, err: Any) -> Any:
+    """``--workers`` / ``--devices``: the same run in several processes; the study when all end."""
+    import torch
+
+    from hpsearch.search.pool import plan, run_pool, worker_argv
+    from hpsearch.search.study import load_study
+    from hpsearch.training.modeling import cpu_threads
+
+    workers = plan(workers=args.workers, devices=args.devices, per_device=args.workers_per_device, cuda_devices=torch.cuda.device_count(), cpus=cpu_threads())
+    err.print(f"starting {len(workers)} workers: {' '.join(w.label for w in workers)}", markup=False)
+    run_pool(workers, worker_argv(args.argv), write=lambda line: err.print(line, markup=False))
+    return load_study(config.study, config.storage)
+
+
+def _summary(config: Any, study: Any) -> None:
+    """The table of trials, where the study is, and the command that writes the card."""
+    from pathlib import Path
+
+    from hpsearch.config import DEFAULT_STORAGE
+    from hpsearch.search.storage import redact
+    from hpsearch.search.study import study_dir
+    from hpsearch.views.trials import trial_records, trials_table
+
     out = _stdout_console()
-    out.print(trials_table(trial_records(result.study), config.objective))
-    if result.stopped:
-        err.print(f"stopped early: {result.stopped}; run the same command to go on")
+    out.print(trials_table(trial_records(study), config.objective))
     storage = redact(config.storage)
     out.print(f"study: {config.study} in {storage}")
-    if result.best_model_dir.is_dir():
+    folder = Path(study_dir(config)) / "best-model"
+    if folder.is_dir():
         flags = "" if (config.study, config.storage) == ("hpsearch", DEFAULT_STORAGE) else f" --study {config.study} --storage {storage}"
         out.print(f"card: hpsearch card best{flags}")
-        out.print(f"best model: {result.best_model_dir}")
+        out.print(f"best model: {folder}")
+    _print_verdict(out, config, study)
+
+
+def _print_verdict(out: Any, config: Any, study: Any) -> None:
+    """The study's verdict (hpsearch.card.verdict), last, where one applies."""
+    from hpsearch import schema
+    from hpsearch.card.verdict import verdict
+    from hpsearch.search.seeds import open_confirmation
+
+    line = verdict(schema.read_settings(study), study.get_trials(deepcopy=False), open_confirmation(study, config.storage))
+    if line:
+        out.print(line, markup=False)
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hpsearch.search.confirm import run_confirm
+    from hpsearch.search.study import load_study
+    from hpsearch.views.confirmation import SeedLines, confirmation_table, outcome_lines
+    from hpsearch.views.progress import ConsoleReporter
+
+    config = _config(args)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+    reporter = ConsoleReporter(err)
+    try:
+        result = run_confirm(study=config.study, storage=config.storage, workdir=config.workdir, top=args.top, seeds=args.seeds, listeners=[SeedLines(err), reporter])
+    finally:
+        reporter.close()
+    if result.stopped:
+        err.print(f"stopped early: {result.stopped}; run the same command to go on", markup=False)
+    out = _stdout_console()
+    if result.confirmation is not None:
+        out.print(confirmation_table(result.confirmation))
+        for line in outcome_lines(result.confirmation):
+            out.print(line, markup=False)
+    if result.shipped_seed is not None:
+        out.print(f"best model: {result.best_model_dir} (the winner's run with seed {result.shipped_seed})", markup=False)
+    elif result.not_shipped:
+        err.print(f"best model left as it was: {result.not_shipped}", markup=False)
+    _print_verdict(out, config, load_study(config.study, config.storage))
     return 0
 
 
 def _trials(args: argparse.Namespace) -> int:
     from hpsearch import schema
     from hpsearch.search.study import load_study
+    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.views.confirmation import attach, confirmation_table
     from hpsearch.views.trials import records_json, trial_records, trials_table
 
     _quiet_optuna()
@@ -188,10 +293,13 @@ def _trials(args: argparse.Namespace) -> int:
     study = load_study(config.study, config.storage)
     objective = schema.objective_name(study)  # also refuses a study hpsearch cannot read
     records = trial_records(study)
+    confirmation = open_confirmation(study, config.storage)
     if args.json:
-        sys.stdout.write(records_json(records) + "\n")
+        sys.stdout.write(records_json(attach(records, confirmation)) + "\n")
         return 0
     _stdout_console().print(trials_table(records, objective))
+    if confirmation is not None:
+        _stdout_console().print(confirmation_table(confirmation))
     if not records:
         sys.stderr.write(f"study {config.study!r} has no trials yet\n")
     return 0
@@ -231,6 +339,19 @@ def _report(args: argparse.Namespace) -> int:
     _quiet_optuna()
     config = _config(args)
     print(write_report(config, output=args.output))
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from hpsearch.card.push import push_folder, push_files
+    from hpsearch.search.study import study_dir
+
+    folder = study_dir(_config(args)) / "best-model"
+    if args.dry_run:
+        for path in push_files(folder):
+            print(path)
+        return 0
+    print(push_folder(folder, args.repo_id, private=args.private))
     return 0
 
 

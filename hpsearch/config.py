@@ -10,7 +10,6 @@ errors that name the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import tomllib
 import types
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpsearch.checks import check_at_least, check_choice, check_metrics, check_objective, check_positive, check_range, check_report_to, unknown
 from hpsearch.errors import ConfigError
 from hpsearch.schema import METRICS
 
@@ -38,10 +38,11 @@ OBJECTIVES = METRICS
 # TrainingArguments that hpsearch sets itself, for every trial: a [recipe] value for one of
 # them would contradict it.
 RESERVED_TRAINING_ARGUMENTS = (
-    "output_dir", "eval_strategy", "save_strategy", "logging_strategy", "report_to",
-    "fp16", "bf16", "tf32", "disable_tqdm", "log_level", "logging_nan_inf_filter", "load_best_model_at_end",
+    "output_dir", "eval_strategy", "save_strategy", "logging_strategy", "report_to", "run_name",
+    "fp16", "bf16", "tf32", "use_cpu", "disable_tqdm", "log_level", "logging_nan_inf_filter", "load_best_model_at_end",
 )
 CHECKPOINT_RULES = ("last", "best")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,15 @@ class Recipe:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_positive("recipe.learning_rate", self.learning_rate)
-        _check_at_least("recipe.per_device_train_batch_size", self.per_device_train_batch_size, 1)
-        _check_at_least("recipe.per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
-        _check_at_least("recipe.num_train_epochs", self.num_train_epochs, 1)
-        _check_range("recipe.warmup_ratio", self.warmup_ratio, 0.0, 1.0, high_open=True)
-        _check_range("recipe.weight_decay", self.weight_decay, 0.0, math.inf)
-        _check_range("recipe.adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
-        _check_range("recipe.adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
-        _check_positive("recipe.adam_epsilon", self.adam_epsilon)
+        check_positive("recipe.learning_rate", self.learning_rate)
+        check_at_least("recipe.per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        check_at_least("recipe.per_device_eval_batch_size", self.per_device_eval_batch_size, 1)
+        check_at_least("recipe.num_train_epochs", self.num_train_epochs, 1)
+        check_range("recipe.warmup_ratio", self.warmup_ratio, 0.0, 1.0, high_open=True)
+        check_range("recipe.weight_decay", self.weight_decay, 0.0, math.inf)
+        check_range("recipe.adam_beta1", self.adam_beta1, 0.0, 1.0, high_open=True)
+        check_range("recipe.adam_beta2", self.adam_beta2, 0.0, 1.0, high_open=True)
+        check_positive("recipe.adam_epsilon", self.adam_epsilon)
         for key in self.extra:
             if key in RESERVED_TRAINING_ARGUMENTS:
                 raise ConfigError(f"recipe.{key}: hpsearch sets {key} itself for every trial; remove it from [recipe]")
@@ -168,13 +169,13 @@ class PrunerConfig:
     reduction_factor: int = 3
 
     def __post_init__(self) -> None:
-        _check_choice("pruner.name", self.name, PRUNERS)
+        check_choice("pruner.name", self.name, PRUNERS)
         if self.startup_trials is None:
             object.__setattr__(self, "startup_trials", STARTUP_TRIALS.get(self.name, 0))
-        _check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
-        _check_at_least("pruner.startup_trials", self.startup_trials, 0)
-        _check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
-        _check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
+        check_at_least("pruner.warmup_epochs", self.warmup_epochs, 0)
+        check_at_least("pruner.startup_trials", self.startup_trials, 0)
+        check_range("pruner.margin_se", self.margin_se, 0.0, math.inf)
+        check_at_least("pruner.reduction_factor", self.reduction_factor, 2)
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,8 @@ class SamplerConfig:
     startup_trials: int = 5
 
     def __post_init__(self) -> None:
-        _check_choice("sampler.name", self.name, SAMPLERS)
-        _check_at_least("sampler.startup_trials", self.startup_trials, 0)
+        check_choice("sampler.name", self.name, SAMPLERS)
+        check_at_least("sampler.startup_trials", self.startup_trials, 0)
 
 
 @dataclass(frozen=True)
@@ -218,27 +219,42 @@ class SearchConfig:
     # epochs in a row after its model began to call more than one class (the Trainer's
     # EarlyStoppingCallback). 0: every trial trains every epoch.
     early_stopping_patience: int = 2
+    # auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on a CPU. What it
+    # resolves to is stored with the study, so a resume on other hardware is refused.
+    precision: str = "auto"
     timeout: float | None = None  # seconds for this invocation; None for no limit
+    # Seconds a worker retries a storage server that stopped answering (a restart, a dropped
+    # connection) before it exits with one line; its running trial goes on if it comes back.
+    storage_timeout: float = 60.0
     # Consecutive failed trials after which the run stops instead of burning its budget.
     max_failures: int = 3
     trust_remote_code: bool = False
+    # Metrics added to every epoch row: evaluate module names, folders or .py files
+    # (hpsearch/training/evaluate_metrics.py); f1, accuracy, precision and recall are built in.
+    metrics: tuple[str, ...] = ()
+    # The Trainer's trackers (its report_to): "none", or names such as "tensorboard", "wandb".
+    report_to: tuple[str, ...] = ("none",)
     recipe: Recipe = field(default_factory=Recipe)
     space: tuple[Param, ...] = DEFAULT_SPACE
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
-        _check_at_least("trials", self.trials, 1)
-        _check_at_least("max_length", self.max_length, 8)
-        _check_at_least("max_failures", self.max_failures, 1)
-        _check_at_least("early_stopping_patience", self.early_stopping_patience, 0)
+        check_at_least("trials", self.trials, 1)
+        check_at_least("max_length", self.max_length, 8)
+        check_at_least("max_failures", self.max_failures, 1)
+        check_at_least("early_stopping_patience", self.early_stopping_patience, 0)
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:
-                _check_at_least(key, getattr(self, key), 1)
+                check_at_least(key, getattr(self, key), 1)
         if self.timeout is not None:
-            _check_positive("timeout", self.timeout)
-        _check_choice("objective", self.objective, OBJECTIVES)
-        _check_choice("checkpoint", self.checkpoint, CHECKPOINT_RULES)
+            check_positive("timeout", self.timeout)
+        check_range("storage_timeout", self.storage_timeout, 0.0, math.inf)
+        check_metrics(self.metrics, METRICS)
+        check_objective(self.objective, self.metrics, OBJECTIVES)
+        check_report_to(self.report_to)
+        check_choice("checkpoint", self.checkpoint, CHECKPOINT_RULES)
+        check_choice("precision", self.precision, PRECISIONS)
         if not self.study.strip():
             raise ConfigError("study: expected a non-empty name, got ''")
         if "/" in self.study or self.study in (".", ".."):
@@ -354,7 +370,7 @@ def _param(name: str, spec: dict[str, Any]) -> Param:
     allowed = {"low", "high", "log", "step", "choices"}
     for key in spec:
         if key not in allowed:
-            raise ConfigError(_unknown(f"space.{name}.{key}", key, allowed))
+            raise ConfigError(unknown(f"space.{name}.{key}", key, allowed))
     for key in ("low", "high", "step"):
         if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], int | float)):
             raise ConfigError(f"space.{name}.{key}: expected a number, got {spec[key]!r}")
@@ -379,12 +395,18 @@ def _typed(data: Mapping[str, Any], cls: type, prefix: str | None, skip: set[str
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in names:
-            raise ConfigError(_unknown(full, key, names + sorted(skip)))
+            raise ConfigError(unknown(full, key, names + sorted(skip)))
         out[key] = _check_type(full, value, hints[key])
     return out
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
+    if typing.get_origin(hint) is tuple:  # a list of strings: metrics, report_to
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {type(value).__name__} {value!r}")
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None and type(None) in allowed:
         return None
@@ -399,38 +421,4 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
 
 
-def _unknown(full: str, key: str, known: list[str] | set[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return f"unknown key {full!r}{hint}"
-
-
 # --------------------------------------------------------------------------- checks
-
-
-def _check_at_least(key: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ConfigError(f"{key}: expected an integer >= {low}, got {value}")
-
-
-def _check_positive(key: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
-        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
-
-
-def _check_range(key: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
-    bad = not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high
-    if not bad and high_open and value == high:
-        bad = True
-    if bad:
-        close = ")" if high_open else "]"
-        raise ConfigError(f"{key}: expected a number in [{low:g}, {high:g}{close}, got {value!r}")
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), choices, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}{hint}")

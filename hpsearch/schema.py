@@ -47,8 +47,15 @@ PRUNED_REASON = "pruned_reason"  # why the pruner stopped it
 FAIL_REASON = "fail_reason"  # why it failed
 KEPT_MODEL = "kept_model"  # True when its model went to best-model/
 TEST_METRICS = "test_metrics"  # the kept model's scores on the test split
+DEVICE = "device"  # what trained it: {"name": ..., "peak_memory_mib": ... (CUDA only, else null)}
+# On the runs of `hpsearch confirm`, in the sibling study "<study>.confirm" (CONFIRM_SUFFIX):
+CONFIRMS = "confirms"  # the search trial whose configuration the run trains again
+SEED = "run_seed"  # the seed the run trains with
 
-TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY, PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS)
+TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY, PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, CONFIRMS, SEED)
+
+CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
+CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
 
 MARKER_FILE = "hpsearch.json"  # inside best-model/: the Marker
 INTERRUPTED = "interrupted"  # the fail reason of a trial stopped by Ctrl-C or SIGTERM
@@ -60,6 +67,8 @@ METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "
 # default pruner compares it (hpsearch/search/pruners.py), with its standard error.
 RANKING_METRIC = "roc_auc"
 RANKING_METRIC_SE = "roc_auc_se"
+# Names an added (``evaluate``) metric may not store under: every row has them already.
+ROW_KEYS = ("epoch", "step", "train_loss", "eval_loss", *METRICS, RANKING_METRIC, RANKING_METRIC_SE, "confusion", "loss")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STATE_NAMES = {
@@ -92,6 +101,8 @@ class EpochRow(TypedDict):
     roc_auc: float
     roc_auc_se: float
     confusion: list[list[int]]
+    # Metrics added with ``metrics`` (the ``evaluate`` library) follow as more number keys:
+    # see :func:`added_metrics`.
 
 
 @dataclass(frozen=True)
@@ -158,9 +169,16 @@ class Marker:
     value: float
     epoch: int
     objective: str
+    # After `hpsearch confirm`: the folder holds the confirmed winner's run with this seed.
+    # Written only when set, so a search's marker reads as it always has.
+    confirmed: bool = False
+    seed: int | None = None
 
     def write(self, folder: Path) -> None:
-        (Path(folder) / MARKER_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        fields = {k: v for k, v in asdict(self).items() if k not in ("confirmed", "seed") or v not in (False, None)}
+        tmp = Path(folder) / (MARKER_FILE + ".tmp")
+        tmp.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(Path(folder) / MARKER_FILE)  # a reader never sees half a marker
 
     @classmethod
     def read(cls, folder: Path) -> Marker | None:
@@ -222,13 +240,30 @@ def state_name(trial: FrozenTrial) -> str:
 
 
 def make_row(
-    *, epoch: int, step: int, train_loss: float | None, eval_loss: float, scores: Mapping[str, float], confusion: Sequence[Sequence[int]]
+    *,
+    epoch: int,
+    step: int,
+    train_loss: float | None,
+    eval_loss: float,
+    scores: Mapping[str, float],
+    confusion: Sequence[Sequence[int]],
+    added: Sequence[str] = (),
 ) -> EpochRow:
-    """An epoch row; ``scores`` holds :data:`METRICS`, :data:`RANKING_METRIC` and its standard error."""
+    """An epoch row; ``scores`` holds :data:`METRICS`, :data:`RANKING_METRIC` and its standard
+    error, and the ``added`` metric keys, stored after them (NaN where one is missing)."""
     row = {"epoch": int(epoch), "step": int(step), "train_loss": train_loss, "eval_loss": float(eval_loss)}
     row.update({k: float(scores.get(k, math.nan)) for k in (*METRICS, RANKING_METRIC, RANKING_METRIC_SE)})
     row["confusion"] = [[int(n) for n in line] for line in confusion]
+    row.update({k: float(scores.get(k, math.nan)) for k in added if k not in ROW_KEYS})
     return row  # type: ignore[return-value]
+
+
+def added_metrics(epochs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The keys of the added (``evaluate``) metrics these rows hold, in the order stored."""
+    out: list[str] = []
+    for row in epochs:
+        out += [k for k in row if k not in ROW_KEYS and k not in out]
+    return out
 
 
 def rows(trial: FrozenTrial) -> list[EpochRow]:
@@ -268,6 +303,12 @@ def training_args(trial: FrozenTrial) -> dict[str, Any]:
 
 def test_metrics(trial: FrozenTrial) -> dict[str, float] | None:
     value = trial.user_attrs.get(TEST_METRICS)
+    return dict(value) if value else None
+
+
+def device(trial: FrozenTrial) -> dict[str, Any] | None:
+    """``{"name": "NVIDIA H200", "peak_memory_mib": 10240.5}``; the peak is None on a CPU."""
+    value = trial.user_attrs.get(DEVICE)
     return dict(value) if value else None
 
 
@@ -343,6 +384,10 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON, reason)
 
 
+def record_device(trial: optuna.Trial, *, name: str, peak_memory_mib: float | None) -> None:
+    trial.set_user_attr(DEVICE, {"name": name, "peak_memory_mib": peak_memory_mib})
+
+
 def record_kept(trial: optuna.Trial) -> None:
     trial.set_user_attr(KEPT_MODEL, True)
 
@@ -354,3 +399,48 @@ def record_test_metrics(trial: optuna.Trial, metrics: Mapping[str, float]) -> No
 def recipe_attrs() -> dict[str, Any]:
     """The user attributes the recipe trial is enqueued with."""
     return {RECIPE: True}
+
+
+# --------------------------------------------------------------------------- confirmation
+
+
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """``<study>.confirm``'s :data:`CONFIRM_KEY`: search trials to confirm (best first, the
+    recipe last if not among them) and the seeds each trains with, its original trial included."""
+
+    top: int
+    seeds: list[int]
+    configurations: list[int]
+    recipe: int | None
+
+    @classmethod
+    def from_dict(cls, value: Any) -> ConfirmPlan | None:
+        if not isinstance(value, dict):
+            return None
+        return cls(top=int(value["top"]), seeds=[int(s) for s in value["seeds"]], configurations=[int(n) for n in value["configurations"]], recipe=value.get("recipe"))
+
+
+def confirm_study_name(study_name: str) -> str:
+    return study_name + CONFIRM_SUFFIX
+
+
+def write_plan(study: optuna.Study, plan: ConfirmPlan) -> None:
+    study.set_user_attr(CONFIRM_KEY, asdict(plan))
+
+
+def read_plan(study: optuna.Study) -> ConfirmPlan | None:
+    return ConfirmPlan.from_dict(study.user_attrs.get(CONFIRM_KEY))
+
+
+def confirm_attrs(configuration: int, seed: int) -> dict[str, Any]:
+    """The user attributes a confirmation run is enqueued with."""
+    return {CONFIRMS: int(configuration), SEED: int(seed)}
+
+
+def confirms(trial: FrozenTrial | optuna.Trial) -> int | None:
+    return trial.user_attrs.get(CONFIRMS)
+
+
+def run_seed(trial: FrozenTrial | optuna.Trial) -> int | None:
+    return trial.user_attrs.get(SEED)

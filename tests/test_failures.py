@@ -127,7 +127,8 @@ def _wait_for_running_epoch(folder: Path, proc: subprocess.Popen, trial_number: 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupt_mid_trial_records_it_failed_and_the_same_command_resumes(tmp_path, tiny_model, sig):
-    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=4)
+    # Ten epochs a trial: once its first shows in storage, nine remain for the signal to land in.
+    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=10)
     _wait_for_running_epoch(tmp_path, proc, trial_number=1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -142,7 +143,7 @@ def test_an_interrupt_mid_trial_records_it_failed_and_the_same_command_resumes(t
     assert (study_folder / "best-model" / "hpsearch.json").is_file()
     assert sorted(p.name for p in study_folder.iterdir() if p.name.startswith(".best-model.tmp")) == []
 
-    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=4)
+    proc = _spawn(tmp_path, tiny_model, trials=3, epochs=10)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     study = optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{tmp_path}/studies/hpsearch.db")

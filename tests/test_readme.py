@@ -26,7 +26,7 @@ provides, and why:
 Commands are not run, by an explicit rule (:data:`SKIP_RULES`), when they need what a test
 must not use or does not have: the package index (`pip install`), the test suite itself
 (`python -m pytest`), the Hugging Face Hub (they name `bert-base-cased` or `--dataset
-glue`), or a database server (they name `postgresql://` or `redis://`, or run `createdb`).
+glue`, or upload: `hpsearch push` without `--dry-run`, `hf upload`), or a database server (they name `postgresql://` or `redis://`, or run `createdb`).
 Any other command runs. The skipped ones are printed with their reasons.
 """
 
@@ -62,6 +62,7 @@ SKIP_RULES = (
     (r"^python -m pytest\b", "is the test suite this test belongs to"),
     (r"\bbert-base-cased\b", "needs the Hugging Face Hub (a Hub model)"),
     (r"--dataset[ =]glue\b", "needs the Hugging Face Hub (a Hub dataset)"),
+    (r"^hpsearch push\b(?!.*--dry-run)|^hf upload\b", "needs the Hugging Face Hub (an upload)"),
     (r"\bpostgresql://|^createdb\b", "needs a PostgreSQL server"),
     (r"\bredis://", "needs a Redis server"),
 )
@@ -145,6 +146,9 @@ def test_relative_links_resolve(path: Path) -> None:
         ("hpsearch run --storage postgresql://me:secret@db.example:5432/hpsearch", "needs a PostgreSQL server"),
         ("createdb hpsearch", "needs a PostgreSQL server"),
         ("hpsearch trials --storage redis://localhost:6379/0", "needs a Redis server"),
+        ("hpsearch push best me/reviews-tuned --private", "needs the Hugging Face Hub (an upload)"),
+        ("hf upload me/reviews-tuned studies/hpsearch/best-model .", "needs the Hugging Face Hub (an upload)"),
+        ("hpsearch push best me/reviews-tuned --dry-run", None),
         ("hpsearch run --trials 20", None),
         ("hpsearch run --dataset ./my-data/glue.csv", None),
         ("hpsearch trials --json | python -c 'print(1)'", None),

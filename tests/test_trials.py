@@ -131,7 +131,7 @@ def test_json_keeps_its_keys(workdir, cli):
     records = json.loads(cli("trials", "--json")[1])
     assert list(records[0]) == [
         "number", "state", "value", "epoch", "shipped_epoch", "params", "intermediate_values", "duration_s",
-        "recipe", "best", "reason", "datetime_start", "datetime_complete", "epochs",
+        "recipe", "best", "reason", "device", "training_args", "datetime_start", "datetime_complete", "epochs", "confirmation",
     ]
 
 

@@ -202,12 +202,27 @@ def test_workers_opening_a_new_postgresql_database_together_all_start(new_databa
 
 @pytest.fixture(scope="module", params=["postgresql", "journal", "redis"])
 def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
-    """Two `hpsearch run --trials 4` processes started together on one study of each storage."""
+    """Two `hpsearch run --trials 4` processes on one study of each storage, each sure to run a trial.
+
+    Worker a starts first and is frozen once its first trial shows in storage as running;
+    worker b then starts and claims a trial of its own (the total still needs one); a thaws.
+    Synchronised on storage, not on timing, so a slow start of b cannot leave it no trial.
+    """
     cwd = tmp_path_factory.mktemp(f"workers-{request.param}")
     url = storage_url(request.param, cwd)
     name = unique_name()
+    # Long enough trials (256 rows) that a running one is seen in storage between two looks.
+    args = ("--trials", str(TOTAL), "--study", name, "--storage", url, "--max-train-samples", "256")
     with deleted_afterwards(name, url):
-        procs = {log: _worker(tiny_model, cwd, "--trials", str(TOTAL), "--study", name, "--storage", url, log=log) for log in ("a", "b")}
+        a = _worker(tiny_model, cwd, *args, log="a")
+        _until_running(a, name, url, cwd, "a")
+        os.kill(a.pid, signal.SIGSTOP)
+        try:
+            b = _worker(tiny_model, cwd, *args, log="b")
+            _until_running(b, name, url, cwd, "b")
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+        procs = {"a": a, "b": b}
         for log, proc in procs.items():
             assert _wait(proc, cwd, log) == 0, (cwd / f"{log}.err").read_text()[-2000:]
         study = optuna.load_study(study_name=name, storage=open_storage(url, create=False))
@@ -216,6 +231,15 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
             "pids": {str(p.pid) for p in procs.values()},
             "marker": json.loads((cwd / "studies" / name / "best-model" / "hpsearch.json").read_text()),
         }
+
+
+def _until_running(proc: subprocess.Popen, name: str, url: str, cwd: Path, log: str) -> optuna.trial.FrozenTrial:
+    """Wait until a trial of ``proc`` is running in storage; that trial."""
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while (trial := _running_trial_of(proc.pid, name, url)) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, (cwd / f"{log}.err").read_text()[-2000:]
+        time.sleep(0.25)  # not faster: a journal file has one lock, and readers would starve the worker
+    return trial
 
 
 def test_two_workers_together_reach_the_total(two_workers):
@@ -263,13 +287,9 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
     # Full-size training data, so that the trial runs for a while after it shows as running.
     slow = ("--max-train-samples", "300")
     proc = _worker(tiny_model, workdir, "--trials", "1", *slow, log="killed")
-    deadline = time.monotonic() + WORKER_TIMEOUT
-    while "trial 0" not in (workdir / "killed.err").read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, (workdir / "killed.err").read_text()[-2000:]
-        time.sleep(0.01)
-    # The progress line says the trial started. Freeze the worker before reading the study, so
-    # the trial cannot finish between being read as running and the kill (it did, once: reading
-    # the study takes longer than a tiny trial has left under a loaded machine).
+    # The trial shows in storage as running: freeze the worker before reading it again, so the
+    # trial cannot finish between being read as running and the kill.
+    _until_running(proc, "hpsearch", url, workdir, "killed")
     os.kill(proc.pid, signal.SIGSTOP)
     try:
         trial = _running_trial_of(proc.pid, "hpsearch", url)

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import schema
 from hpsearch.errors import CardError
 from hpsearch.schema import DataFacts, EpochRow, StudySettings
+from hpsearch.search.seeds import Confirmation
 from hpsearch.search.storage import redact
 
 
@@ -32,6 +33,16 @@ class CardFacts:
     settings: StudySettings
     trials: list[FrozenTrial] = field(default_factory=list)
     best_number: int | None = None
+    confirmation: Confirmation | None = None  # once `hpsearch confirm` has stored a plan
+    # The run the card's numbers describe when it is not ``trial`` itself: the confirmed
+    # winner's confirmation run that best-model/ ships, and its seed.
+    shipped_run: FrozenTrial | None = None
+    shipped_seed: int | None = None
+
+    @property
+    def run(self) -> FrozenTrial:
+        """The run whose epochs, shipped epoch and test scores the card gives."""
+        return self.shipped_run or self.trial
 
     @property
     def config(self) -> dict[str, Any]:
@@ -67,21 +78,24 @@ class CardFacts:
 
     @property
     def rows(self) -> list[EpochRow]:
-        return schema.rows(self.trial)
+        return schema.rows(self.run)
 
     @property
     def shipped_row(self) -> EpochRow | None:
         """The epoch whose model the trial ships; for a pruned or failed trial, its last epoch."""
-        return schema.shipped_row(self.trial)
+        return schema.shipped_row(self.run)
 
     @property
     def test_metrics(self) -> dict[str, float] | None:
         """The kept model's scores on the test split, where the run measured them."""
-        return schema.test_metrics(self.trial)
+        return schema.test_metrics(self.run)
 
 
-def gather(study: optuna.Study, trial: str, *, storage: str) -> CardFacts:
+def gather(study: optuna.Study, trial: str, *, storage: str, confirmation: Confirmation | None = None, shipped: schema.Marker | None = None) -> CardFacts:
     """Pick the trial ("best" or a number) and read what the card needs from storage.
+
+    After a confirmation whose winner ``shipped`` (the best-model marker) says is confirmed,
+    "best" is the winner's configuration, and the card's numbers are those of the run it ships.
 
     Raises:
         StorageError: The study was not made by ``hpsearch run``, or in another schema version.
@@ -90,10 +104,18 @@ def gather(study: optuna.Study, trial: str, *, storage: str) -> CardFacts:
     settings = schema.read_settings(study)
     trials = study.get_trials(deepcopy=False)
     best = schema.best_trial(trials)
+    shipped_run, shipped_seed = None, None
     if trial == "best":
         if best is None:
             raise CardError(f"study {study.study_name!r} has no complete trial yet; run `hpsearch run` first")
         chosen = best
+        winner = confirmation.winner if confirmation is not None and confirmation.done else None
+        if winner is not None and shipped is not None and shipped.confirmed and shipped.trial == winner.trial:
+            chosen = next(t for t in trials if t.number == winner.trial)
+            run = next((r for r in winner.runs if r.seed == shipped.seed), None)
+            shipped_seed = shipped.seed
+            if run is not None and not run.original:
+                shipped_run = confirmation.units.get(run.trial)
     else:
         chosen = _numbered(study.study_name, trials, trial)
     return CardFacts(
@@ -104,6 +126,9 @@ def gather(study: optuna.Study, trial: str, *, storage: str) -> CardFacts:
         settings=settings,
         trials=list(trials),
         best_number=best.number if best is not None else None,
+        confirmation=confirmation,
+        shipped_run=shipped_run,
+        shipped_seed=shipped_seed,
     )
 
 

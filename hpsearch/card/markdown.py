@@ -7,6 +7,7 @@ The card template uses these as Jinja2 filters (``metric``, ``md_cell``, ``md_in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from hpsearch.schema import METRIC_LABELS, METRICS
@@ -73,10 +74,17 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def results_table(rows: list[Any]) -> str:
-    """The Trainer's "Training results" table: one row per epoch, its numbers as fmt_metric prints them."""
-    widths = [len(h.strip()) for h in RESULTS_HEADER.strip("|").split("|")]
-    lines = [RESULTS_HEADER, "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]
+def results_header(added: Sequence[str] = ()) -> str:
+    """The header of :func:`results_table`: :data:`RESULTS_HEADER`, then a column per added metric."""
+    return RESULTS_HEADER + "".join(f" {md_cell(key)} |" for key in added)
+
+
+def results_table(rows: list[Any], added: Sequence[str] = ()) -> str:
+    """The Trainer's "Training results" table: one row per epoch, its numbers as fmt_metric
+    prints them; the ``added`` metrics (``evaluate`` modules) follow the built-in scores."""
+    header = results_header(added)
+    widths = [len(h.strip()) for h in header.strip("|").split("|")]
+    lines = [header, "|" + "|".join(":" + "-" * w + ":" for w in widths) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(fmt_metric(row.get(k)) for k in _RESULT_KEYS) + " |")
+        lines.append("| " + " | ".join(fmt_metric(row.get(k)) for k in (*_RESULT_KEYS, *added)) + " |")
     return "\n".join(lines)

@@ -29,14 +29,17 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpsearch import schema
+from hpsearch.card.confirmation_section import confirmation_facts, with_seed_spread
 from hpsearch.card.facts import CardFacts, gather, metric_label
-from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, md_cell, md_code, md_inline, md_text, results_table
+from hpsearch.card.markdown import fmt_metric, md_cell, md_code, md_inline, md_text, results_header, results_table
 from hpsearch.card.search_section import search_facts
 from hpsearch.card.trial_section import hyperparameters, metric_summary, trial_facts
 from hpsearch.card.trust import single_class_epochs, trust_facts
+from hpsearch.card.verdict import verdict
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
-from hpsearch.schema import METRIC_LABELS, METRICS, Marker
+from hpsearch.schema import METRICS, Marker
 from hpsearch.training.metrics import is_number
 from hpsearch.views.trials import format_param
 
@@ -78,7 +81,10 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
     with warnings.catch_warnings():  # opening an RDB storage notes its experimental heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = load_study(config.study, config.storage)
-    facts = gather(study, trial, storage=config.storage)
+    from hpsearch.search.seeds import open_confirmation
+
+    confirmation = open_confirmation(study, config.storage)
+    facts = gather(study, trial, storage=config.storage, confirmation=confirmation, shipped=Marker.read(Path(config.workdir) / config.study / "best-model"))
     path = Path(output) if output is not None else default_output(config, facts)
     replacing_ours = _check_output(path, force)
     source, name = load_template(template)
@@ -134,7 +140,7 @@ def build_card_data(facts: CardFacts) -> Any:
         base_model=_hub_base_model(facts),
         tags=list(TAGS),
         datasets=[str(hub_id)] if hub_id else None,
-        metrics=list(METRICS),
+        metrics=[*METRICS, *schema.added_metrics(facts.rows)],
         model_name=model_name(facts),
         eval_results=_eval_results(facts) or None,
     )
@@ -149,7 +155,7 @@ def _eval_results(facts: CardFacts) -> list[Any]:
     for split, metrics in (("validation", facts.shipped_row), ("test", facts.test_metrics)):
         if not metrics:
             continue
-        for key in METRICS:
+        for key in (*METRICS, *schema.added_metrics(facts.rows)):
             if is_number(metrics.get(key)):
                 results.append(
                     EvalResult(
@@ -160,7 +166,7 @@ def _eval_results(facts: CardFacts) -> list[Any]:
                         dataset_config=facts.config["dataset_config"] if hub_id else None,
                         dataset_split=split,
                         metric_type=key,
-                        metric_name=METRIC_LABELS[key],
+                        metric_name=metric_label(key),
                         metric_value=float(metrics[key]),
                     )
                 )
@@ -233,11 +239,15 @@ def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str
         trial=trial_facts(facts),
         epochs=rows,
         shipped=row,
-        summary=metric_summary(row),
-        test_summary=metric_summary(facts.test_metrics, loss="loss"),
+        summary=with_seed_spread(metric_summary(row), facts, "validation"),
+        test_summary=with_seed_spread(metric_summary(facts.test_metrics, loss="loss"), facts, "test"),
+        confirmation=confirmation_facts(facts),
+        # The study's verdict opens the card of its best model only.
+        verdict=verdict(facts.settings, facts.trials, facts.confirmation, shipped=row) if facts.is_best else None,
         hyperparameters=hyperparameters(facts),
-        results_header=RESULTS_HEADER,
-        results_table=results_table(rows),
+        results_header=results_header(schema.added_metrics(rows)),
+        results_table=results_table(rows, schema.added_metrics(rows)),
+        added_metrics=schema.added_metrics(rows),
         single_class=single_class_epochs(facts),
         search=search_facts(facts),
         trust=trust_facts(facts),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -41,6 +42,7 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "objective": describe_objective(facts),
         "checkpoint": config["checkpoint"],
         "early_stopping": _early_stopping(facts),
+        "trackers": trackers(facts),
         "space_table": space_table(facts, recipe),
         "counts": {"total": len(facts.trials), **counts},
         "epochs_per_trial": per_trial,
@@ -68,6 +70,16 @@ def _early_stopping(facts: CardFacts) -> dict[str, Any] | None:
         # Under checkpoint = "best" every trial ships its best epoch anyway.
         "ships_best": facts.config["checkpoint"] == "last",
     }
+
+
+def trackers(facts: CardFacts) -> dict[str, Any] | None:
+    """The Trainer's trackers the trials were logged to, and where; None where there were none."""
+    names = [str(n) for n in facts.config.get("report_to") or ("none",)]
+    if names == ["none"]:
+        return None
+    board = "tensorboard" in names or "all" in names
+    runs = f"{Path(str(facts.config['workdir'])) / facts.study_name / 'runs'}/" if board else None
+    return {"names": names, "run_name": f"{facts.study_name}/trial-<N>", "runs_dir": runs}
 
 
 def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:
@@ -139,7 +151,7 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int) -> str:
 
 def describe_objective(facts: CardFacts) -> str:
     text = f"maximise validation {metric_label(facts.objective)}"
-    if facts.objective == "accuracy":
+    if facts.objective not in ("f1", "precision", "recall"):  # accuracy, or an added metric
         return text
     if facts.average == "binary":
         return text + f" (binary average: the positive class is {md_code(facts.positive_label)})"

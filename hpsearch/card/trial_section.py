@@ -27,7 +27,7 @@ _TRAINER_LINES = (
 _DESCRIBED = {
     *(key for _, key in _TRAINER_LINES),
     "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "lr_scheduler_type", "warmup_ratio", "num_train_epochs", "weight_decay",
+    "lr_scheduler_type", "warmup_ratio", "num_train_epochs", "weight_decay", "tf32",
 }
 _NO_OPTIMIZER_ARGS = "No additional optimizer arguments"  # the Trainer card's words
 
@@ -35,6 +35,7 @@ _NO_OPTIMIZER_ARGS = "No additional optimizer arguments"  # the Trainer card's w
 def trial_facts(facts: CardFacts) -> dict[str, Any]:
     """The trial the card is about: what it is, how far it trained, and why it stopped."""
     trial = facts.trial
+    run = facts.run  # the shipped confirmation run, once one is shipped; else the trial
     rows = facts.rows
     return dict(
         number=trial.number,
@@ -43,15 +44,16 @@ def trial_facts(facts: CardFacts) -> dict[str, Any]:
         params=dict(trial.params),
         is_best=trial.number == facts.best_number,
         is_recipe=schema.is_recipe(trial),
-        shipped_epoch=schema.shipped_epoch(trial),
+        shipped_epoch=schema.shipped_epoch(run),
         last_epoch=rows[-1]["epoch"] if rows else None,
         planned_epochs=_planned_epochs(facts),
-        checkpoint_rule=schema.checkpoint_rule(trial),
-        pruned_reason=schema.pruned_reason(trial),
-        stopped_early=schema.stopped_early(trial),
-        shipped_best_after_stop=schema.shipped_best_after_stop(trial),
-        fail_reason=schema.fail_reason(trial),
-        kept_model=schema.kept_model(trial),
+        checkpoint_rule=schema.checkpoint_rule(run),
+        pruned_reason=schema.pruned_reason(run),
+        stopped_early=schema.stopped_early(run),
+        shipped_best_after_stop=schema.shipped_best_after_stop(run),
+        fail_reason=schema.fail_reason(run),
+        kept_model=schema.kept_model(run) or facts.shipped_seed is not None,
+        device=schema.device(run),
     )
 
 
@@ -60,7 +62,7 @@ def metric_summary(metrics: dict[str, Any] | None, *, loss: str = "eval_loss") -
     (whose loss is stored as ``loss``)."""
     if not metrics:
         return []
-    keys = (("Loss", loss), *((METRIC_LABELS[k], k) for k in METRICS))
+    keys = (("Loss", loss), *((METRIC_LABELS[k], k) for k in METRICS), *((k, k) for k in schema.added_metrics([metrics])))
     return [(label, fmt_metric(metrics[key])) for label, key in keys if is_number(metrics.get(key))]
 
 
@@ -70,7 +72,7 @@ def hyperparameters(facts: CardFacts) -> list[tuple[str, str]]:
     The optimizer line is the Trainer card's own (``transformers.modelcard``), from the
     optimizer the trial's TrainingArguments resolved; weight decay is listed when non-zero.
     """
-    args = schema.training_args(facts.trial)
+    args = schema.training_args(facts.run)
     out = [(label, str(args[key])) for label, key in _TRAINER_LINES if key in args]
     if "optim" in args:
         out.append(("optimizer", optimizer_line(args)))
@@ -82,6 +84,10 @@ def hyperparameters(facts: CardFacts) -> list[tuple[str, str]]:
         out.append(("num_epochs", str(args["num_train_epochs"])))
     if args.get("weight_decay"):
         out.append(("weight_decay", str(args["weight_decay"])))
+    if args.get("precision") in ("bf16", "fp16"):
+        out.append(("mixed_precision_training", "Native AMP"))  # as the Trainer's card says it
+    if args.get("tf32"):
+        out.append(("tf32", "True (matmuls in TensorFloat-32)"))
     out += [(key, str(value)) for key, value in args.items() if key not in _DESCRIBED]
     return out
 
@@ -103,5 +109,5 @@ def optimizer_line(args: dict[str, Any]) -> str:
 
 
 def _planned_epochs(facts: CardFacts) -> int | None:
-    value = schema.training_args(facts.trial).get("num_train_epochs")
+    value = schema.training_args(facts.run).get("num_train_epochs")
     return int(value) if is_number(value) else None

@@ -66,6 +66,31 @@ class BestModelStore:
             shutil.rmtree(self._old, ignore_errors=True)
             return True
 
+    def install(self, marker: Marker, source: Path | None) -> None:
+        """Make the folder hold ``source``'s model under ``marker``, whatever it held before.
+
+        ``source`` is copied in (written beside, then swapped by renames); None keeps the
+        model the folder holds and replaces its marker only. This is how a confirmation
+        ships its winner, which need not score higher than the model kept by the search.
+        """
+        self.study_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if source is None:
+                marker.write(self.folder)
+                return
+            tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                shutil.copytree(source, tmp)
+                marker.write(tmp)
+                _fsync_tree(tmp)
+                if self.folder.exists():
+                    self.folder.rename(self._old)
+                tmp.rename(self.folder)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(self._old, ignore_errors=True)
+
     def _lock(self) -> FileLock:
         return FileLock(self.study_dir / ".best-model.lock")
 

@@ -49,6 +49,10 @@ class RunListener:
     def trial_start(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
         """A trial starts with these sampled parameters."""
 
+    def step(self, trial: optuna.Trial, step: int, steps_in_epoch: int, *, epoch: int, samples: int) -> None:
+        """An optimiser update ended: ``step`` of ``steps_in_epoch`` of ``epoch``, after
+        ``samples`` training examples of that epoch. Called often: keep it cheap."""
+
     def epoch(self, trial: optuna.Trial, row: EpochRow, *, pruned: str | None, stopped: str | None) -> None:
         """An epoch was evaluated and stored; ``pruned``/``stopped`` say why training ends after it."""
 
@@ -73,6 +77,10 @@ class Listeners(RunListener):
     def trial_start(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
         for listener in self.listeners:
             listener.trial_start(trial, params)
+
+    def step(self, trial: optuna.Trial, step: int, steps_in_epoch: int, *, epoch: int, samples: int) -> None:
+        for listener in self.listeners:
+            listener.step(trial, step, steps_in_epoch, epoch=epoch, samples=samples)
 
     def epoch(self, trial: optuna.Trial, row: EpochRow, *, pruned: str | None, stopped: str | None) -> None:
         for listener in self.listeners:

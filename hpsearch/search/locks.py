@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from hpsearch.search.storage import sqlite_path
+from hpsearch.search.storage import call_with_retries, is_outage, sqlite_path
 
 # Seconds a Redis lock lives if its holder dies while holding it (holding takes milliseconds).
 _REDIS_LOCK_TTL = 60
@@ -35,6 +35,25 @@ def lock_file(url: str) -> Path | None:
     if path is None and url.startswith("journal:"):
         path = Path(url[len("journal:"):])
     return None if path is None else path.with_name(path.name + ".hpsearch-lock")
+
+
+@contextlib.contextmanager
+def retrying_study_lock(storage: Any, url: str, study_name: str, *, seconds: float) -> Iterator[None]:
+    """:func:`study_lock`, taken through a storage outage of up to ``seconds``.
+
+    A server that restarts while the lock is held has dropped it already: the error its
+    release raises then is no news.
+    """
+    stack = contextlib.ExitStack()
+    call_with_retries(lambda: stack.enter_context(study_lock(storage, url, study_name)), url, seconds)
+    try:
+        yield
+    finally:
+        try:
+            stack.close()
+        except Exception as e:
+            if not is_outage(e):
+                raise
 
 
 @contextlib.contextmanager

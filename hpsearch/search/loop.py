@@ -10,6 +10,7 @@ SIGTERM records the running trial as failed ("interrupted"); the same command re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -28,8 +29,8 @@ from hpsearch import schema
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
 from hpsearch.errors import SearchStopped
 from hpsearch.search.events import Listeners, RunInfo, RunListener
-from hpsearch.search.locks import study_lock
-from hpsearch.search.storage import check_url, open_storage
+from hpsearch.search.locks import retrying_study_lock
+from hpsearch.search.storage import check_url, open_storage, with_retries
 from hpsearch.search.study import check_resumable, create_or_resume, requeue_lost_recipe, study_dir
 from hpsearch.search.workers import fail_dead_trials, heartbeat, worker_id
 
@@ -68,12 +69,16 @@ def run_search(
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.search.bestmodel import BestModelStore
     from hpsearch.training.hub import offline_if_unreachable
-    from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model, resolve_precision
+    from hpsearch.training.evaluate_metrics import prepare_metrics
+    from hpsearch.training.trackers import check_trackers
     from hpsearch.training.objective import Objective, Resources
     from hpsearch.training.space import check_training_argument_names, recipe_params
 
     # Every input first, so that a typo is reported as itself, with nothing written.
     check_url(config.storage)
+    # Stored resolved, so that a study resumed on other hardware is refused, not mixed.
+    config = dataclasses.replace(config, precision=resolve_precision(config.precision).name)
     source = resolve_model(config.model)
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
@@ -81,6 +86,8 @@ def run_search(
     check_training_argument_names(config.recipe, config.space)
     recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
     task = load_task(config)
+    metrics = prepare_metrics(config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels)
+    check_trackers(config.report_to)
     tokenizer = load_tokenizer(source, config)
     check_resumable(config)
     tokenized = tokenize_task(task, tokenizer, config.max_length)
@@ -88,15 +95,15 @@ def run_search(
     configure_threads()
     configure_allocator()
 
-    storage = open_storage(config.storage, create=True)
+    storage = with_retries(open_storage(config.storage, create=True), config.storage, config.storage_timeout)
     study = create_or_resume(storage, config, recipe=recipe, data=task.facts(), base_model=source.base_model, pruner=pruner)
-    lock = functools.partial(study_lock, storage, config.storage, config.study)
+    lock = functools.partial(retrying_study_lock, storage, config.storage, config.study, seconds=config.storage_timeout)
     best = BestModelStore(study_dir(config))
     best.recover()
     listener = Listeners(listeners)
     before = schema.count_finished(study.get_trials(deepcopy=False))
     listener.run_start(RunInfo(study=study, config=config, data=task.facts(), finished=before, lock=lock))
-    objective = Objective(config, Resources(task, tokenized, tokenizer, base_model), best, listener=listener, callbacks=callbacks)
+    objective = Objective(config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks)
     with _interrupts(), _frozen_heap():
         stopped = _work(study, objective, config, lock=lock, listener=listener, recipe=recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))

@@ -13,6 +13,7 @@ Several ``hpsearch run`` processes (workers) share a study on any of them: see
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import random
 import re
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 # Seconds to wait for a database or Redis server before giving up with an error.
 CONNECT_TIMEOUT = 10
+# Seconds a SQLite write waits for another process's write to end.
+SQLITE_BUSY_SECONDS = 60
 # Times to open a new database that other workers are setting up at the same moment.
 _SCHEMA_TRIES = 5
 
@@ -116,6 +119,70 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
         raise StorageError(f"storage {redact(url)!r} cannot be opened: {_redacted_first_line(e, url)}") from None
 
 
+def with_retries(storage: Any, url: str, seconds: float) -> Any:
+    """Make ``storage`` ride out an outage: a call that loses its server (a restart, a dropped
+    connection) is retried with backoff for up to ``seconds``, then fails with one line.
+
+    Every public method of Optuna's storage interface is retried, on the storage's own class;
+    a write that reached the server before its connection dropped is not repeated twice in
+    effect (Optuna refuses to change a finished trial, and an orphan trial is failed by the
+    workers' heartbeat check).
+    """
+    if seconds <= 0:
+        return storage
+    import optuna
+
+    cls = type(storage)
+    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and n not in ("check_trial_is_updatable", "remove_session")]
+    methods = {n: _retrying(getattr(cls, n), url, seconds) for n in names if callable(getattr(cls, n, None))}
+    storage.__class__ = type(f"Retrying{cls.__name__}", (cls,), methods)
+    return storage
+
+
+def call_with_retries(function: Any, url: str, seconds: float) -> Any:
+    """``function()``, retried through an outage of the storage at ``url`` as :func:`with_retries` does."""
+    return _retrying(lambda _: function(), url, seconds)(None)
+
+
+def _retrying(method: Any, url: str, seconds: float) -> Any:
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline, delay = None, 0.5
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                if not is_outage(e):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + seconds
+                if now >= deadline:
+                    raise StorageError(
+                        f"storage {redact(url)} stopped answering and did not come back within {seconds:g} s "
+                        f"({_redacted_first_line(e, url)}); run the same command once it is back"
+                    ) from None
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 8.0)
+
+    return call
+
+
+def is_outage(error: Exception) -> bool:
+    """A lost or refused connection to the storage's server, not a bad request."""
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return "locked" not in str(error)  # SQLite's busy file has a timeout of its own
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if importlib.util.find_spec("redis") is not None:
+        import redis.exceptions
+
+        if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            return True
+    return isinstance(error, ConnectionError)
+
+
 def _need_module(module: str, server: str, extra: str, *, alternative: str | None = None) -> None:
     found = importlib.util.find_spec(module) is not None
     if not found and alternative is not None:
@@ -134,7 +201,11 @@ def _rdb(url: str) -> optuna.storages.RDBStorage:
         # SQLAlchemy 2.1 takes a bare postgresql:// to mean psycopg 3; use whichever driver is here.
         driver = "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
         url = f"postgresql+{driver}:{url.split(':', 1)[1]}"
-    if not url.startswith("sqlite"):
+    if url.startswith("sqlite"):
+        # Workers on one machine (--workers, --devices) write one file: wait for its lock
+        # rather than fail with "database is locked" after sqlite3's default of 5 s.
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    else:
         engine_kwargs = {"pool_pre_ping": True}
     if url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}

@@ -23,7 +23,7 @@ from hpsearch.search.pruners import build_pruner
 from hpsearch.search.storage import open_storage, redact, sqlite_path
 
 # Settings a resumed study may change; any other difference would mix incomparable trials.
-_RESUMABLE = {"trials", "timeout", "storage", "workdir", "max_failures", "study"}
+_RESUMABLE = {"trials", "timeout", "storage", "storage_timeout", "workdir", "max_failures", "study", "report_to"}
 # Nested settings that have a flag of their own: an error names the flag the user typed.
 _FLAG_NAMES = {"recipe.num_train_epochs": "epochs", "pruner.name": "pruner", "sampler.name": "sampler"}
 # Seconds a worker that finds the study just made waits for its maker to store the settings.

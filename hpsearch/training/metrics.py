@@ -1,8 +1,10 @@
-"""Validation metrics, computed with scikit-learn (what the Hub's `evaluate` modules wrap)."""
+"""Validation metrics, computed with scikit-learn (what the Hub's `evaluate` modules wrap);
+metrics added with ``metrics`` come from :mod:`hpsearch.training.evaluate_metrics`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -80,10 +82,12 @@ class MetricsComputer:
     Trainer logs what ``compute_metrics`` returns, and loggers take numbers, not matrices.
     """
 
-    def __init__(self, n_labels: int) -> None:
+    def __init__(self, n_labels: int, added: Sequence[Any] = ()) -> None:
         self.n_labels = n_labels
         self.average = "binary" if n_labels == 2 else "macro"
+        self.added = list(added)  # hpsearch.training.evaluate_metrics.AddedMetric
         self.last_confusion: list[list[int]] = []
+        self.added_keys: list[str] = []  # the row keys the added metrics returned last
 
     def __call__(self, eval_pred: Any) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids
@@ -94,6 +98,9 @@ class MetricsComputer:
         out = classification_metrics(labels, predictions, self.average)
         out[RANKING_METRIC] = roc_auc(labels, logits)
         out[RANKING_METRIC_SE] = roc_auc_se(labels, out[RANKING_METRIC])
+        added = {k: v for metric in self.added for k, v in metric.compute(predictions, labels, self.average).items()}
+        self.added_keys = list(added)
+        out.update(added)
         return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
-from hpsearch.errors import ModelError, first_line
+from hpsearch.errors import ConfigError, ModelError, first_line
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,53 @@ def configure_allocator() -> bool:
     if libc is None:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a trial computes in: ``fp32``, ``bf16`` or ``fp16``, and whether matmuls use tf32."""
+
+    name: str
+    tf32: bool = False
+    cuda: bool = False
+
+    def training_arguments(self) -> dict[str, Any]:
+        """The TrainingArguments that give it; the Trainer takes bf16 on a CPU only with use_cpu."""
+        out = {"bf16": self.name == "bf16", "fp16": self.name == "fp16", "tf32": True if self.tf32 else None}
+        return out | ({"use_cpu": True} if self.name == "bf16" and not self.cuda else {})
+
+
+def resolve_precision(requested: str) -> Precision:
+    """``auto``: bf16 where the GPU supports it (with tf32 matmuls from Ampere on), fp16 on an
+    older GPU, fp32 on a CPU. A named precision is honoured, but fp16 needs a GPU.
+
+    Raises:
+        ConfigError: fp16 without CUDA.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        requested = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if requested == "fp16" and not cuda:
+        raise ConfigError("precision: fp16 needs a CUDA GPU and none is visible; use --precision fp32 or bf16 on a CPU")
+    ampere = cuda and torch.cuda.get_device_capability()[0] >= 8
+    return Precision(requested, tf32=requested == "bf16" and ampere, cuda=cuda)
+
+
+def device_name() -> str:
+    """The GPU's name under CUDA, else the CPU's model name (or "cpu")."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
 
 
 def configure_threads() -> None:

@@ -16,7 +16,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,14 @@ from transformers import TrainerCallback
 from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.data import Task
-from hpsearch.errors import first_line
+from hpsearch.errors import HpsearchError, first_line
 from hpsearch.schema import METRICS, EpochRow
 from hpsearch.search.bestmodel import BestModelStore
 from hpsearch.search.events import RunListener
+from hpsearch.training.trackers import StepCallback, runs_folder, runs_to
 from hpsearch.search.pruners import BestTrialPruner
 from hpsearch.training.metrics import MetricsComputer, predicted_class
-from hpsearch.training.modeling import glibc
+from hpsearch.training.modeling import device_name, glibc, resolve_precision
 from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
 
 
@@ -58,6 +59,7 @@ class Resources:
     tokenized: dict[str, Any]
     tokenizer: Any
     base_model: Any
+    metrics: list[Any] = field(default_factory=list)  # evaluate_metrics.AddedMetric, scored every epoch
 
 
 class Objective:
@@ -71,12 +73,17 @@ class Objective:
         *,
         listener: RunListener | None = None,
         callbacks: Sequence[TrainerCallback] = (),
+        test_every_run: bool = False,
     ) -> None:
         self.config = config
+        # Confirmation runs compare their test scores over seeds, so each run is scored on
+        # the test split, not only the one whose model is kept.
+        self.test_every_run = test_every_run
         self.resources = resources
         self.best = best
         self.listener = listener or RunListener()
         self.callbacks = list(callbacks)
+        self.precision = resolve_precision(config.precision)
 
     def run(self, trial: optuna.Trial) -> Outcome:
         """Train ``trial``; every way it can break becomes a failed :class:`Outcome`.
@@ -87,13 +94,15 @@ class Objective:
         params = suggest(trial, self.config.space)
         values = training_values(self.config.recipe, params)
         self.listener.trial_start(trial, params)
-        epoch_cb = EpochCallback(trial, self.config, self.listener, n_labels=self.resources.task.num_labels)
+        epoch_cb = EpochCallback(trial, self.config, self.listener, n_labels=self.resources.task.num_labels, added=self.resources.metrics)
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix=f"trial-{trial.number}-") as out:
-                trainer = self._trainer(values, out, epoch_cb)
-                schema.record_training_args(trial, {**values, "optim": str(trainer.args.optim.value)})
+                trainer = self._trainer(trial, values, out, epoch_cb)
+                schema.record_training_args(trial, {**values, "optim": str(trainer.args.optim.value), "precision": self.precision.name, "tf32": self.precision.tf32})
+                _reset_peak_memory()
                 failure = _train(trainer)
+                schema.record_device(trial, name=device_name(), peak_memory_mib=_peak_memory_mib())
                 if failure is not None:
                     schema.record_failure(trial, failure)
                     return Outcome(TrialState.FAIL, reason=failure)
@@ -110,25 +119,23 @@ class Objective:
             del trainer
             _release_memory()
 
-    def _trainer(self, values: dict[str, Any], output_dir: str, epoch_cb: EpochCallback) -> Any:
+    def _trainer(self, trial: optuna.Trial, values: dict[str, Any], output_dir: str, epoch_cb: EpochCallback) -> Any:
         import torch
         from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
         cuda = torch.cuda.is_available()
-        bf16 = cuda and torch.cuda.is_bf16_supported()
         args = TrainingArguments(
             output_dir=output_dir,
             **training_arguments_kwargs(values),
             eval_strategy="epoch",
             logging_strategy="epoch",
             save_strategy="no",  # only the best model is written, by BestModelStore
-            report_to="none",
+            report_to=list(self.config.report_to),
+            run_name=f"{self.config.study}/trial-{trial.number}",
             disable_tqdm=True,
             log_level="error",
             logging_nan_inf_filter=False,  # a NaN loss must show, so the trial fails early
-            bf16=bf16,
-            fp16=cuda and not bf16,
-            tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+            **self.precision.training_arguments(),
             dataloader_pin_memory=cuda,
         )
         trainer = Trainer(
@@ -139,8 +146,9 @@ class Objective:
             data_collator=DataCollatorWithPadding(self.resources.tokenizer),
             processing_class=self.resources.tokenizer,
             compute_metrics=epoch_cb.metrics,
-            callbacks=[epoch_cb, *self.callbacks],
+            callbacks=[epoch_cb, StepCallback(trial, self.listener), *self.callbacks],
         )
+        runs_to(trainer, runs_folder(self.config.workdir, self.config.study) / f"trial-{trial.number}", params=trial.params)
         trainer.remove_callback(PrinterCallback)  # progress is ours; the Trainer's log dicts are noise
         return trainer
 
@@ -162,13 +170,28 @@ class Objective:
         value = float(shipped[objective])
         schema.record_shipped(trial, epoch=shipped["epoch"], rule=self.config.checkpoint)
 
-        def save(folder: Path) -> None:
-            trainer.save_model(str(folder))
+        def score_test() -> None:
             if "test" in self.resources.tokenized:
                 metrics = trainer.evaluate(self.resources.tokenized["test"], metric_key_prefix="test")
-                schema.record_test_metrics(trial, _prefixed(metrics, "test"))
+                schema.record_test_metrics(trial, _prefixed(metrics, "test", added=epoch_cb.added_keys))
 
-        if self.best.offer(schema.Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save):
+        def save(folder: Path) -> None:
+            trainer.save_model(str(folder))
+            if not self.test_every_run:
+                score_test()
+
+        if self.test_every_run:
+            score_test()
+
+        try:
+            kept = self.best.offer(schema.Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save)
+        except OSError as e:
+            # A full disk, say: the kept model stays as it was, and a trial whose better model
+            # could not be kept must not rank as the best.
+            reason = f"its model could not be saved: {first_line(e)}"
+            schema.record_failure(trial, reason)
+            return Outcome(TrialState.FAIL, reason=reason)
+        if kept:
             schema.record_kept(trial)
         return Outcome(TrialState.COMPLETE, value)
 
@@ -176,14 +199,15 @@ class Objective:
 class EpochCallback(TrainerCallback):
     """Records each epoch's row, reports it to Optuna, prunes and stops early; fails on a NaN loss."""
 
-    def __init__(self, trial: optuna.Trial, config: SearchConfig, listener: RunListener, *, n_labels: int) -> None:
+    def __init__(self, trial: optuna.Trial, config: SearchConfig, listener: RunListener, *, n_labels: int, added: Sequence[Any] = ()) -> None:
         self.trial = trial
         self.objective = config.objective
         self.keep_best = config.checkpoint == "best"
         self.pruner_name = config.pruner.name
         self.patience = config.early_stopping_patience
         self.listener = listener
-        self.metrics = MetricsComputer(n_labels)
+        self.metrics = MetricsComputer(n_labels, added)
+        self.added_keys: list[str] = []  # what the added metrics stored, known after the first epoch
         self.rows: list[EpochRow] = []
         self.best_state: dict[str, Any] | None = None
         self.pruned_reason: str | None = None
@@ -205,7 +229,11 @@ class EpochCallback(TrainerCallback):
         if not math.isfinite(metrics["eval_loss"]):
             raise NonFiniteLoss(f"validation loss became {metrics['eval_loss']} at epoch {epoch}")
         scores = {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_")}
-        row = schema.make_row(epoch=epoch, step=state.global_step, train_loss=self._train_loss, eval_loss=metrics["eval_loss"], scores=scores, confusion=self.metrics.last_confusion)
+        self.added_keys = self.added_keys or list(self.metrics.added_keys)
+        row = schema.make_row(
+            epoch=epoch, step=state.global_step, train_loss=self._train_loss, eval_loss=metrics["eval_loss"],
+            scores=scores, confusion=self.metrics.last_confusion, added=self.added_keys,
+        )
         best_before = max((r[self.objective] for r in self.rows), default=-math.inf)
         self.rows.append(row)
         schema.record_rows(self.trial, self.rows)
@@ -270,8 +298,10 @@ def _train(trainer: Any) -> str | None:
         return f"non-finite loss: {e}"
     except (MemoryError, torch.OutOfMemoryError) as e:
         return f"out of memory: {first_line(e)}"
-    except optuna.exceptions.UpdateFinishedTrialError:
-        raise  # another worker failed this trial while this one was stopped: not ours to record
+    except (optuna.exceptions.UpdateFinishedTrialError, HpsearchError):
+        # Another worker failed this trial while this one was stopped, or the storage is
+        # gone: neither is the trial's failure to record.
+        raise
     except RuntimeError as e:
         text = str(e).lower()
         oom = "out of memory" in text or "can't allocate memory" in text
@@ -281,13 +311,27 @@ def _train(trainer: Any) -> str | None:
     return None
 
 
-def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+def _prefixed(metrics: dict[str, float], prefix: str, *, added: Sequence[str] = ()) -> dict[str, float]:
     out = {k[len(prefix) + 1:]: float(v) for k, v in metrics.items() if k.startswith(prefix + "_")}
-    return {k: v for k, v in out.items() if k in (*METRICS, "loss")}
+    return {k: v for k, v in out.items() if k in (*METRICS, "loss", *added)}
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_mib() -> float | None:
+    """The trial's peak GPU memory (``torch.cuda.max_memory_allocated``); None on a CPU."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
 def _release_memory() -> None:

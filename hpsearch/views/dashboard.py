@@ -197,20 +197,22 @@ def refresh(study: optuna.Study, config: SearchConfig, *, figure: str | None = N
     Returns:
         The epoch plot's JSON now saved.
     """
+    from hpsearch.search.seeds import open_confirmation
+
     names = upload_kept_card(study, config)
     text = save_epoch_plot(study, previous=figure)
-    write_note(study, workdir=config.workdir, card=names)
+    write_note(study, workdir=config.workdir, card=names, confirmation=open_confirmation(study, config.storage))
     return text
 
 
-def write_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None) -> str:
+def write_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None) -> str:
     """Set the study's dashboard note to :func:`~hpsearch.views.notes.study_note`, and return it.
 
     ``card`` names the kept model's card among the study's artifacts, if it has one there.
     """
     import optuna_dashboard
 
-    body = study_note(study, workdir=workdir, card=card)
+    body = study_note(study, workdir=workdir, card=card, confirmation=confirmation)
     if optuna_dashboard.get_note(study) != body:  # no new note version when nothing changed
         optuna_dashboard.save_note(study, body)
     return body

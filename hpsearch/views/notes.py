@@ -29,7 +29,7 @@ def best_model_dir(study: optuna.Study, workdir: str | Path | None = None) -> Pa
     return Path(root) / study.study_name / BEST_MODEL_DIR
 
 
-def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None) -> str:
+def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None) -> str:
     """The study note: objective, model and data, best against recipe, counts, best model, recipe, space.
 
     Args:
@@ -49,6 +49,10 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: 
     lines += [f"Objective: **{objective}**, maximised. Model: `{settings.base_model}`. Data: {settings.data.name} ({sizes}).", ""]
     lines += ["### Result", "", *_result_lines(best, recipe, objective), "", _counts(trials), ""]
     lines += _best_model_lines(study, best_model_dir(study, workdir), card)
+    if confirmation is not None:  # hpsearch.search.seeds.Confirmation, after `hpsearch confirm`
+        from hpsearch.views.confirmation import note_lines
+
+        lines += ["", *note_lines(confirmation)]
     lines += ["", "### Recipe", "", "| argument | value |", "|---|---|"]
     lines += [f"| `{k}` | {format_param(v)} |" for k, v in config["recipe"].items()]
     if config["space"]:

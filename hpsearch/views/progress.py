@@ -6,7 +6,9 @@
 
 :class:`ConsoleReporter` is a :class:`~hpsearch.search.events.RunListener`: the search
 calls it. Parameters are named by :func:`~hpsearch.views.trials.param_label`, as in the
-trials table. On a terminal the lines are coloured by ``rich``; piped they are plain text.
+trials table. On a terminal the lines are coloured by ``rich``, and below them a progress bar
+follows the epoch (steps, samples per second, time left) over a line with the trials done
+and the search's elapsed time; piped, the output is the plain lines alone.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ class ConsoleReporter(RunListener):
         self.objective = ""
         self.epochs = 0
         self._epoch_started: dict[int, float] = {}
+        self._bars: _Bars | None = None
+        self._run_started = time.monotonic()
 
     def run_start(self, run: RunInfo) -> None:
         config, data = run.config, run.data
         self.total, self.finished = config.trials, run.finished
+        self._run_started = time.monotonic()
         self.objective, self.epochs = config.objective, config.epochs
         sizes = " / ".join(f"{n} {split}" for split, n in data.sizes.items())
         self.console.print(f"[bold]study[/] {config.study} in {redact(config.storage)}: {run.finished} of {config.trials} trials finished")
@@ -68,6 +73,28 @@ class ConsoleReporter(RunListener):
         recipe = "  [dim]the recipe[/]" if schema.is_recipe(trial) else ""  # type: ignore[arg-type]
         position = f"({min(self.finished + 1, self.total)}/{self.total})"
         self.console.print(f"[bold cyan]trial {trial.number}[/] {position}  {format_params(params)}{recipe}")
+
+    def step(self, trial: optuna.Trial, step: int, steps_in_epoch: int, *, epoch: int, samples: int) -> None:
+        if not self.console.is_terminal:
+            return
+        if self._bars is None:
+            self._bars = _Bars(self.console)
+        now = time.monotonic()
+        seconds = max(now - self._epoch_started.get(trial.number, now), 1e-9)
+        left = (steps_in_epoch - step) * seconds / step
+        self._bars.epoch(f"trial {trial.number} epoch {epoch}/{self.epochs}", step, steps_in_epoch, f"{samples / seconds:.1f} samples/s  ETA {human_seconds(left)}")
+        self._show_overall(self._bars)
+        self._bars.refresh(force=step in (1, steps_in_epoch))
+
+    def _show_overall(self, bars: _Bars) -> None:
+        elapsed = f"elapsed {human_seconds(time.monotonic() - self._run_started)}"
+        bars.overall(f"{self.finished}/{self.total} trials finished", elapsed, self.finished, self.total)
+
+    def close(self) -> None:
+        """Take the progress bars off the terminal; the printed lines stay."""
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
     def epoch(self, trial: optuna.Trial, row: schema.EpochRow, *, pruned: str | None, stopped: str | None) -> None:
         # How the trial ends is said once, on its end line; this line is the epoch's scores.
@@ -97,6 +124,51 @@ class ConsoleReporter(RunListener):
             self.console.print(f"{head} [yellow]{_pruned(frozen)}[/]  {took}   {best_text}")
         else:
             self.console.print(f"{head} [red]failed: {schema.fail_reason(frozen)}[/]  {took}   {best_text}")
+        if self._bars is not None:
+            self._show_overall(self._bars)
+            self._bars.between_trials()
+
+
+class _Bars:
+    """The terminal's live display: the running epoch's bar over the search's overall line.
+
+    Redrawn when :meth:`refresh` is called, at most every :data:`REFRESH_SECONDS`, rather than
+    by a thread of its own: the trainer's steps set the pace.
+    """
+
+    REFRESH_SECONDS = 0.1
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            console=console, transient=True, auto_refresh=False,
+        )
+        self.progress.start()
+        self._epoch = self.progress.add_task("", total=1, info="", visible=False)
+        self._overall = self.progress.add_task("", total=1, info="", visible=False)
+        self._last = 0.0
+
+    def epoch(self, description: str, step: int, steps: int, info: str) -> None:
+        self.progress.update(self._epoch, description=description, completed=step, total=steps, info=info, visible=True)
+
+    def overall(self, description: str, info: str, done: int, total: int) -> None:
+        self.progress.update(self._overall, description=description, completed=done, total=max(total, 1), info=info, visible=True)
+
+    def between_trials(self) -> None:
+        """Hide the finished trial's epoch bar until the next trial's first step."""
+        self.progress.update(self._epoch, visible=False)
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.REFRESH_SECONDS:
+            self.progress.refresh()
+            self._last = now
+
+    def stop(self) -> None:
+        self.progress.stop()
 
 
 def _shipped(trial: FrozenTrial) -> str:

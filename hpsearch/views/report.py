@@ -64,15 +64,17 @@ def write_report(config: SearchConfig, *, output: str | Path | None = None) -> P
         StorageError: The storage or the study does not exist.
         ReportError: The file cannot be written there.
     """
+    from hpsearch.search.seeds import open_confirmation
+
     study = load_study(config.study, config.storage)
     path = _target(config, output)
-    html = render_report(study)
+    html = render_report(study, confirmation=open_confirmation(study, config.storage))
     _write_atomically(path, html)
     return path
 
 
-def render_report(study: optuna.Study) -> str:
-    """The report's HTML text."""
+def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
+    """The report's HTML text; ``confirmation`` (hpsearch.search.seeds) adds its table."""
     import jinja2
     import plotly.io as pio
 
@@ -93,7 +95,12 @@ def render_report(study: optuna.Study) -> str:
         )
         plots.append({"name": name, "title": _TITLES.get(name, name), "caption": _CAPTIONS.get(name, ""), "html": div})
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(_TEMPLATE).render(**_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs])
+    seeds = None
+    if confirmation is not None:
+        from hpsearch.views.confirmation import outcome_lines, rows
+
+        seeds = {"done": confirmation.done, "pending": confirmation.pending, "rows": rows(confirmation), "lines": outcome_lines(confirmation)}
+    return env.from_string(_TEMPLATE).render(**_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds)
 
 
 # --------------------------------------------------------------------------- summary
@@ -222,6 +229,20 @@ _TEMPLATE = """<!DOCTYPE html>
 </div>
 {% if best %}
 <p>Best parameters: {% for name, value in best.params.items() %}<code>{{ name }}={{ value }}</code>{{ ", " if not loop.last }}{% endfor %}.</p>
+{% endif %}
+{% if seeds %}
+<h2 id="confirmation">Seed confirmation ({{ "confirmed" if seeds.done else seeds.pending ~ " runs to go" }})</h2>
+<table>
+<thead><tr><th>trial</th><th>seeds</th><th>{{ objective }} mean ± std</th><th>min</th><th>max</th><th>test mean ± std</th><th>failures</th><th>runs (seed:score)</th><th>note</th></tr></thead>
+<tbody>
+{% for r in seeds.rows %}
+<tr{% if r.winner %} class="best"{% endif %}><td>{{ r.trial }}</td><td>{{ r.seeds }}</td><td>{{ r.mean }}</td><td>{{ r.min }}</td><td>{{ r.max }}</td><td>{{ r.test }}</td><td>{{ r.failures }}</td><td>{{ r.runs }}</td><td>{{ r.note }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% for line in seeds.lines %}
+<p>{{ line }}</p>
+{% endfor %}
 {% endif %}
 {% for plot in plots %}
 <h2 id="{{ plot.name }}">{{ plot.title }}</h2>

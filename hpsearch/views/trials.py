@@ -79,6 +79,10 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         schema.RECIPE: schema.is_recipe(trial),
         "best": best_number is not None and trial.number == best_number,
         "reason": schema.end_reason(trial),
+        # What trained it: {"name": "NVIDIA H200", "peak_memory_mib": 10240.5}; the peak is
+        # null on a CPU. The precision is in training_args.
+        schema.DEVICE: schema.device(trial),
+        schema.TRAINING_ARGS: schema.training_args(trial),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
         schema.EPOCHS: epochs,

@@ -1,0 +1,74 @@
+"""The checks every setting goes through: what was expected, what was received, and the fix."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from hpsearch.errors import ConfigError
+
+
+def check_at_least(key: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+    if value < low:
+        raise ConfigError(f"{key}: expected an integer >= {low}, got {value}")
+
+
+def check_positive(key: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or math.isinf(value):
+        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+
+
+def check_range(key: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
+    bad = not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high
+    if not bad and high_open and value == high:
+        bad = True
+    if bad:
+        close = ")" if high_open else "]"
+        raise ConfigError(f"{key}: expected a number in [{low:g}, {high:g}{close}, got {value!r}")
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}{hint}")
+
+
+def unknown(full: str, key: str, known: list[str] | set[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return f"unknown key {full!r}{hint}"
+
+
+def check_metrics(metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
+    from hpsearch.training.evaluate_metrics import metric_name
+
+    names = [metric_name(m) for m in metrics]
+    for spec, name in zip(metrics, names, strict=True):
+        if not name.strip():
+            raise ConfigError(f"metrics: expected evaluate module names or paths, got {spec!r}")
+        if name in builtin:
+            raise ConfigError(f"metrics: {name} is built in (scikit-learn, every epoch); remove {spec!r} from metrics")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"metrics: each name once, got {list(metrics)}")
+
+
+
+def check_objective(objective: str, metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
+    """A built-in score, or an added metric's stored name (``name`` or ``name_<key>``)."""
+    from hpsearch.training.evaluate_metrics import metric_name
+
+    names = [metric_name(m) for m in metrics]
+    if objective in builtin or any(objective == n or objective.startswith(n + "_") for n in names):
+        return
+    check_choice("objective", objective, (*builtin, *names))
+
+
+
+def check_report_to(report_to: tuple[str, ...]) -> None:
+    if not report_to or any(not isinstance(r, str) or not r.strip() for r in report_to):
+        raise ConfigError(f"report_to: expected tracker names (\"none\", \"tensorboard\", ...), got {list(report_to)}")
+    if len(report_to) > 1 and ("none" in report_to or "all" in report_to):
+        raise ConfigError(f"report_to: \"none\" and \"all\" stand alone, got {list(report_to)}")

@@ -1,0 +1,202 @@
+"""Several workers from one command (``--workers``, ``--devices``), and the precision a trial records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import tiny_run_args
+from optuna.trial import TrialState
+
+from hpsearch import schema
+from hpsearch.errors import ConfigError
+from hpsearch.search.pool import plan, worker_argv
+
+FAST = ("--epochs", "1", "--pruner", "none", "--max-train-samples", "32", "--max-eval-samples", "16")
+URL = "sqlite:///studies/hpsearch.db"
+
+
+def _study(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{folder}/studies/hpsearch.db")
+
+
+def _spawn(folder: Path, model: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *tiny_run_args(model, *args)],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+
+
+def _wait_for_running(folder: Path, proc: subprocess.Popen, count: int, timeout: float = 120) -> list[optuna.trial.FrozenTrial]:
+    """Until ``count`` trials run at once, each past its first epoch (read from storage, not the log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            running = [t for t in _study(folder).get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if schema.rows(t)]
+        except Exception:  # the study is not made yet, or the file is busy
+            running = []
+        if len(running) >= count:
+            return running
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"{count} trials never ran at once")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_cpu_workers_get_their_share_of_the_cores_and_no_gpu():
+    workers = plan(workers=2, devices=None, per_device=1, cuda_devices=0, cpus=8)
+    assert [(w.label, w.env) for w in workers] == [
+        ("[worker 0]", {"OMP_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": ""}),
+        ("[worker 1]", {"OMP_NUM_THREADS": "4", "CUDA_VISIBLE_DEVICES": ""}),
+    ]
+
+
+@pytest.mark.parametrize(("devices", "per_device", "labels"), [
+    ("all", 1, ["[cuda:0]", "[cuda:1]", "[cuda:2]", "[cuda:3]"]),
+    ("0,2,3", 1, ["[cuda:0]", "[cuda:2]", "[cuda:3]"]),
+    ("1", 2, ["[cuda:1/0]", "[cuda:1/1]"]),
+])
+def test_devices_pin_one_worker_per_listed_gpu(devices, per_device, labels):
+    workers = plan(workers=None, devices=devices, per_device=per_device, cuda_devices=4, cpus=16)
+    assert [w.label for w in workers] == labels
+    assert [w.env["CUDA_VISIBLE_DEVICES"] for w in workers] == [label[6] for label in labels]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"workers": None, "devices": "0", "cuda_devices": 0}, r"^--devices 0: this machine has no CUDA device; use --workers N for CPU processes$"),
+    ({"workers": None, "devices": "4", "cuda_devices": 4}, r"^--devices 4: this machine has CUDA devices 0 to 3, each listed once$"),
+    ({"workers": None, "devices": "0,x", "cuda_devices": 4}, r"^--devices: expected all or CUDA indices such as 0,2,3, got '0,x'$"),
+    ({"workers": 2, "devices": "0", "cuda_devices": 4}, r"^--workers and --devices: pass one"),
+    ({"workers": 0, "devices": None, "cuda_devices": 0}, r"^--workers: expected an integer >= 1, got 0$"),
+])
+def test_a_pool_that_cannot_be_is_one_line(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(per_device=1, cpus=2, **kwargs)
+
+
+def test_workers_run_the_parents_command_without_the_pool_flags():
+    argv = ["run", "--workers", "2", "--trials", "4", "--devices=all", "--workers-per-device", "2", "--epochs", "1"]
+    assert worker_argv(argv) == ["run", "--trials", "4", "--epochs", "1"]
+
+
+def test_devices_without_cuda_is_one_line_exit_2_and_nothing_made(workdir, tiny_model, cli):
+    code, out, err = cli(*tiny_run_args(tiny_model, "--devices", "0", "--trials", "2"))
+    assert code == 2
+    assert err.strip().splitlines() == ["hpsearch: error: --devices 0: this machine has no CUDA device; use --workers N for CPU processes"]
+    assert list(workdir.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- real workers
+
+
+def test_two_workers_reach_the_total_exactly_with_the_recipe_once(workdir, tiny_model):
+    proc = _spawn(workdir, tiny_model, *FAST, "--trials", "4", "--workers", "2")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = _study(workdir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.number for t in trials if schema.is_recipe(t)] == [0]
+    assert len({schema.worker(t) for t in trials}) == 2  # both workers ran trials
+    lines = err.splitlines()
+    assert lines[0] == "starting 2 workers: [worker 0] [worker 1]"
+    assert all(line.startswith(("[worker 0] ", "[worker 1] ")) for line in lines[1:]), err
+    assert out.count("study: hpsearch in") == 1  # one summary, from the parent
+
+
+def test_ctrl_c_on_the_parent_stops_every_worker_and_the_same_command_resumes(workdir, tiny_model):
+    args = ("--epochs", "30", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "32", "--max-eval-samples", "16", "--trials", "3", "--workers", "2")
+    proc = _spawn(workdir, tiny_model, *args)
+    running = _wait_for_running(workdir, proc, 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    pids = {int(schema.worker(t).rpartition(":")[2]) for t in running}
+    assert not any(_alive(pid) for pid in pids)
+    interrupted = [_study(workdir).trials[t.number] for t in running]
+    assert [(t.state, schema.fail_reason(t)) for t in interrupted] == [(TrialState.FAIL, "interrupted")] * 2
+
+    proc = _spawn(workdir, tiny_model, *args)  # the same command
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    assert schema.count_finished(_study(workdir).trials) == 3
+
+
+def test_a_worker_killed_mid_trial_leaves_the_study_to_the_other(workdir, tiny_model):
+    args = ("--epochs", "6", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "128", "--max-eval-samples", "16", "--trials", "4", "--workers", "2")
+    proc = _spawn(workdir, tiny_model, *args)
+    running = _wait_for_running(workdir, proc, 2)
+    victim = running[0]
+    os.kill(int(schema.worker(victim).rpartition(":")[2]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = _study(workdir).trials
+    assert trials[victim.number].state == TrialState.FAIL
+    assert schema.fail_reason(trials[victim.number]).endswith("died while the trial ran")
+    assert schema.count_finished(trials) == 4
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_fp16_without_a_gpu_is_refused_in_one_line(workdir, tiny_model, cli):
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", "--precision", "fp16"))
+    assert code == 2
+    assert err.strip().splitlines() == ["hpsearch: error: precision: fp16 needs a CUDA GPU and none is visible; use --precision fp32 or bf16 on a CPU"]
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize(("requested", "stored", "amp"), [("auto", "fp32", False), ("bf16", "bf16", True)])
+def test_the_resolved_precision_is_stored_matched_on_resume_and_in_the_card(workdir, tiny_model, cli, requested, stored, amp):
+    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", "--precision", requested))[0] == 0
+    study = _study(workdir)
+    trial = study.trials[0]
+    assert schema.training_args(trial)["precision"] == stored
+    assert schema.read_settings(study).config["precision"] == stored
+    assert schema.device(trial)["peak_memory_mib"] is None  # no GPU here
+    other = "bf16" if stored == "fp32" else "fp32"
+    code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", "--precision", other))
+    assert code == 2 and f"was made with precision='{stored}', this run has precision='{other}'" in err
+    assert cli("card", "0")[0] == 0
+    card = (workdir / "studies" / "hpsearch" / "trial-0" / "README.md").read_text(encoding="utf-8")
+    assert f"- precision: {stored}" in card
+    assert ("- mixed_precision_training: Native AMP" in card) is amp
+    assert f"Compute: trained on {schema.device(trial)['name']}." in card  # no GPU memory on a CPU
+    code, out, _ = cli("trials", "--json")
+    import json
+
+    record = json.loads(out)[0]
+    assert record["device"] == schema.device(trial) and record["training_args"]["precision"] == stored
+
+
+def test_the_gpu_check_runs_its_cpu_dry_run(tmp_path):
+    import json
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    out = tmp_path / "check.json"
+    env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(["bash", str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result["search"]) == {"1 worker", "2 workers"}
+    for figures in [*result["search"].values(), result["levers"]["none"]]:
+        assert "error" not in figures, figures
+        assert [t["precision"] for t in figures["trials"]] == ["fp32"]
+        assert figures["samples_per_s"] > 0 and figures["card"].endswith("README.md")

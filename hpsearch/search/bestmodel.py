@@ -66,18 +66,26 @@ class BestModelStore:
             shutil.rmtree(self._old, ignore_errors=True)
             return True
 
-    def install(self, marker: Marker, source: Path | None) -> None:
-        """Make the folder hold ``source``'s model under ``marker``, whatever it held before.
+    def install(self, decide: Callable[[Marker | None], tuple[Marker, Path | None] | None]) -> Marker | None:
+        """Make the folder hold the model ``decide`` names, whatever it held before.
 
-        ``source`` is copied in (written beside, then swapped by renames); None keeps the
-        model the folder holds and replaces its marker only. This is how a confirmation
-        ships its winner, which need not score higher than the model kept by the search.
+        ``decide(current)`` runs under the lock with the marker the folder holds now, and
+        returns the new marker and a folder to copy the model from (None: keep the model
+        there and replace its marker only), or None to leave everything as it is. The copy
+        is written beside the folder and swapped in by renames. This is how a confirmation
+        ships its winner, which need not score higher than the model the search kept.
+        Returns the marker the folder holds afterwards.
         """
         self.study_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            current = self.marker()
+            decision = decide(current)
+            if decision is None or decision[0] == current:
+                return current
+            marker, source = decision
             if source is None:
                 marker.write(self.folder)
-                return
+                return marker
             tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 shutil.copytree(source, tmp)
@@ -90,6 +98,7 @@ class BestModelStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             shutil.rmtree(self._old, ignore_errors=True)
+            return marker
 
     def _lock(self) -> FileLock:
         return FileLock(self.study_dir / ".best-model.lock")

@@ -147,31 +147,35 @@ def planned_units(search: optuna.Study, plan: schema.ConfirmPlan) -> list[tuple[
 
 def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[int | None, str | None]:
     """Swap the winner's best run whose weights exist into ``best-model/``; (its seed, None),
-    or (None, why not)."""
+    or (None, why not). Workers that finish together decide one after the other, under the
+    best model's lock, so the last one finds the winner there already."""
     from hpsearch.search.bestmodel import BestModelStore
 
     winner = confirmation.winner
     if winner is None:
         return None, "no configuration has a complete run"
     best.recover()
-    current = best.marker()
-    candidates = []  # (value, seed, epoch, folder to copy, or None for the model already there)
-    original = next((r for r in winner.complete if r.original), None)
-    if original is not None and current is not None and current.trial == winner.trial and current.seed in (None, original.seed):
-        candidates.append((original.value, original.seed, current.epoch, None))
     kept = BestModelStore(folder / f"trial-{winner.trial}")
     kept.recover()
     marker = kept.marker()
-    run = next((r for r in winner.runs if marker is not None and not r.original and r.trial == marker.trial), None)
-    if marker is not None and run is not None:
-        candidates.append((marker.value, run.seed, marker.epoch, kept.folder))
-    if not candidates:
+    unit = next((r for r in winner.runs if marker is not None and not r.original and r.trial == marker.trial), None)
+    original = next((r for r in winner.complete if r.original), None)
+
+    def decide(current: schema.Marker | None) -> tuple[schema.Marker, Path | None] | None:
+        candidates = []  # (value, seed, epoch, folder to copy, or None for the model already there)
+        if original is not None and current is not None and current.trial == winner.trial and current.seed in (None, original.seed):
+            candidates.append((original.value, original.seed, current.epoch, None))
+        if unit is not None:
+            candidates.append((marker.value, unit.seed, marker.epoch, kept.folder))
+        if not candidates:
+            return None
+        value, seed, epoch, source = max(candidates, key=lambda c: (c[0], -c[1]))
+        return schema.Marker(trial=winner.trial, value=value, epoch=epoch, objective=confirmation.objective, confirmed=True, seed=seed), source
+
+    shipped = best.install(decide)
+    if shipped is None or not shipped.confirmed or shipped.trial != winner.trial:
         return None, f"no saved model of trial {winner.trial}'s configuration: only the search's best trial keeps its weights"
-    value, seed, epoch, source = max(candidates, key=lambda c: (c[0], -c[1]))
-    target = schema.Marker(trial=winner.trial, value=value, epoch=epoch, objective=confirmation.objective, confirmed=True, seed=seed)
-    if current != target:
-        best.install(target, source)
-    return seed, None
+    return shipped.seed, None
 
 
 # --------------------------------------------------------------------------- the runs

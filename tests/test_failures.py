@@ -87,9 +87,9 @@ def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, m
 
     real = objective.Objective._trainer
 
-    def broken(self, values, output_dir, epoch_cb):
+    def broken(self, *args):
         self.callbacks = [Inject("error")]
-        return real(self, values, output_dir, epoch_cb)
+        return real(self, *args)
 
     monkeypatch.setattr(objective.Objective, "_trainer", broken)
     code, _, err = cli("run", "--model", tiny_model, "--epochs", "1", "--max-length", "32", "--trials", "5")

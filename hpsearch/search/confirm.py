@@ -76,7 +76,7 @@ def run_confirm(
     """
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.search.bestmodel import BestModelStore
-    from hpsearch.search.loop import _frozen_heap, _interrupts, _quiet_libraries, _work
+    from hpsearch.search.loop import frozen_heap, interrupts, quiet_libraries, work
     from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
     from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
@@ -96,7 +96,7 @@ def run_confirm(
     source = resolve_model(config.model)
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
-    _quiet_libraries()
+    quiet_libraries()
     task = load_task(config)
     metrics = prepare_metrics(config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels)
     tokenizer = load_tokenizer(source, config)
@@ -119,8 +119,8 @@ def run_confirm(
     before = _complete(confirm)
     listener.run_start(RunInfo(study=confirm, config=loop_config, data=task.facts(), finished=before, lock=lock))
     runner = _Runs(config, Resources(task, tokenized, tokenizer, base_model, metrics), folder, listener, confirm.study_name)
-    with _interrupts(), _frozen_heap():
-        stopped = _work(confirm, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
+    with interrupts(), frozen_heap():
+        stopped = work(confirm, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
     best = BestModelStore(study_dir(config))
     result = ConfirmResult(None, best.folder, _complete(confirm) - before, stopped)
     if not units:  # --seeds 1: nothing to run, but the plan is stored all the same

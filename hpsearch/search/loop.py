@@ -2,7 +2,7 @@
 
 :func:`run_search` checks the inputs before it touches storage, makes what every trial
 shares once (data, tokens, tokenizer, base model), creates or resumes the study, and runs
-the worker loop, :func:`_work` and :func:`next_trial`: ask for a trial under the study lock (only while the total
+the worker loop, :func:`work` and :func:`next_trial`: ask for a trial under the study lock (only while the total
 needs one), train it, tell Optuna the outcome, and decide whether to go on. Ctrl-C or
 SIGTERM records the running trial as failed ("interrupted"); the same command resumes.
 """
@@ -82,7 +82,7 @@ def run_search(
     source = resolve_model(config.model)
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
-    _quiet_libraries()
+    quiet_libraries()
     check_training_argument_names(config.recipe, config.space)
     recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
     task = load_task(config)
@@ -104,13 +104,13 @@ def run_search(
     before = schema.count_finished(study.get_trials(deepcopy=False))
     listener.run_start(RunInfo(study=study, config=config, data=task.facts(), finished=before, lock=lock))
     objective = Objective(config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks)
-    with _interrupts(), _frozen_heap():
-        stopped = _work(study, objective, config, lock=lock, listener=listener, recipe=recipe)
+    with interrupts(), frozen_heap():
+        stopped = work(study, objective, config, lock=lock, listener=listener, recipe=recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))
     return RunResult(study, best.folder, after - before, stopped)
 
 
-def _work(study: optuna.Study, objective: Any, config: SearchConfig, *, lock: Callable[[], Any], listener: RunListener, recipe: dict[str, Any]) -> str | None:
+def work(study: optuna.Study, objective: Any, config: SearchConfig, *, lock: Callable[[], Any], listener: RunListener, recipe: dict[str, Any]) -> str | None:
     """The worker loop: ask, train, tell, decide. Returns why it stopped short of the total."""
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     failures: list[str] = []  # reasons of the failed trials in a row
@@ -196,7 +196,7 @@ def on_stop_signals(handler: Any) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _interrupts() -> contextlib.AbstractContextManager[None]:
+def interrupts() -> contextlib.AbstractContextManager[None]:
     """Ctrl-C and SIGTERM end the running trial as failed; a second one exits at once."""
     hits = {"n": 0}
 
@@ -212,7 +212,7 @@ def _interrupts() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
+def frozen_heap() -> Iterator[None]:
     """Hide what lives for the whole run (libraries, data, the base model) from the collector.
 
     Each trial ends with ``gc.collect()`` to free its model; without this it walks every
@@ -227,7 +227,7 @@ def _frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Keep transformers' and Optuna's chatter out of the progress display."""
     import warnings
 

@@ -52,18 +52,7 @@ class BestModelStore:
             current = self.marker()
             if current is not None and not _better(marker, current):
                 return False
-            tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
-            try:
-                save(tmp)
-                marker.write(tmp)
-                _fsync_tree(tmp)
-                if self.folder.exists():
-                    self.folder.rename(self._old)
-                tmp.rename(self.folder)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(self._old, ignore_errors=True)
+            self._swap_in(marker, save)
             return True
 
     def install(self, decide: Callable[[Marker | None], tuple[Marker, Path | None] | None]) -> Marker | None:
@@ -86,19 +75,23 @@ class BestModelStore:
             if source is None:
                 marker.write(self.folder)
                 return marker
-            tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
-            try:
-                shutil.copytree(source, tmp)
-                marker.write(tmp)
-                _fsync_tree(tmp)
-                if self.folder.exists():
-                    self.folder.rename(self._old)
-                tmp.rename(self.folder)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(self._old, ignore_errors=True)
+            self._swap_in(marker, lambda tmp: shutil.copytree(source, tmp))
             return marker
+
+    def _swap_in(self, marker: Marker, write: Callable[[Path], None]) -> None:
+        """Under the lock: write the model beside the folder, then swap it in by two renames."""
+        tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            write(tmp)
+            marker.write(tmp)
+            _fsync_tree(tmp)
+            if self.folder.exists():
+                self.folder.rename(self._old)
+            tmp.rename(self.folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(self._old, ignore_errors=True)
 
     def _lock(self) -> FileLock:
         return FileLock(self.study_dir / ".best-model.lock")

@@ -214,10 +214,18 @@ def _a_run_is_under_way() -> bool:
 def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_copy, cli):
     proc = _confirm_process(study_copy, "first", "--top", "2", "--seeds", "3")
     deadline = time.monotonic() + TIMEOUT
-    while not _a_run_is_under_way():
-        assert proc.poll() is None and time.monotonic() < deadline, (study_copy / "first.err").read_text()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    while True:
+        while not _a_run_is_under_way():
+            assert proc.poll() is None and time.monotonic() < deadline, (study_copy / "first.err").read_text()[-2000:]
+            time.sleep(0.01)
+        # Freeze the process, then look again: a tiny run may have ended in between, and the
+        # signal must land while one is still under way.
+        os.kill(proc.pid, signal.SIGSTOP)
+        if _a_run_is_under_way():
+            proc.send_signal(signal.SIGINT)
+            os.kill(proc.pid, signal.SIGCONT)
+            break
+        os.kill(proc.pid, signal.SIGCONT)
     assert _wait(proc, study_copy, "first") == 130
     interrupted = [t for t in _studies()[1].trials if t.state == TrialState.FAIL]
     assert [schema.fail_reason(t) for t in interrupted] in ([], [schema.INTERRUPTED])

@@ -68,12 +68,12 @@ def run_search(
     """
     from hpsearch.data import load_task, tokenize_task
     from hpsearch.search.bestmodel import BestModelStore
+    from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
     from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model, resolve_precision
-    from hpsearch.training.evaluate_metrics import prepare_metrics
-    from hpsearch.training.trackers import check_trackers
     from hpsearch.training.objective import Objective, Resources
     from hpsearch.training.space import check_training_argument_names, recipe_params
+    from hpsearch.training.trackers import check_trackers
 
     # Every input first, so that a typo is reported as itself, with nothing written.
     check_url(config.storage)
@@ -96,13 +96,14 @@ def run_search(
     configure_allocator()
 
     storage = with_retries(open_storage(config.storage, create=True), config.storage, config.storage_timeout)
-    study = create_or_resume(storage, config, recipe=recipe, data=task.facts(), base_model=source.base_model, pruner=pruner)
+    data = task.facts()
+    study = create_or_resume(storage, config, recipe=recipe, data=data, base_model=source.base_model, pruner=pruner)
     lock = functools.partial(retrying_study_lock, storage, config.storage, config.study, seconds=config.storage_timeout)
     best = BestModelStore(study_dir(config))
     best.recover()
     listener = Listeners(listeners)
     before = schema.count_finished(study.get_trials(deepcopy=False))
-    listener.run_start(RunInfo(study=study, config=config, data=task.facts(), finished=before, lock=lock))
+    listener.run_start(RunInfo(study=study, config=config, data=data, finished=before, lock=lock))
     objective = Objective(config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks)
     with interrupts(), frozen_heap():
         stopped = work(study, objective, config, lock=lock, listener=listener, recipe=recipe)

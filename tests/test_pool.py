@@ -13,17 +13,20 @@ import optuna
 import pytest
 from conftest import tiny_run_args
 from optuna.trial import TrialState
+from test_storage import deleted_afterwards, storage_url, unique_name
 
 from hpsearch import schema
 from hpsearch.errors import ConfigError
 from hpsearch.search.pool import plan, worker_argv
+from hpsearch.search.storage import open_storage
 
 FAST = ("--epochs", "1", "--pruner", "none", "--max-train-samples", "32", "--max-eval-samples", "16")
 URL = "sqlite:///studies/hpsearch.db"
 
 
-def _study(folder: Path) -> optuna.Study:
-    return optuna.load_study(study_name="hpsearch", storage=f"sqlite:///{folder}/studies/hpsearch.db")
+def _study(folder: Path, name: str = "hpsearch", url: str | None = None) -> optuna.Study:
+    url = url or f"sqlite:///{folder}/studies/hpsearch.db"
+    return optuna.load_study(study_name=name, storage=open_storage(url, create=False))
 
 
 def _spawn(folder: Path, model: Path, *args: str) -> subprocess.Popen:
@@ -33,13 +36,13 @@ def _spawn(folder: Path, model: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def _wait_for_running(folder: Path, proc: subprocess.Popen, count: int, timeout: float = 120) -> list[optuna.trial.FrozenTrial]:
+def _wait_for_running(folder: Path, proc: subprocess.Popen, count: int, timeout: float = 120, **study: str) -> list[optuna.trial.FrozenTrial]:
     """Until ``count`` trials run at once, each past its first epoch (read from storage, not the log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            running = [t for t in _study(folder).get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if schema.rows(t)]
+            running = [t for t in _study(folder, **study).get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if schema.rows(t)]
         except Exception:  # the study is not made yet, or the file is busy
             running = []
         if len(running) >= count:
@@ -139,18 +142,26 @@ def test_ctrl_c_on_the_parent_stops_every_worker_and_the_same_command_resumes(wo
     assert schema.count_finished(_study(workdir).trials) == 3
 
 
-def test_a_worker_killed_mid_trial_leaves_the_study_to_the_other(workdir, tiny_model):
-    args = ("--epochs", "6", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "128", "--max-eval-samples", "16", "--trials", "4", "--workers", "2")
-    proc = _spawn(workdir, tiny_model, *args)
-    running = _wait_for_running(workdir, proc, 2)
-    victim = running[0]
-    os.kill(int(schema.worker(victim).rpartition(":")[2]), signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    trials = _study(workdir).trials
-    assert trials[victim.number].state == TrialState.FAIL
-    assert schema.fail_reason(trials[victim.number]).endswith("died while the trial ran")
-    assert schema.count_finished(trials) == 4
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+def test_a_worker_killed_mid_trial_leaves_the_study_to_the_other(workdir, tiny_model, kind):
+    # On a server the dead worker is found by its heartbeat (stale or its process gone), not by a file.
+    url = URL if kind == "sqlite" else storage_url(kind, workdir)
+    name = "hpsearch" if kind == "sqlite" else unique_name()
+    args = ("--epochs", "6", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "128", "--max-eval-samples", "16",
+            "--trials", "4", "--workers", "2", "--storage", url, "--study", name)
+    with deleted_afterwards(name, url):
+        proc = _spawn(workdir, tiny_model, *args)
+        running = _wait_for_running(workdir, proc, 2, name=name, url=url)
+        victim = running[0]
+        os.kill(int(schema.worker(victim).rpartition(":")[2]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        trials = _study(workdir, name, url).trials
+        assert trials[victim.number].state == TrialState.FAIL
+        assert schema.fail_reason(trials[victim.number]).endswith("died while the trial ran")
+        assert schema.count_finished(trials) == 4
+        # the recipe is in the study once as complete, whichever trial the kill hit
+        assert len([t for t in trials if schema.is_recipe(t) and t.state == TrialState.COMPLETE]) == 1
 
 
 # --------------------------------------------------------------------------- precision

@@ -14,9 +14,17 @@ MedianPruner on the global step, evaluation batch 8, a fresh ``from_pretrained``
 trial). Each runs in a fresh process, and the two take turns at
 every epoch (see _harness.py), so the figures are side by side from one run of this script.
 
-The Trainer search keeps no model: the script retrains its best parameters once and
-evaluates that model on the test split, and reports the retraining time apart from (and
-added to) the search time.
+Both are compared on the test F1 of the model each hands back, and each side's checkpoint
+rule is named in the output:
+
+- hpsearch ranks a trial by its best epoch and ships that epoch's checkpoint of the best
+  trial (``best-model/``); its test F1 is the one stored with that trial.
+- ``Trainer.hyperparameter_search`` ranks a trial by its last epoch (``compute_objective``
+  reads the metrics of the final evaluation) and keeps no model. The script retrains its
+  best parameters once with ``load_best_model_at_end=True`` on validation F1, the Trainer's
+  own way to hand back the best epoch, and tests that model; the retrained run's last-epoch
+  test F1 is kept beside it. The retraining time is reported apart from (and added to) the
+  search time.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ def _parent(args: argparse.Namespace) -> None:
             for side, out in lockstep.run().items():
                 out["side"], out["round"] = side, r
                 runs.append(out)
-                print(f"round {r} {side:>8}: {out['wall_s']:.1f} s, best val F1 {out['best_val_f1']:.4f}, test F1 {out['test_f1']:.4f}, epochs {out['epochs_trained']}, mean load {out['load1_mean']}", file=sys.stderr)
+                print(f"round {r} {side:>8}: {out['wall_s']:.1f} s, best val F1 {out['best_val_f1']:.4f}, test F1 of the model handed back {out['test_f1']:.4f}, epochs {out['epochs_trained']}, mean load {out['load1_mean']}; {out['checkpoint_rule']}", file=sys.stderr)
     summary = {}
     for side in ("hpsearch", "trainer"):
         mine = [x for x in runs if x["side"] == side]
@@ -72,7 +80,9 @@ def _parent(args: argparse.Namespace) -> None:
             "search_s": [x.get("search_s", x["wall_s"]) for x in mine],
             "retrain_s": [x.get("retrain_s", 0.0) for x in mine],
             "best_val_f1": [x["best_val_f1"] for x in mine],
+            "checkpoint_rule": mine[0]["checkpoint_rule"] if mine else None,
             "test_f1": [x["test_f1"] for x in mine],
+            "test_f1_last_epoch": [x.get("test_f1_last_epoch") for x in mine],
             "epochs_trained": [x["epochs_trained"] for x in mine],
             "pruned": [x["pruned"] for x in mine],
         }
@@ -102,7 +112,7 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
         "--epochs", str(args.epochs), "--max-length", str(args.max_length), "--trials", str(args.trials), "--storage", storage,
         "--workdir", f"{args.workdir}/studies", "--config", _sampler_toml(args),
     ])
-    return h.study_summary(storage)
+    return {**h.study_summary(storage), "checkpoint_rule": "ranks each trial by its best epoch; hands back the best trial at that epoch (best-model/)"}
 
 
 def _sampler_toml(args: argparse.Namespace) -> str:
@@ -166,6 +176,22 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
             if metrics and "eval_f1" in metrics and self.trials:
                 self.trials[-1].append(round(metrics["eval_f1"], 4))
 
+    class Retrained(TrainerCallback):
+        """The retraining's validation and test F1 at every epoch."""
+
+        def __init__(self) -> None:
+            self.epochs: list[dict[str, float]] = []
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **k: Any) -> None:
+            for split in ("validation", "test"):
+                if metrics and f"eval_{split}_f1" in metrics:
+                    if split == "validation":
+                        self.epochs.append({"epoch": round(state.epoch)})
+                    self.epochs[-1][f"{split}_f1"] = round(metrics[f"eval_{split}_f1"], 4)
+
+        def best_epoch(self, best_metric: float) -> int:
+            return next(e["epoch"] for e in self.epochs if e["validation_f1"] == round(best_metric, 4))
+
     epochs = Epochs()
     workdir = Path(args.workdir)
     training_args = TrainingArguments(
@@ -191,22 +217,35 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     search_s = h.active_clock() - started
     searched = [list(t) for t in epochs.trials]
 
-    # Its best model was not kept: train the best parameters once more, then test it.
+    # Its best model was not kept: train the best parameters once more, handing back the best
+    # epoch on validation F1 as the Trainer does (load_best_model_at_end), then test that model.
+    # The test split is evaluated every epoch too, so the last epoch's test F1 is known as well.
     started = h.active_clock()
     retrain_args = TrainingArguments(
-        output_dir=str(workdir / "retrain"), num_train_epochs=args.epochs, eval_strategy="epoch", report_to="none", disable_tqdm=True,
-        seed=config.recipe.seed, **best.hyperparameters,
+        output_dir=str(workdir / "retrain"), num_train_epochs=args.epochs, eval_strategy="epoch", save_strategy="epoch",
+        load_best_model_at_end=True, metric_for_best_model="validation_f1", save_total_limit=2,
+        report_to="none", disable_tqdm=True, seed=config.recipe.seed, **best.hyperparameters,
     )
-    final = Trainer(model_init=model_init, args=retrain_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[epochs])
+    retrained = Retrained()
+    final = Trainer(
+        model_init=model_init, args=retrain_args, train_dataset=data["train"],
+        eval_dataset={"validation": data["validation"], "test": data["test"]},
+        processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[epochs, retrained],
+    )
     final.train()
     test = final.evaluate(data["test"], metric_key_prefix="test")
     retrain_s = h.active_clock() - started
     return {
         "search_s": round(search_s, 3),
         "retrain_s": round(retrain_s, 3),
+        "checkpoint_rule": "search ranks each trial by its last epoch; hands back the best parameters retrained, at the epoch of best validation F1 (load_best_model_at_end)",
         "best_val_f1": best.objective,
+        "best_val_f1_any_epoch": max((f for t in searched for f in t), default=None),
         "best_params": best.hyperparameters,
         "test_f1": test["test_f1"],
+        "retrain_epochs": retrained.epochs,
+        "retrain_best_epoch": final.state.best_model_checkpoint and int(retrained.best_epoch(final.state.best_metric)),
+        "test_f1_last_epoch": retrained.epochs[-1]["test_f1"] if retrained.epochs else None,
         "epochs_trained": sum(len(t) for t in searched),
         "pruned": sum(len(t) < args.epochs for t in searched),
         "trials": [{"f1": t} for t in searched],

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from conftest import tiny_run_args, write_rows
 from test_card import no_png  # noqa: F401  (a fixture)
 from optuna.trial import TrialState
@@ -204,11 +205,14 @@ def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
 
 
 def _a_run_is_under_way() -> bool:
+    """Whether storage shows a confirmation run under way; False when it cannot tell yet."""
     try:
         confirm = _studies()[1]
+        return any(t.state == TrialState.RUNNING for t in confirm.get_trials(deepcopy=False))
     except KeyError:  # not made yet
         return False
-    return any(t.state == TrialState.RUNNING for t in confirm.get_trials(deepcopy=False))
+    except sqlalchemy.exc.OperationalError:  # "database is locked": a writer, perhaps frozen mid-write, holds the file
+        return False
 
 
 def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_copy, cli):

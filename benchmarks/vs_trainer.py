@@ -186,11 +186,8 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
             for split in ("validation", "test"):
                 if metrics and f"eval_{split}_f1" in metrics:
                     if split == "validation":
-                        self.epochs.append({"epoch": round(state.epoch)})
+                        self.epochs.append({"epoch": round(state.epoch), "step": state.global_step})
                     self.epochs[-1][f"{split}_f1"] = round(metrics[f"eval_{split}_f1"], 4)
-
-        def best_epoch(self, best_metric: float) -> int:
-            return next(e["epoch"] for e in self.epochs if e["validation_f1"] == round(best_metric, 4))
 
     epochs = Epochs()
     workdir = Path(args.workdir)
@@ -244,7 +241,8 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
         "best_params": best.hyperparameters,
         "test_f1": test["test_f1"],
         "retrain_epochs": retrained.epochs,
-        "retrain_best_epoch": final.state.best_model_checkpoint and int(retrained.best_epoch(final.state.best_metric)),
+        # the epoch load_best_model_at_end loaded, by the step the Trainer stored for it
+        "retrain_best_epoch": next((e["epoch"] for e in retrained.epochs if e["step"] == final.state.best_global_step), None),
         "test_f1_last_epoch": retrained.epochs[-1]["test_f1"] if retrained.epochs else None,
         "epochs_trained": sum(len(t) for t in searched),
         "pruned": sum(len(t) < args.epochs for t in searched),

@@ -101,7 +101,9 @@ def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, m
 
 
 def _spawn(folder: Path, tiny_model: Path, trials: int, epochs: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One torch thread, as a user's worker on a shared machine: beside busy processes, two
+    # threads that wait on each other slow each epoch many times over.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "hpsearch", "run", "--model", str(tiny_model), "--max-length", "32", "--pruner", "none", "--trials", str(trials), "--epochs", str(epochs)]
     return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,8 @@ def test_workers_opening_a_new_postgresql_database_together_all_start(new_databa
 def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
     """Two `hpsearch run --trials 4` processes on one study of each storage, each sure to run a trial.
 
-    Worker a starts first and is frozen once its first trial shows in storage as running;
+    Worker a starts first and is frozen once its first trial shows in storage as running and
+    it holds no lock;
     worker b then starts and claims a trial of its own (the total still needs one); a thaws.
     Synchronised on storage, not on timing, so a slow start of b cannot leave it no trial.
     """
@@ -215,8 +217,7 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
     args = ("--trials", str(TOTAL), "--study", name, "--storage", url, "--max-train-samples", "256")
     with deleted_afterwards(name, url):
         a = _worker(tiny_model, cwd, *args, log="a")
-        _until_running(a, name, url, cwd, "a")
-        os.kill(a.pid, signal.SIGSTOP)
+        _frozen_outside_the_locks(a, name, url, cwd)
         try:
             b = _worker(tiny_model, cwd, *args, log="b")
             _until_running(b, name, url, cwd, "b")
@@ -231,6 +232,46 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
             "pids": {str(p.pid) for p in procs.values()},
             "marker": json.loads((cwd / "studies" / name / "best-model" / "hpsearch.json").read_text()),
         }
+
+
+def _frozen_outside_the_locks(proc: subprocess.Popen, name: str, url: str, cwd: Path) -> None:
+    """Freeze ``proc`` once its trial runs, at a moment it holds no lock another worker needs.
+
+    A worker frozen while it starts a trial holds the study lock, and one frozen mid-append
+    holds Optuna's journal lock: the other worker would then wait on it for as long as the
+    freeze lasts. Under CPU load those moments are wide enough to hit, so: freeze, look, and
+    thaw and try again if a lock is held.
+    """
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while True:
+        _until_running(proc, name, url, cwd, "a")
+        os.kill(proc.pid, signal.SIGSTOP)
+        if _study_lock_is_free(url, name) and not _journal_lock_held(url):
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, "the worker held a lock at every look"
+        time.sleep(0.5)
+
+
+def _study_lock_is_free(url: str, name: str, wait: float = 2.0) -> bool:
+    """Whether the study lock can be taken within ``wait`` seconds; it is let go at once.
+
+    The taking runs in a thread: if the lock is held, the thread waits for it, takes it when
+    its holder is thawed, and lets it go.
+    """
+    taken = threading.Event()
+
+    def take() -> None:
+        with study_lock(open_storage(url, create=False), url, name):
+            taken.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    return taken.wait(wait)
+
+
+def _journal_lock_held(url: str) -> bool:
+    """Whether Optuna's lock on a journal file is taken (a link beside the file while held)."""
+    return url.startswith("journal:") and os.path.lexists(url[len("journal:"):] + ".lock")
 
 
 def _until_running(proc: subprocess.Popen, name: str, url: str, cwd: Path, log: str) -> optuna.trial.FrozenTrial:

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 import pytest
 from conftest import missing_service, tiny_run_args
+from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 from test_storage import deleted_afterwards, postgres_url, storage_url, unique_name
 
@@ -237,16 +238,17 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
 def _frozen_outside_the_locks(proc: subprocess.Popen, name: str, url: str, cwd: Path) -> None:
     """Freeze ``proc`` once its trial runs, at a moment it holds no lock another worker needs.
 
-    A worker frozen while it starts a trial holds the study lock, and one frozen mid-append
-    holds Optuna's journal lock: the other worker would then wait on it for as long as the
-    freeze lasts. Under CPU load those moments are wide enough to hit, so: freeze, look, and
-    thaw and try again if a lock is held.
+    A worker frozen while it starts a trial holds the study lock, one frozen mid-append holds
+    Optuna's journal lock, and one frozen while it saves its best model holds the lock a
+    starting worker takes to tidy ``best-model/``: the other worker would then wait on it for
+    as long as the freeze lasts. Under CPU load those moments are wide enough to hit, so:
+    freeze, look, and thaw and try again if a lock is held.
     """
     deadline = time.monotonic() + WORKER_TIMEOUT
     while True:
         _until_running(proc, name, url, cwd, "a")
         os.kill(proc.pid, signal.SIGSTOP)
-        if _study_lock_is_free(url, name) and not _journal_lock_held(url):
+        if _study_lock_is_free(url, name) and not _journal_lock_held(url) and _file_lock_is_free(cwd / "studies" / name / ".best-model.lock"):
             return
         os.kill(proc.pid, signal.SIGCONT)
         assert time.monotonic() < deadline, "the worker held a lock at every look"
@@ -267,6 +269,19 @@ def _study_lock_is_free(url: str, name: str, wait: float = 2.0) -> bool:
 
     threading.Thread(target=take, daemon=True).start()
     return taken.wait(wait)
+
+
+def _file_lock_is_free(path: Path) -> bool:
+    """Whether the ``filelock`` lock at ``path`` can be taken at once; it is let go at once."""
+    if not path.parent.is_dir():  # nothing saved yet: no one holds it
+        return True
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return False
+    lock.release()
+    return True
 
 
 def _journal_lock_held(url: str) -> bool:

@@ -207,8 +207,8 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
     """Two `hpsearch run --trials 4` processes on one study of each storage, each sure to run a trial.
 
     Worker a starts first and is frozen once its first trial shows in storage as running and
-    it holds no lock;
-    worker b then starts and claims a trial of its own (the total still needs one); a thaws.
+    it holds no lock; worker b then starts and claims a trial of its own (the total still
+    needs one); a thaws.
     Synchronised on storage, not on timing, so a slow start of b cannot leave it no trial.
     """
     cwd = tmp_path_factory.mktemp(f"workers-{request.param}")
@@ -221,7 +221,8 @@ def two_workers(request, tiny_model, tmp_path_factory) -> dict[str, Any]:
         _frozen_outside_the_locks(a, name, url, cwd)
         try:
             b = _worker(tiny_model, cwd, *args, log="b")
-            _until_running(b, name, url, cwd, "b")
+            # Claimed, not running: b's tiny trials can start and finish between two looks.
+            _until_running(b, name, url, cwd, "b", states=None)
         finally:
             os.kill(a.pid, signal.SIGCONT)
         procs = {"a": a, "b": b}
@@ -289,10 +290,10 @@ def _journal_lock_held(url: str) -> bool:
     return url.startswith("journal:") and os.path.lexists(url[len("journal:"):] + ".lock")
 
 
-def _until_running(proc: subprocess.Popen, name: str, url: str, cwd: Path, log: str) -> optuna.trial.FrozenTrial:
-    """Wait until a trial of ``proc`` is running in storage; that trial."""
+def _until_running(proc: subprocess.Popen, name: str, url: str, cwd: Path, log: str, states: tuple[TrialState, ...] | None = (TrialState.RUNNING,)) -> optuna.trial.FrozenTrial:
+    """Wait until a trial of ``proc`` is running in storage (or in ``states``; None: any); that trial."""
     deadline = time.monotonic() + WORKER_TIMEOUT
-    while (trial := _running_trial_of(proc.pid, name, url)) is None:
+    while (trial := _trial_of(proc.pid, name, url, states)) is None:
         assert proc.poll() is None and time.monotonic() < deadline, (cwd / f"{log}.err").read_text()[-2000:]
         time.sleep(0.25)  # not faster: a journal file has one lock, and readers would starve the worker
     return trial
@@ -328,11 +329,11 @@ def test_the_best_model_folder_holds_the_best_trial_of_both_workers(two_workers)
 # --------------------------------------------------------------------------- a killed worker
 
 
-def _running_trial_of(pid: int, study_name: str, url: str) -> optuna.trial.FrozenTrial | None:
+def _trial_of(pid: int, study_name: str, url: str, states: tuple[TrialState, ...] | None = (TrialState.RUNNING,)) -> optuna.trial.FrozenTrial | None:
     worker = f"{socket.gethostname()}:{pid}"
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = study.get_trials(deepcopy=False, states=states)
     except Exception:  # not made yet, or the file is held by a writer
         return None
     return next((t for t in running if t.user_attrs.get("worker") == worker), None)
@@ -350,7 +351,7 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
         while True:
             _until_running(proc, "hpsearch", url, workdir, "killed")
             os.kill(proc.pid, signal.SIGSTOP)
-            if (trial := _running_trial_of(proc.pid, "hpsearch", url)) is not None:
+            if (trial := _trial_of(proc.pid, "hpsearch", url)) is not None:
                 break
             os.kill(proc.pid, signal.SIGCONT)
     finally:

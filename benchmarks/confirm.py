@@ -2,6 +2,7 @@
 
     python benchmarks/confirm.py                              # 3 searches (sampler seeds 42..44), 20 trials each, then --top 3 --seeds 5
     python benchmarks/confirm.py --searches 1 --trials 8      # a quicker look
+    python benchmarks/confirm.py --max-train-samples 512 --max-eval-samples 256   # bounded, as RESULTS section 11 reports
 
 Each search is a real ``hpsearch run`` in an empty folder on ``../shared/data/sms_spam``
 (read in place, never copied), followed by ``hpsearch confirm``; both are timed as whole
@@ -76,7 +77,8 @@ def main() -> None:
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--dataset", default=str(h.SMS_SPAM), help="dataset folder (default ../shared/data/sms_spam)")
-    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--max-train-samples", type=int, default=None, help="passed to `hpsearch run`: at most N training rows")
+    p.add_argument("--max-eval-samples", type=int, default=None, help="passed to `hpsearch run`: at most N validation and test rows")
     args = p.parse_args()
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -88,6 +90,8 @@ def main() -> None:
             search_argv = ["run", "--config", "bench.toml", "--dataset", str(Path(args.dataset).resolve()), "--trials", str(args.trials)]
             if args.max_train_samples:
                 search_argv += ["--max-train-samples", str(args.max_train_samples)]
+            if args.max_eval_samples:
+                search_argv += ["--max-eval-samples", str(args.max_eval_samples)]
             search_s = _timed(search_argv, folder, env, folder / "search.err")
             confirm_s = _timed(["confirm", "--top", str(args.top), "--seeds", str(args.seeds)], folder, env, folder / "confirm.err")
             figures = _figures(folder)

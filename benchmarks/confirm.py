@@ -22,6 +22,7 @@ It takes hours on 2 CPU cores; the result goes to ``results/confirm-*.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -82,7 +83,9 @@ def main() -> None:
     args = p.parse_args()
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    runs = []
+    runs: list[dict[str, Any]] = []
+    machine = h.machine()
+    path: Path | None = None
     for i in range(args.searches):
         with tempfile.TemporaryDirectory(prefix="bench-confirm-") as tmp:
             folder = Path(tmp)
@@ -95,9 +98,19 @@ def main() -> None:
             search_s = _timed(search_argv, folder, env, folder / "search.err")
             confirm_s = _timed(["confirm", "--top", str(args.top), "--seeds", str(args.seeds)], folder, env, folder / "confirm.err")
             figures = _figures(folder)
-            runs.append({"sampler_seed": 42 + i, "search_s": search_s, "confirm_s": confirm_s, "confirm_over_search": confirm_s / search_s, **figures})
+            runs.append({"sampler_seed": 42 + i, "load1_after": os.getloadavg()[0], "search_s": search_s, "confirm_s": confirm_s, "confirm_over_search": confirm_s / search_s, **figures})
             print(f"sampler seed {42 + i}: search {search_s:.0f} s, confirm {confirm_s:.0f} s; search best {figures['search_best']}, winner {figures['winner']}", flush=True)
-    summary = {
+        # Written after every search, so that a run cut short keeps the searches it finished.
+        payload = {"machine": machine, "command": h.command_line(), "args": vars(args), "summary": _summary(runs), "runs": runs}
+        if path is None:
+            path = h.save("confirm", payload)
+        else:
+            path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"{_summary(runs)}\n{path}")
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "search_best_still_best": sum(r["search_best_still_best"] for r in runs),
         "searches": len(runs),
         "seed_std_mean": statistics.fmean([r["seed_std_mean"] for r in runs if r["seed_std_mean"] is not None] or [float("nan")]),
@@ -105,8 +118,6 @@ def main() -> None:
         "recipe_failure_rate": statistics.fmean([r["recipe_failure_rate"] for r in runs if r["recipe_failure_rate"] is not None] or [float("nan")]),
         "confirm_over_search": statistics.fmean([r["confirm_over_search"] for r in runs]),
     }
-    path = h.save("confirm", {"machine": h.machine(), "args": vars(args), "summary": summary, "runs": runs})
-    print(f"{summary}\n{path}")
 
 
 if __name__ == "__main__":

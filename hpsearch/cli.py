@@ -24,6 +24,7 @@ atexit.register(gc.freeze)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_SEEDS = 5  # `hpsearch confirm --seeds`, and `run --seeds` with --confirm-top
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +110,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="run N worker processes on the CPU, each with its share of the cores")
     run.add_argument("--devices", help="run one worker per CUDA device: all, or indices such as 0 or 0,2,3")
     run.add_argument("--workers-per-device", dest="workers_per_device", type=int, default=1, help="workers on each device of --devices (default 1)")
+    run.add_argument("--confirm-top", dest="confirm_top", type=int, metavar="K", help="once the search holds its trials, run `hpsearch confirm --top K` (on the same workers)")
+    run.add_argument("--seeds", type=int, help="with --confirm-top: seeds per configuration, original trial included (default 5)")
     run.set_defaults(handler=_run)
 
     card = sub.add_parser("card", help="write the model card of the best trial or of trial N")
@@ -132,7 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
     confirm = sub.add_parser("confirm", help="train the best configurations again with other seeds and pick by the mean", description="Train the --top best configurations of a study and the recipe again with --seeds seeds each (the original trial is one of them), pick the winner by mean validation score, and ship its best run.")
     _common(confirm)
     confirm.add_argument("--top", type=int, default=3, help="configurations to confirm: the N best complete trials (default 3); the recipe always comes along")
-    confirm.add_argument("--seeds", type=int, default=5, help="seeds per configuration, the recipe's seed and the next ones, original trial included (default 5: 42..46)")
+    confirm.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration, the recipe's seed and the next ones, original trial included (default 5: 42..46)")
     confirm.set_defaults(handler=_confirm)
 
     push = sub.add_parser("push", help="upload the best model and its card to the Hugging Face Hub")
@@ -184,9 +187,12 @@ def _run(args: argparse.Namespace) -> int:
     from hpsearch.search.pool import WORKER_LABEL_ENV
 
     config = _config(args, _RUN_KEYS)
+    _check_chain(args)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+    workers = None
     if args.workers is not None or args.devices is not None:
-        study, best_model_dir, stopped = _run_pool(args, config, err), None, None
+        workers = _pool_plan(args, err)
+        study, stopped = _run_pool(workers, _search_argv(args), config, err), None
     else:
         from hpsearch.search.loop import run_search
         from hpsearch.views.dashboard import DashboardNotes
@@ -197,29 +203,81 @@ def _run(args: argparse.Namespace) -> int:
             result = run_search(config, listeners=[reporter, DashboardNotes(config)])
         finally:
             reporter.close()  # ends the progress bar, and shows the terminal's cursor again
-        study, best_model_dir, stopped = result.study, result.best_model_dir, result.stopped
+        study, stopped = result.study, result.stopped
     if stopped:
         err.print(f"stopped early: {stopped}; run the same command to go on")
-    if os.environ.get(WORKER_LABEL_ENV) is None:  # a pool's workers leave the summary to the parent
-        _summary(config, study)
+    if os.environ.get(WORKER_LABEL_ENV) is not None:  # a pool's workers leave the summary to the parent
+        return 0
+    chained = args.confirm_top is not None
+    _summary(config, study, verdict=not chained)
+    if not chained:
+        return 0
+    out = _stdout_console()
+    missing = config.trials - _finished(study)
+    if missing > 0:  # stopped early (--timeout, failures): the leaders are not known yet
+        err.print(f"confirmation not started: the search is {missing} trials short of {config.trials}; run the same command to go on", markup=False)
+        _print_verdict(out, config, study)
+    elif workers is not None:
+        err.print(f"confirming the top {args.confirm_top} and the recipe with {args.seeds or DEFAULT_SEEDS} seeds on the same workers", markup=False)
+        _run_pool(workers, _confirm_argv(args), config, err)
+        _print_confirmation(out, err, config)
+    else:
+        _confirm_here(config, args.confirm_top, args.seeds or DEFAULT_SEEDS, err)
     return 0
 
 
-def _run_pool(args: argparse.Namespace, config: Any, err: Any) -> Any:
-    """``--workers`` / ``--devices``: the same run in several processes; the study when all end."""
+def _check_chain(args: argparse.Namespace) -> None:
+    """``--confirm-top`` / ``--seeds``: refused in one line before any training."""
+    if args.seeds is not None and args.confirm_top is None:
+        abort("--seeds needs --confirm-top K: the number of configurations to confirm")
+    for flag, value in (("--confirm-top", args.confirm_top), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            abort(f"{flag}: expected at least 1, got {value}")
+
+
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+def _search_argv(args: argparse.Namespace) -> list[str]:
+    """The workers' search: the parent's ``run`` arguments without the pool's or the chain's flags."""
+    from hpsearch.search.pool import POOL_FLAGS, worker_argv
+
+    return worker_argv(args.argv, drop={**POOL_FLAGS, "--confirm-top": 1, "--seeds": 1})
+
+
+def _confirm_argv(args: argparse.Namespace) -> list[str]:
+    """The workers' confirmation: ``hpsearch confirm`` on the study the search used, as the user named it."""
+    argv = ["confirm", "--top", str(args.confirm_top), "--seeds", str(args.seeds or DEFAULT_SEEDS)]
+    for flag, value in (("--config", args.config), ("--study", args.study), ("--storage", args.storage), ("--workdir", args.workdir)):
+        if value is not None:
+            argv += [flag, value]
+    return argv + (["--verbose"] if args.verbose else [])
+
+
+def _pool_plan(args: argparse.Namespace, err: Any) -> Any:
     import torch
 
-    from hpsearch.search.pool import plan, run_pool, worker_argv
-    from hpsearch.search.study import load_study
+    from hpsearch.search.pool import plan
     from hpsearch.training.modeling import cpu_threads
 
     workers = plan(workers=args.workers, devices=args.devices, per_device=args.workers_per_device, cuda_devices=torch.cuda.device_count(), cpus=cpu_threads())
     err.print(f"starting {len(workers)} workers: {' '.join(w.label for w in workers)}", markup=False)
-    run_pool(workers, worker_argv(args.argv), write=lambda line: err.print(line, markup=False))
+    return workers
+
+
+def _run_pool(workers: Any, argv: list[str], config: Any, err: Any) -> Any:
+    """``--workers`` / ``--devices``: ``argv`` in several processes; the study when all end."""
+    from hpsearch.search.pool import run_pool
+    from hpsearch.search.study import load_study
+
+    run_pool(workers, argv, write=lambda line: err.print(line, markup=False))
     return load_study(config.study, config.storage)
 
 
-def _summary(config: Any, study: Any) -> None:
+def _summary(config: Any, study: Any, *, verdict: bool = True) -> None:
     """The table of trials, where the study is, and the command that writes the card."""
     from pathlib import Path
 
@@ -237,7 +295,8 @@ def _summary(config: Any, study: Any) -> None:
         flags = "" if (config.study, config.storage) == ("hpsearch", DEFAULT_STORAGE) else f" --study {config.study} --storage {storage}"
         out.print(f"card: hpsearch card best{flags}")
         out.print(f"best model: {folder}")
-    _print_verdict(out, config, study)
+    if verdict:
+        _print_verdict(out, config, study)
 
 
 def _print_verdict(out: Any, config: Any, study: Any) -> None:
@@ -254,31 +313,49 @@ def _print_verdict(out: Any, config: Any, study: Any) -> None:
 def _confirm(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+    _confirm_here(_config(args), args.top, args.seeds, err)
+    return 0
+
+
+def _confirm_here(config: Any, top: int, seeds: int, err: Any) -> None:
+    """Run (or join) the confirmation in this process, then print what it decided."""
     from hpsearch.search.confirm import run_confirm
-    from hpsearch.search.study import load_study
-    from hpsearch.views.confirmation import SeedLines, confirmation_table, outcome_lines
+    from hpsearch.views.confirmation import SeedLines
     from hpsearch.views.progress import ConsoleReporter
 
-    config = _config(args)
-    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
     reporter = ConsoleReporter(err)
     try:
-        result = run_confirm(study=config.study, storage=config.storage, workdir=config.workdir, top=args.top, seeds=args.seeds, listeners=[SeedLines(err), reporter])
+        result = run_confirm(study=config.study, storage=config.storage, workdir=config.workdir, top=top, seeds=seeds, listeners=[SeedLines(err), reporter])
     finally:
         reporter.close()
     if result.stopped:
         err.print(f"stopped early: {result.stopped}; run the same command to go on", markup=False)
-    out = _stdout_console()
-    if result.confirmation is not None:
-        out.print(confirmation_table(result.confirmation))
-        for line in outcome_lines(result.confirmation):
-            out.print(line, markup=False)
-    if result.shipped_seed is not None:
-        out.print(f"best model: {result.best_model_dir} (the winner's run with seed {result.shipped_seed})", markup=False)
     elif result.not_shipped:
         err.print(f"best model left as it was: {result.not_shipped}", markup=False)
-    _print_verdict(out, config, load_study(config.study, config.storage))
-    return 0
+    _print_confirmation(_stdout_console(), err, config)
+
+
+def _print_confirmation(out: Any, err: Any, config: Any) -> None:
+    """The confirmation as storage holds it, the shipped run, and the verdict last."""
+    from hpsearch import schema
+    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.search.study import load_study, study_dir
+    from hpsearch.views.confirmation import confirmation_table, outcome_lines
+
+    study = load_study(config.study, config.storage)
+    confirmation = open_confirmation(study, config.storage)
+    if confirmation is not None:
+        out.print(confirmation_table(confirmation))
+        for line in outcome_lines(confirmation):
+            out.print(line, markup=False)
+        if not confirmation.done:
+            err.print(f"confirmation unfinished: {confirmation.pending} runs to go; run the same command to go on", markup=False)
+    folder = study_dir(config) / "best-model"
+    marker = schema.Marker.read(folder)
+    if marker is not None and marker.confirmed:
+        out.print(f"best model: {folder} (the winner's run with seed {marker.seed})", markup=False)
+    _print_verdict(out, config, study)
 
 
 def _trials(args: argparse.Namespace) -> int:

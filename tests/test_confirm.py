@@ -255,6 +255,40 @@ def test_two_workers_share_a_confirmation_without_running_anything_twice(study_c
     assert len(workers) >= 1
 
 
+def test_run_with_confirm_top_searches_then_confirms_and_ends_with_one_verdict(tiny_model, workdir, cli):
+    code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, "--confirm-top", "2", "--seeds", "3"))
+    assert code == 0, err
+    search, confirm = _studies()
+    assert len(search.trials) == 3  # the search's total, then the confirmation beside it
+    runs = _complete_runs(confirm)
+    assert set(runs) == _expected_runs(search, 2, 3)
+    assert set(runs.values()) == {1}
+    assert out.index("study: hpsearch in") < out.index("confirmed winner: trial")
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("Verdict: ")  # last, and once: the search's summary leaves it to the confirmation
+    assert sum(line.startswith("Verdict: ") for line in lines) == 1
+    marker = schema.Marker.read(workdir / "studies" / "hpsearch" / "best-model")
+    assert marker.confirmed and marker.trial == open_confirmation(search, URL).winner.trial
+
+
+def test_run_confirms_nothing_while_the_search_is_short_of_its_total(tiny_model, workdir, cli):
+    code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, "--confirm-top", "2", "--timeout", "0.001"))
+    assert code == 0, err
+    assert "confirmation not started: the search is 2 trials short of 3; run the same command to go on" in err
+    assert open_confirmation(optuna.load_study(study_name="hpsearch", storage=URL), URL) is None
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--seeds", "3"), "--seeds needs --confirm-top K: the number of configurations to confirm"),
+    (("--confirm-top", "0"), "--confirm-top: expected at least 1, got 0"),
+    (("--confirm-top", "2", "--seeds", "0"), "--seeds: expected at least 1, got 0"),
+])
+def test_a_bad_chain_is_one_line_before_any_training(tiny_model, workdir, cli, flags, message):
+    code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, *flags))
+    assert (code, err.strip().splitlines()) == (2, [f"hpsearch: error: {message}"])
+    assert list(workdir.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- the verdict
 
 

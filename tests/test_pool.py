@@ -99,6 +99,21 @@ def test_workers_run_the_parents_command_without_the_pool_flags():
     assert worker_argv(argv) == ["run", "--trials", "4", "--epochs", "1"]
 
 
+def test_a_chained_confirmation_runs_on_the_same_workers_after_the_search(workdir, tiny_model):
+    proc = _spawn(workdir, tiny_model, *FAST, "--trials", "3", "--workers", "2", "--confirm-top", "1", "--seeds", "2")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    search, confirm = _study(workdir), _study(workdir, "hpsearch" + schema.CONFIRM_SUFFIX)
+    assert len(search.trials) == 3  # the workers searched without the chain's flags
+    runs = [(schema.confirms(t), schema.run_seed(t)) for t in confirm.trials if t.state == TrialState.COMPLETE]
+    leader = max((t for t in search.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    assert sorted(runs) == sorted({(leader.number, 43), (schema.recipe_trial(search.trials).number, 43)})
+    assert str(proc.pid) not in {schema.worker(t).rsplit(":", 1)[-1] for t in confirm.trials}  # run by the workers
+    assert "\nconfirming the top 1 and the recipe with 2 seeds on the same workers\n" in err
+    assert out.count("study: hpsearch in") == 1 and "confirmed winner: trial" in out
+    assert out.strip().splitlines()[-1].startswith("Verdict: ")
+
+
 def test_devices_without_cuda_is_one_line_exit_2_and_nothing_made(workdir, tiny_model, cli):
     code, out, err = cli(*tiny_run_args(tiny_model, "--devices", "0", "--trials", "2"))
     assert code == 2

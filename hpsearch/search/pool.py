@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -84,16 +84,16 @@ def _device_indices(text: str, available: int) -> list[int]:
     return indices
 
 
-def worker_argv(argv: Sequence[str]) -> list[str]:
-    """The parent's ``run`` arguments without the pool's own flags."""
+def worker_argv(argv: Sequence[str], drop: Mapping[str, int] = POOL_FLAGS) -> list[str]:
+    """The parent's ``run`` arguments without the flags in ``drop`` (flag: values it takes)."""
     out, skip = [], 0
     for arg in argv:
         if skip:
             skip -= 1
             continue
         name = arg.split("=", 1)[0]
-        if name in POOL_FLAGS:
-            skip = 0 if "=" in arg else POOL_FLAGS[name]
+        if name in drop:
+            skip = 0 if "=" in arg else drop[name]
             continue
         out.append(arg)
     return out

@@ -11,7 +11,8 @@ processes. Read back from the storage they wrote (:func:`hpsearch.search.seeds.o
 - whether the search's best trial is still the winner by mean;
 - the seed standard deviation (the mean over configurations of their standard deviation
   over seeds) against the spread between configurations (the standard deviation of the
-  configurations' means, and the range of the search's complete trials);
+  configurations' means, and the range of the values of the search's trials, pruned ones
+  at their last report);
 - the recipe's failure rate over its seeds (one class called, or no better than the
   constant predictor);
 - the confirmation's wall time as a multiple of the search's.

@@ -184,6 +184,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from hpsearch import schema
     from hpsearch.search.pool import WORKER_LABEL_ENV
 
     config = _config(args, _RUN_KEYS)
@@ -213,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     if not chained:
         return 0
     out = _stdout_console()
-    missing = config.trials - _finished(study)
+    missing = config.trials - schema.count_finished(study.get_trials(deepcopy=False))
     if missing > 0:  # stopped early (--timeout, failures): the leaders are not known yet
         err.print(f"confirmation not started: the search is {missing} trials short of {config.trials}; run the same command to go on", markup=False)
         _print_verdict(out, config, study)
@@ -233,12 +234,6 @@ def _check_chain(args: argparse.Namespace) -> None:
     for flag, value in (("--confirm-top", args.confirm_top), ("--seeds", args.seeds)):
         if value is not None and value < 1:
             abort(f"{flag}: expected at least 1, got {value}")
-
-
-def _finished(study: Any) -> int:
-    from optuna.trial import TrialState
-
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
 
 
 def _search_argv(args: argparse.Namespace) -> list[str]:

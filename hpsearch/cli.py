@@ -213,17 +213,17 @@ def _run(args: argparse.Namespace) -> int:
     _summary(config, study, verdict=not chained)
     if not chained:
         return 0
-    out = _stdout_console()
+    out, seeds = _stdout_console(), args.seeds or DEFAULT_SEEDS
     missing = config.trials - schema.count_finished(study.get_trials(deepcopy=False))
     if missing > 0:  # stopped early (--timeout, failures): the leaders are not known yet
         err.print(f"confirmation not started: the search is {missing} trials short of {config.trials}; run the same command to go on", markup=False)
         _print_verdict(out, config, study)
     elif workers is not None:
-        err.print(f"confirming the top {args.confirm_top} and the recipe with {args.seeds or DEFAULT_SEEDS} seeds on the same workers", markup=False)
-        _run_pool(workers, _confirm_argv(args), config, err)
+        err.print(f"confirming the top {args.confirm_top} and the recipe with {seeds} seeds on the same workers", markup=False)
+        _run_pool(workers, _confirm_argv(args, seeds), config, err)
         _print_confirmation(out, err, config)
     else:
-        _confirm_here(config, args.confirm_top, args.seeds or DEFAULT_SEEDS, err)
+        _confirm_here(config, args.confirm_top, seeds, err)
     return 0
 
 
@@ -243,9 +243,9 @@ def _search_argv(args: argparse.Namespace) -> list[str]:
     return worker_argv(args.argv, drop={**POOL_FLAGS, "--confirm-top": 1, "--seeds": 1})
 
 
-def _confirm_argv(args: argparse.Namespace) -> list[str]:
+def _confirm_argv(args: argparse.Namespace, seeds: int) -> list[str]:
     """The workers' confirmation: ``hpsearch confirm`` on the study the search used, as the user named it."""
-    argv = ["confirm", "--top", str(args.confirm_top), "--seeds", str(args.seeds or DEFAULT_SEEDS)]
+    argv = ["confirm", "--top", str(args.confirm_top), "--seeds", str(seeds)]
     for flag, value in (("--config", args.config), ("--study", args.study), ("--storage", args.storage), ("--workdir", args.workdir)):
         if value is not None:
             argv += [flag, value]

@@ -55,11 +55,13 @@ def machine() -> dict[str, Any]:
 
     flags = set(info.get("flags", "").split())
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_flags_of_note": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
         "host": platform.node(),
         "cpu": info.get("model name") or platform.processor() or platform.machine(),
-        "cpu_family_model": f"{info['cpu family']}/{info['model']}" if "cpu family" in info and "model" in info else None,
+        "cpu_family_model": f"{info['cpu family']}/{info['model']}"
+        if "cpu family" in info and "model" in info
+        else None,
         "cpu_mhz": float(info["cpu MHz"]) if "cpu MHz" in info else None,
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": mem_gib,
@@ -161,7 +163,10 @@ class Buckets:
                 pass
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {k: {"s": round(v, 4), "cpu_s": round(self.cpu[k], 4), "calls": self.calls[k]} for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
+        return {
+            k: {"s": round(v, 4), "cpu_s": round(self.cpu[k], 4), "calls": self.calls[k]}
+            for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        }
 
 
 # --------------------------------------------------------------------------- children
@@ -194,7 +199,16 @@ class Lockstep:
     def __init__(self) -> None:
         self.children: list[dict[str, Any]] = []
 
-    def add(self, name: str, args: Sequence[str], *, src: str | None = None, cwd: str | Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        src: str | None = None,
+        cwd: str | Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         go_r, go_w = os.pipe()
         st_r, st_w = os.pipe()
         child_env = _child_env(src, env)
@@ -202,10 +216,21 @@ class Lockstep:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "w", encoding="utf-8")
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=child_env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(go_r, st_w))
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=cwd, env=child_env, stdout=out, stderr=subprocess.STDOUT, pass_fds=(go_r, st_w)
+        )
         os.close(go_r)
         os.close(st_w)
-        child = {"name": name, "proc": proc, "go": go_w, "status": st_r, "log": log, "out": out, "stretches": [], "done": False}
+        child = {
+            "name": name,
+            "proc": proc,
+            "go": go_w,
+            "status": st_r,
+            "log": log,
+            "out": out,
+            "stretches": [],
+            "done": False,
+        }
         if not os.read(st_r, 1):  # the first gate: the interpreter is up
             self._finish(child)
         child["start_s"] = time.perf_counter() - started
@@ -254,9 +279,11 @@ class Lockstep:
             _, status, usage = os.wait4(child["proc"].pid, 0)
             child["proc"].returncode = os.waitstatus_to_exitcode(status)
         if child["proc"].returncode != 0:
-            raise RuntimeError(f"child {child['name']} exited {child['proc'].returncode}; log {child['log']}:\n{text[-4000:]}")
+            raise RuntimeError(
+                f"child {child['name']} exited {child['proc'].returncode}; log {child['log']}:\n{text[-4000:]}"
+            )
         lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
-        result = json.loads(lines[-1][len(RESULT_PREFIX):]) if lines else {}
+        result = json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else {}
         active = sum(x["s"] for x in child["stretches"])
         loads = [x["load1"] for x in child["stretches"]]
         child["result"] = {
@@ -328,13 +355,26 @@ def run_listeners(config: Any) -> list[Any]:
 
 
 def _child_env(src: str | None, env: dict[str, str] | None) -> dict[str, str]:
-    child_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    child_env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **(env or {}),
+    }
     if src:
         child_env["PYTHONPATH"] = os.pathsep.join([str(src), child_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return child_env
 
 
-def run_child(args: Sequence[str], *, src: str | None = None, env: dict[str, str] | None = None, cwd: str | Path | None = None, log: Path | None = None) -> dict[str, Any]:
+def run_child(
+    args: Sequence[str],
+    *,
+    src: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log: Path | None = None,
+) -> dict[str, Any]:
     """Run ``python ARGS`` in a fresh process; its RESULT dict plus ``wall_s`` and the load.
 
     ``src`` puts another hpsearch source tree first on the path (a proposed change,
@@ -351,7 +391,7 @@ def run_child(args: Sequence[str], *, src: str | None = None, env: dict[str, str
     if proc.returncode != 0:
         raise RuntimeError(f"child {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    result = json.loads(lines[-1][len(RESULT_PREFIX):]) if lines else {}
+    result = json.loads(lines[-1][len(RESULT_PREFIX) :]) if lines else {}
     return {**result, "wall_s": round(wall, 3), "load_before": load_before, "load_after": loadavg()}
 
 
@@ -422,7 +462,13 @@ def study_summary(storage: str, study: str = "hpsearch") -> dict[str, Any]:
         "pruned": sum(t.state == TrialState.PRUNED for t in s.trials),
         "failed": sum(t.state == TrialState.FAIL for t in s.trials),
         "trials": [
-            {"number": t.number, "state": t.state.name.lower(), "params": t.params, "value": t.value, "f1": [round(r["f1"], 4) for r in rows[t.number]]}
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "params": t.params,
+                "value": t.value,
+                "f1": [round(r["f1"], 4) for r in rows[t.number]],
+            }
             for t in s.trials
         ],
     }

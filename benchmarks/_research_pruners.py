@@ -101,9 +101,13 @@ class AlignedMedianPruner(BasePruner):
         if reference not in REFERENCES:
             raise ValueError(f"reference: expected median or best, got {reference!r}")
         if startup_trials < 0 or warmup_epochs < 0 or not margin_se >= 0:
-            raise ValueError(f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}")
+            raise ValueError(
+                f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}"
+            )
         if reference == "best" and not margin_se:
-            raise ValueError("reference: 'best' needs margin_se > 0; without a margin every trial below the best would stop")
+            raise ValueError(
+                "reference: 'best' needs margin_se > 0; without a margin every trial below the best would stop"
+            )
         self.metric = metric
         self.align = align
         self.startup_trials = startup_trials
@@ -138,7 +142,10 @@ class AlignedMedianPruner(BasePruner):
             top = max(others, key=lambda row: row[self.metric])
             against, their_errors = top[self.metric], [top.get(se_key)]
         else:
-            against, their_errors = statistics.median(row[self.metric] for row in others), [row.get(se_key) for row in others]
+            against, their_errors = (
+                statistics.median(row[self.metric] for row in others),
+                [row.get(se_key) for row in others],
+            )
         margin = 0.0
         if self.margin_se > 0:
             errors = [e for e in their_errors if _finite(e)]
@@ -199,7 +206,9 @@ def make_pruner(spec: Mapping[str, Any], *, objective: str = "f1") -> BasePruner
     metric = objective if full["metric"] == "objective" else full["metric"]
     if metric == objective and full["align"] == "epochs" and not full["margin_se"] and full["reference"] == "median":
         # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.
-        return optuna.pruners.MedianPruner(n_startup_trials=full["startup_trials"], n_warmup_steps=full["warmup_epochs"] + 1)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=full["startup_trials"], n_warmup_steps=full["warmup_epochs"] + 1
+        )
     return AlignedMedianPruner(
         metric=metric,
         align=full["align"],

@@ -39,7 +39,9 @@ import _harness as h
 def _timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
     started = time.perf_counter()
     with open(log, "wb") as err:
-        code = subprocess.run([sys.executable, "-m", "hpsearch", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "hpsearch", *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err
+        ).returncode
     if code != 0:
         raise SystemExit(f"`hpsearch {' '.join(argv)}` exited {code}: {log.read_text()[-2000:]}")
     return time.perf_counter() - started
@@ -67,7 +69,14 @@ def _figures(folder: Path) -> dict[str, Any]:
         "between_config_std": statistics.stdev(means) if len(means) > 1 else None,
         "search_value_range": [min(values), max(values)],
         "recipe_failure_rate": recipe.failures / len(recipe.complete) if recipe and recipe.complete else None,
-        "winner_vs_recipe": None if comparison is None else {"difference": comparison.difference, "low": comparison.low, "high": comparison.high, "p": comparison.p_value},
+        "winner_vs_recipe": None
+        if comparison is None
+        else {
+            "difference": comparison.difference,
+            "low": comparison.low,
+            "high": comparison.high,
+            "p": comparison.p_value,
+        },
         "configurations": [c.to_dict() for c in confirmation.configs],
     }
 
@@ -79,8 +88,15 @@ def main() -> None:
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--dataset", default=str(h.SMS_SPAM), help="dataset folder (default ../shared/data/sms_spam)")
-    p.add_argument("--max-train-samples", type=int, default=None, help="passed to `hpsearch run`: at most N training rows")
-    p.add_argument("--max-eval-samples", type=int, default=None, help="passed to `hpsearch run`: at most N validation and test rows")
+    p.add_argument(
+        "--max-train-samples", type=int, default=None, help="passed to `hpsearch run`: at most N training rows"
+    )
+    p.add_argument(
+        "--max-eval-samples",
+        type=int,
+        default=None,
+        help="passed to `hpsearch run`: at most N validation and test rows",
+    )
     args = p.parse_args()
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -91,18 +107,46 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-confirm-") as tmp:
             folder = Path(tmp)
             (folder / "bench.toml").write_text(f"[sampler]\nseed = {42 + i}\n", encoding="utf-8")
-            search_argv = ["run", "--config", "bench.toml", "--dataset", str(Path(args.dataset).resolve()), "--trials", str(args.trials)]
+            search_argv = [
+                "run",
+                "--config",
+                "bench.toml",
+                "--dataset",
+                str(Path(args.dataset).resolve()),
+                "--trials",
+                str(args.trials),
+            ]
             if args.max_train_samples:
                 search_argv += ["--max-train-samples", str(args.max_train_samples)]
             if args.max_eval_samples:
                 search_argv += ["--max-eval-samples", str(args.max_eval_samples)]
             search_s = _timed(search_argv, folder, env, folder / "search.err")
-            confirm_s = _timed(["confirm", "--top", str(args.top), "--seeds", str(args.seeds)], folder, env, folder / "confirm.err")
+            confirm_s = _timed(
+                ["confirm", "--top", str(args.top), "--seeds", str(args.seeds)], folder, env, folder / "confirm.err"
+            )
             figures = _figures(folder)
-            runs.append({"sampler_seed": 42 + i, "load1_after": os.getloadavg()[0], "search_s": search_s, "confirm_s": confirm_s, "confirm_over_search": confirm_s / search_s, **figures})
-            print(f"sampler seed {42 + i}: search {search_s:.0f} s, confirm {confirm_s:.0f} s; search best {figures['search_best']}, winner {figures['winner']}", flush=True)
+            runs.append(
+                {
+                    "sampler_seed": 42 + i,
+                    "load1_after": os.getloadavg()[0],
+                    "search_s": search_s,
+                    "confirm_s": confirm_s,
+                    "confirm_over_search": confirm_s / search_s,
+                    **figures,
+                }
+            )
+            print(
+                f"sampler seed {42 + i}: search {search_s:.0f} s, confirm {confirm_s:.0f} s; search best {figures['search_best']}, winner {figures['winner']}",
+                flush=True,
+            )
         # Written after every search, so that a run cut short keeps the searches it finished.
-        payload = {"machine": machine, "command": h.command_line(), "args": vars(args), "summary": _summary(runs), "runs": runs}
+        payload = {
+            "machine": machine,
+            "command": h.command_line(),
+            "args": vars(args),
+            "summary": _summary(runs),
+            "runs": runs,
+        }
         if path is None:
             path = h.save("confirm", payload)
         else:
@@ -114,9 +158,15 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "search_best_still_best": sum(r["search_best_still_best"] for r in runs),
         "searches": len(runs),
-        "seed_std_mean": statistics.fmean([r["seed_std_mean"] for r in runs if r["seed_std_mean"] is not None] or [float("nan")]),
-        "between_config_std_mean": statistics.fmean([r["between_config_std"] for r in runs if r["between_config_std"] is not None] or [float("nan")]),
-        "recipe_failure_rate": statistics.fmean([r["recipe_failure_rate"] for r in runs if r["recipe_failure_rate"] is not None] or [float("nan")]),
+        "seed_std_mean": statistics.fmean(
+            [r["seed_std_mean"] for r in runs if r["seed_std_mean"] is not None] or [float("nan")]
+        ),
+        "between_config_std_mean": statistics.fmean(
+            [r["between_config_std"] for r in runs if r["between_config_std"] is not None] or [float("nan")]
+        ),
+        "recipe_failure_rate": statistics.fmean(
+            [r["recipe_failure_rate"] for r in runs if r["recipe_failure_rate"] is not None] or [float("nan")]
+        ),
         "confirm_over_search": statistics.fmean([r["confirm_over_search"] for r in runs]),
     }
 

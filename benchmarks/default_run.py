@@ -40,7 +40,11 @@ def main() -> None:
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "hpsearch", "run", "--trials", str(args.trials)],
-            cwd=tmp, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, pinned),
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, pinned),
         )
         wall = time.perf_counter() - started
         load_after = h.loadavg()
@@ -61,7 +65,15 @@ def main() -> None:
         "load_before": load_before,
         "load_after": load_after,
     }
-    payload = {"benchmark": "default_run", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "summary": summary, "study": study, "stderr_tail": proc.stderr[-6000:]}
+    payload = {
+        "benchmark": "default_run",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "settings": vars(args),
+        "summary": summary,
+        "study": study,
+        "stderr_tail": proc.stderr[-6000:],
+    }
     path = h.save("default_run", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
@@ -73,8 +85,8 @@ def _default_study(folder: str) -> tuple[str, str]:
 
     defaults = load_config()
     url, prefix = defaults.storage, "sqlite:///"
-    if url.startswith(prefix) and not Path(url[len(prefix):]).is_absolute():
-        url = prefix + str(Path(folder) / url[len(prefix):])  # relative to the run's folder, not this process's
+    if url.startswith(prefix) and not Path(url[len(prefix) :]).is_absolute():
+        url = prefix + str(Path(folder) / url[len(prefix) :])  # relative to the run's folder, not this process's
     return url, defaults.study
 
 

@@ -25,7 +25,6 @@ time the resuming command took, and is saved under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import signal
@@ -43,7 +42,22 @@ import _harness
 STORAGES = ("sqlite", "journal", "postgresql", "redis")
 FAULTS = ("sigint", "sigterm", "kill9", "sigstop", "restart", "enospc", "concurrent")
 TOTAL = 4
-RUN = ("--trials", str(TOTAL), "--epochs", "3", "--early-stopping-patience", "0", "--pruner", "none", "--max-length", "32", "--max-train-samples", "128", "--max-eval-samples", "32")
+RUN = (
+    "--trials",
+    str(TOTAL),
+    "--epochs",
+    "3",
+    "--early-stopping-patience",
+    "0",
+    "--pruner",
+    "none",
+    "--max-length",
+    "32",
+    "--max-train-samples",
+    "128",
+    "--max-eval-samples",
+    "32",
+)
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 # Worker processes with hooks a fault needs: a short heartbeat grace, a full disk at the save.
 _WORKER = """
@@ -87,8 +101,14 @@ def main() -> None:
                 "recover_s": round(statistics.median(r["recover_s"] for r in passed), 1) if passed else None,
                 "failures": [r["problems"] for r in cell if not r["ok"]],
             }
-            print(f"{fault:<11} {storage:<11} {len(passed)}/{args.reps}  recover {matrix[f'{fault}/{storage}']['recover_s']} s", flush=True)
-    path = _harness.save("faults", {"machine": _harness.machine(), "command": _harness.command_line(), "seed": args.seed, "matrix": matrix})
+            print(
+                f"{fault:<11} {storage:<11} {len(passed)}/{args.reps}  recover {matrix[f'{fault}/{storage}']['recover_s']} s",
+                flush=True,
+            )
+    path = _harness.save(
+        "faults",
+        {"machine": _harness.machine(), "command": _harness.command_line(), "seed": args.seed, "matrix": matrix},
+    )
     print(f"saved {path}")
 
 
@@ -100,7 +120,15 @@ def _tiny_model(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -109,7 +137,11 @@ def _repetition(root: Path, model: Path, storage: str, fault: str, rng: random.R
     folder = root / uuid.uuid4().hex[:8]
     folder.mkdir()
     redis_server = _private_redis(folder) if storage == "redis" else None
-    url = {"sqlite": f"sqlite:///{folder}/studies/hpsearch.db", "journal": f"journal:{folder}/studies/hpsearch.journal", "postgresql": PG}.get(storage) or f"redis://127.0.0.1:{redis_server[1]}/0"
+    url = {
+        "sqlite": f"sqlite:///{folder}/studies/hpsearch.db",
+        "journal": f"journal:{folder}/studies/hpsearch.journal",
+        "postgresql": PG,
+    }.get(storage) or f"redis://127.0.0.1:{redis_server[1]}/0"
     study = f"faults-{uuid.uuid4().hex[:8]}"
     argv = ["run", "--model", str(model), "--study", study, "--storage", url, *RUN]
     try:
@@ -130,7 +162,13 @@ def _repetition(root: Path, model: Path, storage: str, fault: str, rng: random.R
 def _worker(folder: Path, argv: list[str], *, enospc: bool = False) -> subprocess.Popen:
     """A worker; its stderr goes to ``worker-<n>.log`` in the repetition's folder."""
     log = open(folder / f"worker-{len(list(folder.glob('worker-*.log')))}.log", "w")  # noqa: SIM115 - the child holds it
-    return subprocess.Popen([sys.executable, "-c", _WORKER.format(enospc=enospc), *argv], cwd=folder, stdout=subprocess.DEVNULL, stderr=log, env={**_harness._child_env(None, None), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-c", _WORKER.format(enospc=enospc), *argv],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env={**_harness._child_env(None, None), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def _inject(fault: str, folder: Path, argv: list[str], rng: random.Random, redis_server: Any) -> None:
@@ -160,12 +198,16 @@ def _inject(fault: str, folder: Path, argv: list[str], rng: random.Random, redis
         _worker(folder, argv, enospc=True).wait(timeout=600)
     elif fault == "concurrent":
         proc = _worker(folder, argv)
-        rest = argv[argv.index("--study"):argv.index("--storage") + 2]
+        rest = argv[argv.index("--study") : argv.index("--storage") + 2]
         while proc.poll() is None:
             for command in (["card", "best"], ["report"], ["trials"]):
-                done = subprocess.run([sys.executable, "-m", "hpsearch", *command, *rest], cwd=folder, capture_output=True, text=True)
+                done = subprocess.run(
+                    [sys.executable, "-m", "hpsearch", *command, *rest], cwd=folder, capture_output=True, text=True
+                )
                 if done.returncode not in (0, 2) or "Traceback" in done.stderr:
-                    raise AssertionError(f"{' '.join(command)} beside the run: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+                    raise AssertionError(
+                        f"{' '.join(command)} beside the run: exit {done.returncode}: {done.stderr.strip()[-300:]}"
+                    )
     else:
         raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
 
@@ -183,7 +225,24 @@ def _private_redis(folder: Path) -> list[Any]:
 def _start_redis(folder: Path, port: int) -> subprocess.Popen:
     import redis
 
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     for _ in range(200):
         try:
             redis.Redis(port=port, socket_timeout=1).ping()
@@ -202,7 +261,9 @@ def _restart(redis_server: Any, folder: Path) -> None:
         redis_server[0] = _start_redis(folder, port)
         return
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, capture_output=True)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True, capture_output=True
+    )
 
 
 def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
@@ -231,13 +292,18 @@ def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
         problems.append(f"best-model holds {marker and marker.trial}, the best kept trial is {best and best.number}")
     else:
         AutoModelForSequenceClassification.from_pretrained(best_model)
-    card = subprocess.run([sys.executable, "-m", "hpsearch", "card", "best", "--study", study_name, "--storage", url], cwd=folder, capture_output=True, text=True)
+    card = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "card", "best", "--study", study_name, "--storage", url],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
     if card.returncode != 0:
         problems.append(f"card: {card.stderr.strip()[-200:]}")
     if url.startswith("sqlite:///"):
         import sqlite3
 
-        with sqlite3.connect(folder / url[len("sqlite:///"):]) as db:
+        with sqlite3.connect(folder / url[len("sqlite:///") :]) as db:
             if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 problems.append("SQLite integrity_check failed")
     return problems

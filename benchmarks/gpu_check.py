@@ -52,12 +52,36 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model = _model(work / "model", tiny=args.dry_run)
-    base = ["--model", str(model), "--epochs", str(1 if args.dry_run else args.epochs), "--max-train-samples", str(32 if args.dry_run else args.train), "--max-length", "32" if args.dry_run else "128", "--pruner", "none"]
+    base = [
+        "--model",
+        str(model),
+        "--epochs",
+        str(1 if args.dry_run else args.epochs),
+        "--max-train-samples",
+        str(32 if args.dry_run else args.train),
+        "--max-length",
+        "32" if args.dry_run else "128",
+        "--pruner",
+        "none",
+    ]
     if _harness.SMS_SPAM.is_dir() and not args.dry_run:
         base += ["--dataset", str(_harness.SMS_SPAM)]
     trials = 1 if args.dry_run else 4
-    pools = [("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"])] if args.dry_run else [("1 worker per device", ["--devices", "0"]), ("2 workers per device", ["--devices", "0", "--workers-per-device", "2"])]
-    result: dict[str, Any] = {"machine": _harness.machine(), "command": _harness.command_line(), "dry_run": args.dry_run, "search": {}, "levers": {}}
+    pools = (
+        [("1 worker", ["--workers", "1"]), ("2 workers", ["--workers", "2"])]
+        if args.dry_run
+        else [
+            ("1 worker per device", ["--devices", "0"]),
+            ("2 workers per device", ["--devices", "0", "--workers-per-device", "2"]),
+        ]
+    )
+    result: dict[str, Any] = {
+        "machine": _harness.machine(),
+        "command": _harness.command_line(),
+        "dry_run": args.dry_run,
+        "search": {},
+        "levers": {},
+    }
     for name, flags in pools:
         result["search"][name] = _search(work / name.replace(" ", "-"), [*base, "--trials", str(trials), *flags])
         _print(f"search, {name}", result["search"][name])
@@ -93,13 +117,21 @@ def _search(folder: Path, argv: list[str], *, recipe: dict[str, Any] | None = No
         (folder / "levers.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         argv = [*argv, "--config", "levers.toml"]
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "hpsearch", "run", *argv], cwd=folder, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "run", *argv],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:], "wall_s": round(wall, 1)}
     trials = _trials(folder)
     samples = sum(t["samples"] for t in trials)
-    card = subprocess.run([sys.executable, "-m", "hpsearch", "card", "best"], cwd=folder, capture_output=True, text=True)
+    card = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "card", "best"], cwd=folder, capture_output=True, text=True
+    )
     return {
         "wall_s": round(wall, 1),
         "trials_per_hour": round(3600 * len(trials) / wall, 1),
@@ -118,14 +150,16 @@ def _trials(folder: Path) -> list[dict[str, Any]]:
     out = []
     for trial in study.get_trials(deepcopy=False, states=schema.FINISHED):
         args, rows = schema.training_args(trial), schema.rows(trial)
-        out.append({
-            "number": trial.number,
-            "precision": args.get("precision"),
-            "tf32": args.get("tf32"),
-            "device": schema.device(trial),
-            "samples": (rows[-1]["step"] if rows else 0) * int(args.get("per_device_train_batch_size", 0)),
-            "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds(),
-        })
+        out.append(
+            {
+                "number": trial.number,
+                "precision": args.get("precision"),
+                "tf32": args.get("tf32"),
+                "device": schema.device(trial),
+                "samples": (rows[-1]["step"] if rows else 0) * int(args.get("per_device_train_batch_size", 0)),
+                "seconds": (trial.datetime_complete - trial.datetime_start).total_seconds(),
+            }
+        )
     return out
 
 
@@ -134,8 +168,10 @@ def _print(title: str, figures: dict[str, Any]) -> None:
         print(f"{title}: failed: {figures['error']}")
         return
     devices = {json.dumps(t["device"], sort_keys=True) for t in figures["trials"]}
-    print(f"{title}: {figures['wall_s']} s, {figures['trials_per_hour']} trials/h, {figures['samples_per_s']} samples/s; "
-          f"precision {sorted({t['precision'] for t in figures['trials']})}; devices {sorted(devices)}")
+    print(
+        f"{title}: {figures['wall_s']} s, {figures['trials_per_hour']} trials/h, {figures['samples_per_s']} samples/s; "
+        f"precision {sorted({t['precision'] for t in figures['trials']})}; devices {sorted(devices)}"
+    )
 
 
 def _write(path: Path, payload: dict[str, Any]) -> Path:

@@ -57,12 +57,24 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--dataset", default=None, help="a dataset folder instead of the synthetic data")
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--first", choices=("hpsearch", "trainer"), default="hpsearch", help="the side that runs first in round 0")
-    p.add_argument("--tiny", action="store_true", help="a 2-layer model and 256 rows: checks the script, measures nothing")
+    p.add_argument(
+        "--first", choices=("hpsearch", "trainer"), default="hpsearch", help="the side that runs first in round 0"
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="a 2-layer model and 256 rows: checks the script, measures nothing"
+    )
     p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="profile this many training steps of each side's last trial (0: off)")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="profile this many training steps of each side's last trial (0: off)",
+    )
     p.add_argument("--trace-dir", default=None, help="with --profile, also write each side's Chrome trace here")
-    p.add_argument("--tokenizer", default=None, help="a tokenizer folder (default: the packaged MiniLM's, bert-base's vocabulary)")
+    p.add_argument(
+        "--tokenizer", default=None, help="a tokenizer folder (default: the packaged MiniLM's, bert-base's vocabulary)"
+    )
     p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -76,17 +88,40 @@ def _parent(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         model_dir = _make_model(Path(tmp) / "bert-base-random", tiny=args.tiny, tokenizer_dir=args.tokenizer)
         data_dir = args.dataset or str(_make_data(Path(tmp) / "data", args.rows))
-        profile = ["--profile", str(args.profile)] + (["--trace-dir", str(Path(args.trace_dir).resolve())] if args.trace_dir else [])
-        common = [*profile, "--trials", str(args.trials), "--epochs", str(args.epochs), "--batch", str(args.batch), "--max-length", str(args.max_length), "--model-dir", str(model_dir), "--data-dir", data_dir]
+        profile = ["--profile", str(args.profile)] + (
+            ["--trace-dir", str(Path(args.trace_dir).resolve())] if args.trace_dir else []
+        )
+        common = [
+            *profile,
+            "--trials",
+            str(args.trials),
+            "--epochs",
+            str(args.epochs),
+            "--batch",
+            str(args.batch),
+            "--max-length",
+            str(args.max_length),
+            "--model-dir",
+            str(model_dir),
+            "--data-dir",
+            data_dir,
+        ]
         runs = []
         for r in range(args.rounds):
             order = ["hpsearch", "trainer"] if args.first == "hpsearch" else ["trainer", "hpsearch"]
-            for side in (order if r % 2 == 0 else order[::-1]):
+            for side in order if r % 2 == 0 else order[::-1]:
                 with tempfile.TemporaryDirectory(prefix=f"bench-gpu-{side}-", dir=tmp) as work:
-                    out = h.run_child([__file__, "--role", side, "--workdir", work, *common], src=args.src if side == "hpsearch" else None, cwd=work)
+                    out = h.run_child(
+                        [__file__, "--role", side, "--workdir", work, *common],
+                        src=args.src if side == "hpsearch" else None,
+                        cwd=work,
+                    )
                 out["side"], out["round"] = side, r
                 runs.append(out)
-                print(f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s (per trial {out['samples_per_s']}), {out['device']}", file=sys.stderr)
+                print(
+                    f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s (per trial {out['samples_per_s']}), {out['device']}",
+                    file=sys.stderr,
+                )
                 if out.get("profile"):
                     _print_profile(side, out["profile"])
     by_side = {s: [x["steady_samples_per_s"] for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
@@ -100,9 +135,20 @@ def _parent(args: argparse.Namespace) -> None:
         "trainer_train_s": [x["steady_train_s"] for x in runs if x["side"] == "trainer"],
     }
     if args.profile:
-        summary["profile_step_ms"] = {s: [x["profile"].get("step_ms") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
-        summary["profile_kernels_per_step"] = {s: [x["profile"].get("kernels_per_step") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")}
-    payload = {"benchmark": "gpu_throughput", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
+        summary["profile_step_ms"] = {
+            s: [x["profile"].get("step_ms") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")
+        }
+        summary["profile_kernels_per_step"] = {
+            s: [x["profile"].get("kernels_per_step") for x in runs if x["side"] == s] for s in ("hpsearch", "trainer")
+        }
+    payload = {
+        "benchmark": "gpu_throughput",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "settings": vars(args),
+        "runs": runs,
+        "summary": summary,
+    }
     path = h.save("gpu_throughput", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
@@ -116,7 +162,11 @@ def _make_model(folder: Path, *, tiny: bool, tokenizer_dir: str | None) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or str(packaged_default_model()))
     torch.manual_seed(0)
-    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128) if tiny else BertConfig()
+    config = (
+        BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128)
+        if tiny
+        else BertConfig()
+    )
     config.vocab_size = tokenizer.vocab_size
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -127,8 +177,10 @@ def _make_data(folder: Path, rows: int) -> Path:
     import csv
 
     rng = random.Random(20240605)
-    words = ("the kettle lamp charger battery price design handle works broke quickly slowly great awful "
-             "really quite never not but and after before week month return refund replace recommend").split()
+    words = (
+        "the kettle lamp charger battery price design handle works broke quickly slowly great awful "
+        "really quite never not but and after before week month return refund replace recommend"
+    ).split()
     folder.mkdir(parents=True)
     for split, n in (("train", rows), ("validation", max(64, rows // 4))):
         with open(folder / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
@@ -140,9 +192,15 @@ def _make_data(folder: Path, rows: int) -> Path:
 
 
 def _print_profile(side: str, prof: dict[str, Any]) -> None:
-    print(f"  {side} profile: {prof['steps']} steps, {prof['step_ms']} ms a step, {prof['kernels_per_step']} kernel launches a step", file=sys.stderr)
+    print(
+        f"  {side} profile: {prof['steps']} steps, {prof['step_ms']} ms a step, {prof['kernels_per_step']} kernel launches a step",
+        file=sys.stderr,
+    )
     for row in prof["top"][:12]:
-        print(f"    {row['self_cpu_ms_per_step']:8.2f} ms host {row['self_device_ms_per_step']:8.2f} ms device {row['calls_per_step']:7.1f} calls  {row['name']}", file=sys.stderr)
+        print(
+            f"    {row['self_cpu_ms_per_step']:8.2f} ms host {row['self_device_ms_per_step']:8.2f} ms device {row['calls_per_step']:7.1f} calls  {row['name']}",
+            file=sys.stderr,
+        )
 
 
 class StepProfiler:
@@ -187,7 +245,11 @@ class StepProfiler:
         from torch.profiler import ProfilerActivity, profile, schedule
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-        self._prof = profile(activities=activities, schedule=schedule(wait=self.WAIT, warmup=self.WARMUP, active=self.steps, repeat=1), on_trace_ready=self._ready)
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(wait=self.WAIT, warmup=self.WARMUP, active=self.steps, repeat=1),
+            on_trace_ready=self._ready,
+        )
         self._prof.__enter__()
 
     def _ready(self, prof: Any) -> None:
@@ -195,7 +257,11 @@ class StepProfiler:
         n = self.steps
         step_events = [e for e in events if e.key.startswith("ProfilerStep")]
         step_ms = sum(e.cpu_time_total for e in step_events) / 1000 / max(1, sum(e.count for e in step_events))
-        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx"))
+        launches = sum(
+            e.count
+            for e in events
+            if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+        )
         ops = [e for e in events if not e.key.startswith("ProfilerStep")]
         ops.sort(key=lambda e: e.self_cpu_time_total + e.self_device_time_total, reverse=True)
         self.summary = {
@@ -205,8 +271,12 @@ class StepProfiler:
             "host_ms_per_step": round(sum(e.self_cpu_time_total for e in ops) / 1000 / n, 2),
             "device_ms_per_step": round(sum(e.self_device_time_total for e in ops) / 1000 / n, 2),
             "top": [
-                {"name": e.key, "calls_per_step": round(e.count / n, 1), "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1000 / n, 3),
-                 "self_device_ms_per_step": round(e.self_device_time_total / 1000 / n, 3)}
+                {
+                    "name": e.key,
+                    "calls_per_step": round(e.count / n, 1),
+                    "self_cpu_ms_per_step": round(e.self_cpu_time_total / 1000 / n, 3),
+                    "self_device_ms_per_step": round(e.self_device_time_total / 1000 / n, 3),
+                }
                 for e in ops[:40]
             ],
         }
@@ -271,7 +341,7 @@ def _device() -> tuple[str, bool]:
 
 def _result(meter: Throughput, trials: int, profiler: StepProfiler) -> dict[str, Any]:
     per_trial = [round(x, 1) for x in meter.per_epoch]
-    later = per_trial[len(per_trial) // trials:] if trials > 1 else per_trial  # skip the first trial's epochs
+    later = per_trial[len(per_trial) // trials :] if trials > 1 else per_trial  # skip the first trial's epochs
     trial_s = meter.per_trial_s
     if profiler.summary and trials > 2:  # the profiled last trial is slower: leave it out
         later = later[: len(later) - len(per_trial) // trials]
@@ -298,10 +368,20 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
         f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n",
         encoding="utf-8",
     )
-    config = load_config(toml, overrides={
-        "model": args.model_dir, "dataset": args.data_dir, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "early_stopping_patience": 0,
-        "max_length": args.max_length, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
-    })
+    config = load_config(
+        toml,
+        overrides={
+            "model": args.model_dir,
+            "dataset": args.data_dir,
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "pruner": "none",
+            "early_stopping_patience": 0,
+            "max_length": args.max_length,
+            "storage": f"sqlite:///{args.workdir}/hpsearch.db",
+            "workdir": f"{args.workdir}/studies",
+        },
+    )
     meter = Throughput(_train_rows(args.data_dir))
     profiler = StepProfiler(args.profile, args.trials, args.trace_dir, "hpsearch")
     run_search(config, callbacks=[meter.callback(), profiler.callback()])
@@ -327,13 +407,30 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     profiler = StepProfiler(args.profile, args.trials, args.trace_dir, "trainer")
     for trial in range(args.trials):
         training_args = TrainingArguments(
-            output_dir=f"{args.workdir}/trial-{trial}", per_device_train_batch_size=args.batch, per_device_eval_batch_size=EVAL_BATCH,
-            learning_rate=5e-05, num_train_epochs=args.epochs, seed=42, eval_strategy="epoch", save_strategy="no",
-            logging_strategy="epoch", report_to="none", disable_tqdm=True, bf16=bf16, fp16=cuda and not bf16,
+            output_dir=f"{args.workdir}/trial-{trial}",
+            per_device_train_batch_size=args.batch,
+            per_device_eval_batch_size=EVAL_BATCH,
+            learning_rate=5e-05,
+            num_train_epochs=args.epochs,
+            seed=42,
+            eval_strategy="epoch",
+            save_strategy="no",
+            logging_strategy="epoch",
+            report_to="none",
+            disable_tqdm=True,
+            bf16=bf16,
+            fp16=cuda and not bf16,
             tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
         )
         model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=task.num_labels)
-        trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, callbacks=[meter.callback(), profiler.callback()])
+        trainer = Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],
+            processing_class=tokenizer,
+            callbacks=[meter.callback(), profiler.callback()],
+        )
         trainer.train()
         del trainer, model
     return _result(meter, args.trials, profiler)

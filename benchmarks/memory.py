@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h
+
 from hpsearch import schema
 from hpsearch.search.events import RunListener
 
@@ -58,7 +59,14 @@ def tiny_model(folder: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -68,7 +76,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--model", default=None, help="model folder, or 'default' for hpsearch's own (default: a tiny BERT made here)")
+    p.add_argument(
+        "--model", default=None, help="model folder, or 'default' for hpsearch's own (default: a tiny BERT made here)"
+    )
     p.add_argument("--max-length", type=int, default=32)
     p.add_argument("--without-trim", action="store_true", help="do not hand freed memory back after each trial")
     args = p.parse_args()
@@ -80,7 +90,9 @@ def main() -> None:
         # The trim after each trial reaches glibc through the objective module's own name
         # for it; configure_allocator keeps its own, so the heap settings stay as they run.
         if not hasattr(objective, "glibc"):
-            raise SystemExit("--without-trim: hpsearch.training.objective no longer calls glibc(); find where the trial's malloc_trim moved and patch that name here")
+            raise SystemExit(
+                "--without-trim: hpsearch.training.objective no longer calls glibc(); find where the trial's malloc_trim moved and patch that name here"
+            )
         objective.glibc = lambda: None
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
@@ -88,8 +100,14 @@ def main() -> None:
         model_override = {} if model == "default" else {"model": model}
         config = load_config(
             overrides={
-                **model_override, "trials": args.trials, "epochs": args.epochs, "pruner": "none", "early_stopping_patience": 0, "max_length": args.max_length,
-                "storage": f"sqlite:///{tmp}/hpsearch.db", "workdir": f"{tmp}/studies",
+                **model_override,
+                "trials": args.trials,
+                "epochs": args.epochs,
+                "pruner": "none",
+                "early_stopping_patience": 0,
+                "max_length": args.max_length,
+                "storage": f"sqlite:///{tmp}/hpsearch.db",
+                "workdir": f"{tmp}/studies",
             }
         )
         load_before = h.loadavg()
@@ -107,7 +125,15 @@ def main() -> None:
         "growth_per_trial_mib": round((steady[-1] - steady[0]) / max(1, len(steady) - 1), 2),
         "max_minus_min_from_trial2_mib": round(max(steady) - min(steady), 1),
     }
-    payload = {"benchmark": "memory", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "settings": vars(args), "summary": summary}
+    payload = {
+        "benchmark": "memory",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "load_before": load_before,
+        "load_after": h.loadavg(),
+        "settings": vars(args),
+        "summary": summary,
+    }
     path = h.save("memory", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)

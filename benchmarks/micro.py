@@ -28,7 +28,21 @@ import _harness as h
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("gc", "exit", "eval", "bf16", "sampler", "allocator", "profile", "gemm", "exit-child", "allocator-child"))
+    p.add_argument(
+        "what",
+        choices=(
+            "gc",
+            "exit",
+            "eval",
+            "bf16",
+            "sampler",
+            "allocator",
+            "profile",
+            "gemm",
+            "exit-child",
+            "allocator-child",
+        ),
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--freeze", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--configured", action="store_true", help=argparse.SUPPRESS)
@@ -40,8 +54,24 @@ def main() -> None:
         _allocator_child(args.configured)
         return
     load_before = h.loadavg()
-    result = {"gc": _gc, "exit": _exit, "eval": _eval, "bf16": _bf16, "sampler": _sampler, "allocator": _allocator, "profile": _profile, "gemm": _gemm}[args.what](args.repeats)
-    payload = {"benchmark": f"micro-{args.what}", "command": h.command_line(), "machine": h.machine(), "load_before": load_before, "load_after": h.loadavg(), "result": result}
+    result = {
+        "gc": _gc,
+        "exit": _exit,
+        "eval": _eval,
+        "bf16": _bf16,
+        "sampler": _sampler,
+        "allocator": _allocator,
+        "profile": _profile,
+        "gemm": _gemm,
+    }[args.what](args.repeats)
+    payload = {
+        "benchmark": f"micro-{args.what}",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "load_before": load_before,
+        "load_after": h.loadavg(),
+        "result": result,
+    }
     path = h.save(f"micro-{args.what}", payload)
     print(json.dumps(result))
     print(f"saved {path.relative_to(h.REPO)}", file=sys.stderr)
@@ -66,7 +96,9 @@ def _load(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
 
 def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any]:
     """MiniLM and sms_spam rows, made as hpsearch makes them."""
-    return _load({"dataset": str(h.SMS_SPAM), "max_train_samples": train, "max_eval_samples": evaluate, "max_length": max_length})
+    return _load(
+        {"dataset": str(h.SMS_SPAM), "max_train_samples": train, "max_eval_samples": evaluate, "max_length": max_length}
+    )
 
 
 def _default_run_rows() -> tuple[Any, list[dict[str, Any]], Any]:
@@ -125,7 +157,11 @@ def _exit(repeats: int) -> dict[str, Any]:
     out: dict[str, list[float]] = {"plain": [], "gc.freeze at exit": []}
     for i in range(repeats):
         for freeze in (False, True) if i % 2 == 0 else (True, False):
-            proc = subprocess.run([sys.executable, __file__, "exit-child", *(["--freeze"] if freeze else [])], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "exit-child", *(["--freeze"] if freeze else [])],
+                capture_output=True,
+                text=True,
+            )
             ended = time.time()
             last = [line for line in proc.stdout.splitlines() if line.startswith("END ")]
             if proc.returncode != 0 or not last:
@@ -144,7 +180,17 @@ def _exit_child(freeze: bool) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-exit-") as tmp:
         model = tiny_model(os.path.join(tmp, "tiny"))
-        config = load_config(overrides={"model": str(model), "max_length": 32, "trials": 1, "epochs": 1, "pruner": "none", "storage": f"sqlite:///{tmp}/hp.db", "workdir": f"{tmp}/studies"})
+        config = load_config(
+            overrides={
+                "model": str(model),
+                "max_length": 32,
+                "trials": 1,
+                "epochs": 1,
+                "pruner": "none",
+                "storage": f"sqlite:///{tmp}/hp.db",
+                "workdir": f"{tmp}/studies",
+            }
+        )
         run_search(config)
     if freeze:
         atexit.register(gc.freeze)
@@ -165,7 +211,7 @@ def _eval(repeats: int) -> dict[str, Any]:
         t = time.perf_counter()
         with context():
             for start in range(0, len(rows), batch):
-                model(**collate(rows[start:start + batch]))
+                model(**collate(rows[start : start + batch]))
         return round(time.perf_counter() - t, 3)
 
     keys = [(64, "no_grad"), (64, "inference_mode"), (32, "no_grad"), (128, "no_grad"), (256, "no_grad")]
@@ -207,7 +253,14 @@ def _bf16(repeats: int) -> dict[str, Any]:
         for bf16 in (False, True) if i % 2 == 0 else (True, False):
             out["bf16 autocast" if bf16 else "fp32"].append(timed(bf16))
     flags = set(h.cpuinfo().get("flags", "").split())
-    return {"steps": len(batches), "batch": 16, "max_length": 64, "train_s": out, "cpu_amx_bf16": "amx_bf16" in flags, "cpu_avx512_bf16": "avx512_bf16" in flags}
+    return {
+        "steps": len(batches),
+        "batch": 16,
+        "max_length": 64,
+        "train_s": out,
+        "cpu_amx_bf16": "amx_bf16" in flags,
+        "cpu_avx512_bf16": "avx512_bf16" in flags,
+    }
 
 
 def _gemm(repeats: int) -> dict[str, Any]:
@@ -216,7 +269,11 @@ def _gemm(repeats: int) -> dict[str, Any]:
     products each after 3 untimed, best of ``repeats``."""
     import torch
 
-    shapes = {"attention projections": (512, 384, 384), "feed-forward in": (512, 384, 1536), "feed-forward out": (512, 1536, 384)}
+    shapes = {
+        "attention projections": (512, 384, 384),
+        "feed-forward in": (512, 384, 1536),
+        "feed-forward out": (512, 1536, 384),
+    }
     torch.manual_seed(0)
     out: dict[str, Any] = {}
     for name, (m, k, n) in shapes.items():
@@ -295,10 +352,17 @@ def _allocator(repeats: int) -> dict[str, Any]:
     prints its peak resident size and a digest of the final weights, so that the two sides
     can be checked bit for bit.
     """
-    out: dict[str, dict[str, list[Any]]] = {side: {"epoch_s": [], "page_faults": [], "peak_rss_mib": [], "weights_sha256": []} for side in ("glibc defaults", "configure_allocator")}
+    out: dict[str, dict[str, list[Any]]] = {
+        side: {"epoch_s": [], "page_faults": [], "peak_rss_mib": [], "weights_sha256": []}
+        for side in ("glibc defaults", "configure_allocator")
+    }
     for i in range(repeats):
         for configured in (False, True) if i % 2 == 0 else (True, False):
-            proc = subprocess.run([sys.executable, __file__, "allocator-child", *(["--configured"] if configured else [])], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "allocator-child", *(["--configured"] if configured else [])],
+                capture_output=True,
+                text=True,
+            )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not lines:
                 raise SystemExit(proc.stderr[-3000:])
@@ -345,7 +409,16 @@ def _allocator_child(configured: bool) -> None:
     for p in m.parameters():
         digest.update(p.detach().numpy().tobytes())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"epoch_s": times, "page_faults": counts, "weights_sha256": digest.hexdigest(), "peak_rss_mib": round(peak, 1)}))
+    print(
+        json.dumps(
+            {
+                "epoch_s": times,
+                "page_faults": counts,
+                "weights_sha256": digest.hexdigest(),
+                "peak_rss_mib": round(peak, 1),
+            }
+        )
+    )
 
 
 def _profile(repeats: int) -> dict[str, Any]:
@@ -374,10 +447,21 @@ def _profile(repeats: int) -> dict[str, Any]:
     events = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True)
     total_ms = sum(e.self_cpu_time_total for e in events) / 1000
     top = [
-        {"op": e.key, "shapes": str(e.input_shapes)[:120], "calls_per_step": e.count / steps, "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2)}
+        {
+            "op": e.key,
+            "shapes": str(e.input_shapes)[:120],
+            "calls_per_step": e.count / steps,
+            "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
+        }
         for e in events[:15]
     ]
-    return {"steps": steps, "batch": 8, "threads": torch.get_num_threads(), "self_ms_per_step": round(total_ms / steps, 1), "top": top}
+    return {
+        "steps": steps,
+        "batch": 8,
+        "threads": torch.get_num_threads(),
+        "self_ms_per_step": round(total_ms / steps, 1),
+        "top": top,
+    }
 
 
 if __name__ == "__main__":

@@ -78,20 +78,50 @@ def _parent(args: argparse.Namespace) -> None:
                 role = "floor" if name == "floor" else "hpsearch"
                 work = Path(tmp) / name
                 work.mkdir()
-                lockstep.add(name, [__file__, "--role", role, "--workdir", str(work), *base], src=src, cwd=work, log=logs / f"{r}-{name}.log")
+                lockstep.add(
+                    name,
+                    [__file__, "--role", role, "--workdir", str(work), *base],
+                    src=src,
+                    cwd=work,
+                    log=logs / f"{r}-{name}.log",
+                )
             for name, out in lockstep.run().items():
                 out["side"], out["round"] = name, r
                 runs.append(out)
-                print(f"round {r} {name:>10}: {out['wall_s']:.1f} s wall, {out['cpu_s']:.1f} s CPU, steps {out.get('steps_s', float('nan')):.1f} s, mean load {out['load1_mean']}", file=sys.stderr)
+                print(
+                    f"round {r} {name:>10}: {out['wall_s']:.1f} s wall, {out['cpu_s']:.1f} s CPU, steps {out.get('steps_s', float('nan')):.1f} s, mean load {out['load1_mean']}",
+                    file=sys.stderr,
+                )
     summary = _summarise(runs, [s for s, _ in sides])
-    payload = {"benchmark": "overhead", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "configs": CONFIGS[: args.trials], "runs": runs, "summary": summary}
+    payload = {
+        "benchmark": "overhead",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "settings": vars(args),
+        "configs": CONFIGS[: args.trials],
+        "runs": runs,
+        "summary": summary,
+    }
     path = h.save("overhead", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
 
 
 def _child_args(args: argparse.Namespace) -> list[str]:
-    out = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--trials", str(args.trials), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
+    out = [
+        "--dataset",
+        args.dataset,
+        "--train",
+        str(args.train),
+        "--eval",
+        str(args.eval),
+        "--trials",
+        str(args.trials),
+        "--epochs",
+        str(args.epochs),
+        "--max-length",
+        str(args.max_length),
+    ]
     if args.model:
         out += ["--model", args.model]
     return out
@@ -121,7 +151,11 @@ def _summarise(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
             r["cpu_s"] = round(r["cpu_s"] - sum(r["buckets"].get(k, {}).get("cpu_s", 0.0) for k in own_work), 3)
             counted = sum(v["s"] for k, v in r["buckets"].items() if not k.startswith("benchmark:"))
             r["buckets"]["interpreter start"] = {"s": r["start_s"], "cpu_s": None, "calls": 1}
-            r["buckets"]["interpreter exit and unattributed"] = {"s": round(r["wall_s"] - r["start_s"] - counted, 3), "cpu_s": None, "calls": 1}
+            r["buckets"]["interpreter exit and unattributed"] = {
+                "s": round(r["wall_s"] - r["start_s"] - counted, 3),
+                "cpu_s": None,
+                "calls": 1,
+            }
         buckets: dict[str, float] = {}
         for r in mine:
             for k, v in r["buckets"].items():
@@ -145,9 +179,19 @@ def _summarise(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
 # What `hpsearch run` imports anyway, loaded up front so that each stage's bucket holds its
 # own work rather than the first import that happened to fall into it.
 HPSEARCH_MODULES = (
-    "hpsearch.cli", "hpsearch.data", "hpsearch.schema", "hpsearch.training.metrics", "hpsearch.training.modeling",
-    "hpsearch.training.objective", "hpsearch.search.bestmodel", "hpsearch.search.loop", "hpsearch.search.storage",
-    "hpsearch.search.study", "hpsearch.search.workers", "hpsearch.views.dashboard", "hpsearch.views.progress",
+    "hpsearch.cli",
+    "hpsearch.data",
+    "hpsearch.schema",
+    "hpsearch.training.metrics",
+    "hpsearch.training.modeling",
+    "hpsearch.training.objective",
+    "hpsearch.search.bestmodel",
+    "hpsearch.search.loop",
+    "hpsearch.search.storage",
+    "hpsearch.search.study",
+    "hpsearch.search.workers",
+    "hpsearch.views.dashboard",
+    "hpsearch.views.progress",
 )
 # Timers by hpsearch's names: (module, "function" or "Class.method", bucket). A name that is
 # gone after a refactor is skipped and listed in the result's "not_hooked", so that it shows
@@ -206,9 +250,29 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         print(f"not timed apart (gone from hpsearch): {', '.join(missing)}", file=sys.stderr)
     argv = [
-        "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),
-        "--epochs", str(args.epochs), "--pruner", "none", "--early-stopping-patience", "0", "--trials", str(args.trials), "--max-length", str(args.max_length),
-        "--study", "bench", "--storage", f"sqlite:///{args.workdir}/hpsearch.db", "--workdir", f"{args.workdir}/studies",
+        "run",
+        "--dataset",
+        args.dataset,
+        "--max-train-samples",
+        str(args.train),
+        "--max-eval-samples",
+        str(args.eval),
+        "--epochs",
+        str(args.epochs),
+        "--pruner",
+        "none",
+        "--early-stopping-patience",
+        "0",
+        "--trials",
+        str(args.trials),
+        "--max-length",
+        str(args.max_length),
+        "--study",
+        "bench",
+        "--storage",
+        f"sqlite:///{args.workdir}/hpsearch.db",
+        "--workdir",
+        f"{args.workdir}/studies",
     ]
     if args.model:
         argv += ["--model", args.model]
@@ -220,7 +284,20 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     with b.bucket("benchmark: read results"):
         study = optuna.load_study(study_name="bench", storage=f"sqlite:///{args.workdir}/hpsearch.db")
         rows = [schema.rows(t) for t in study.trials]
-    steps = sum(v["s"] for k, v in b.as_dict().items() if k in ("training steps", "optimizer step", "grad clipping", "train loop (Trainer)", "evaluation (per epoch)", "metrics", "collate"))
+    steps = sum(
+        v["s"]
+        for k, v in b.as_dict().items()
+        if k
+        in (
+            "training steps",
+            "optimizer step",
+            "grad clipping",
+            "train loop (Trainer)",
+            "evaluation (per epoch)",
+            "metrics",
+            "collate",
+        )
+    )
     return {
         "in_process_s": round(in_process, 3),
         "steps_s": round(steps, 3),
@@ -255,7 +332,9 @@ def _enqueue_fixed_configs(b: h.Buckets, optuna: Any, trials: int) -> None:
             with b.bucket("benchmark: enqueue fixed configurations"):
                 first = study.get_trials(deepcopy=False)
                 if len(first) != 1 or first[0].params != {} and first[0].params != CONFIGS[0]:
-                    raise SystemExit(f"expected a new study holding the recipe trial only, got {[t.params for t in first]}")
+                    raise SystemExit(
+                        f"expected a new study holding the recipe trial only, got {[t.params for t in first]}"
+                    )
                 waiting = first[0].system_attrs.get("fixed_params")
                 if waiting is not None and waiting != CONFIGS[0]:
                     raise SystemExit(f"the recipe trial {waiting} is not CONFIGS[0] {CONFIGS[0]}")
@@ -279,7 +358,13 @@ def _instrument(b: h.Buckets, transformers: Any, optuna: Any) -> list[str]:
     b.wrap(optuna.study.Study, "tell", "optuna (ask, tell, sampler)")
     b.wrap(transformers.Trainer, "train", "train loop (Trainer)")
     b.wrap(transformers.Trainer, "training_step", "training steps")
-    b.wrap(transformers.Trainer, "evaluate", lambda *a, **k: "evaluation (test set of kept model)" if k.get("metric_key_prefix") == "test" else "evaluation (per epoch)")
+    b.wrap(
+        transformers.Trainer,
+        "evaluate",
+        lambda *a, **k: (
+            "evaluation (test set of kept model)" if k.get("metric_key_prefix") == "test" else "evaluation (per epoch)"
+        ),
+    )
     b.wrap(transformers.DataCollatorWithPadding, "__call__", "collate")
     b.wrap(torch.optim.AdamW, "step", "optimizer step")
     b.wrap(accelerate.Accelerator, "clip_grad_norm_", "grad clipping")
@@ -343,7 +428,13 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
     from hpsearch.training.modeling import configure_allocator, load_base_model, load_tokenizer, resolve_model
 
     configure_allocator()  # the heap setting hpsearch makes for a CPU search, so the floor has it too
-    overrides = {"dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "max_length": args.max_length, "epochs": args.epochs}
+    overrides = {
+        "dataset": args.dataset,
+        "max_train_samples": args.train,
+        "max_eval_samples": args.eval,
+        "max_length": args.max_length,
+        "epochs": args.epochs,
+    }
     if args.model:
         overrides["model"] = args.model
     config = load_config(overrides=overrides)
@@ -365,15 +456,26 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
         model = copy.deepcopy(base)
         model.train()
         batch = params["per_device_train_batch_size"]
-        loader = torch.utils.data.DataLoader(train_set, batch_size=batch, shuffle=True, collate_fn=collate, generator=torch.Generator().manual_seed(config.recipe.seed))
+        loader = torch.utils.data.DataLoader(
+            train_set,
+            batch_size=batch,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(config.recipe.seed),
+        )
         total_steps = math.ceil(len(train_set) / batch) * args.epochs
         no_decay = ("bias", "LayerNorm.weight", "layernorm", "layer_norm")
         groups = [
-            {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)], "weight_decay": params["weight_decay"]},
+            {
+                "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+                "weight_decay": params["weight_decay"],
+            },
             {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=params["learning_rate"], betas=(0.9, 0.999), eps=1e-08, fused=True)
-        schedule = get_linear_schedule_with_warmup(optimizer, math.ceil(params["warmup_ratio"] * total_steps), total_steps)
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, math.ceil(params["warmup_ratio"] * total_steps), total_steps
+        )
         rows = []
         for _ in range(args.epochs):
             h.gate()  # take turns with the hpsearch side at every epoch
@@ -388,14 +490,33 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
             with b.bucket("evaluation"):
-                rows.append(_evaluate(model, val_set, collate, config.recipe.per_device_eval_batch_size, task.average, classification_metrics, b))
+                rows.append(
+                    _evaluate(
+                        model,
+                        val_set,
+                        collate,
+                        config.recipe.per_device_eval_batch_size,
+                        task.average,
+                        classification_metrics,
+                        b,
+                    )
+                )
         f1_by_trial.append([round(r["f1"], 4) for r in rows])
         del model, optimizer, schedule
     steps = sum(v for v in b.seconds.values())
-    return {"in_process_s": None, "steps_s": round(steps, 3), "buckets": b.as_dict(), "best_f1": max(r[-1] for r in f1_by_trial), "f1_by_trial": f1_by_trial, "epochs_trained": args.epochs * len(f1_by_trial)}
+    return {
+        "in_process_s": None,
+        "steps_s": round(steps, 3),
+        "buckets": b.as_dict(),
+        "best_f1": max(r[-1] for r in f1_by_trial),
+        "f1_by_trial": f1_by_trial,
+        "epochs_trained": args.epochs * len(f1_by_trial),
+    }
 
 
-def _evaluate(model: Any, dataset: Any, collate: Any, batch: int, average: str, metrics: Any, b: h.Buckets) -> dict[str, float]:
+def _evaluate(
+    model: Any, dataset: Any, collate: Any, batch: int, average: str, metrics: Any, b: h.Buckets
+) -> dict[str, float]:
     import numpy as np
     import torch
 
@@ -405,7 +526,9 @@ def _evaluate(model: Any, dataset: Any, collate: Any, batch: int, average: str, 
     keys = [k for k in rows if k in ("input_ids", "attention_mask", "token_type_ids", "labels")]
     with torch.inference_mode():
         for start in range(0, len(rows["labels"]), batch):
-            inputs = collate([{k: rows[k][i] for k in keys} for i in range(start, min(start + batch, len(rows["labels"])))])
+            inputs = collate(
+                [{k: rows[k][i] for k in keys} for i in range(start, min(start + batch, len(rows["labels"])))]
+            )
             logits = model(**inputs).logits
             predictions.append(logits.argmax(-1).numpy())
             labels.append(inputs["labels"].numpy())

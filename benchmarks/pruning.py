@@ -99,7 +99,13 @@ RESEARCH = {
     "median-auc-updates-se05": {"metric": "roc_auc", "align": "updates", "margin_se": 0.5},
     # The default rule with trials compared after as large a sum of learning rates instead
     # of as many updates.
-    "best-auc-lr-se1-s1": {"metric": "roc_auc", "align": "lr_sum", "margin_se": 1.0, "reference": "best", "startup_trials": 1},
+    "best-auc-lr-se1-s1": {
+        "metric": "roc_auc",
+        "align": "lr_sum",
+        "margin_se": 1.0,
+        "reference": "best",
+        "startup_trials": 1,
+    },
 }
 PRESETS = [*CONFIGS, *RESEARCH]
 # A preset name ending in this trains on length-grouped batches (the Trainer's
@@ -133,11 +139,25 @@ def main() -> None:
     p.add_argument("--train", type=int, default=400, help="training rows")
     p.add_argument("--eval", type=int, default=400, help="validation (and test) rows")
     p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--pruned-trials", type=int, default=None, help="trials of the pruned searches (default --trials); the first --trials are compared as the same search")
+    p.add_argument(
+        "--pruned-trials",
+        type=int,
+        default=None,
+        help="trials of the pruned searches (default --trials); the first --trials are compared as the same search",
+    )
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (hpsearch's default 128)")
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--pruners", default="none,median", help=f"comma-separated presets: {', '.join(PRESETS)}; any of them with {GROUPED} trains on length-grouped batches")
-    p.add_argument("--baseline", default=None, metavar="FILE", help="take the sides named in --reuse from this earlier result file instead of running them (epochs and F1 are deterministic)")
+    p.add_argument(
+        "--pruners",
+        default="none,median",
+        help=f"comma-separated presets: {', '.join(PRESETS)}; any of them with {GROUPED} trains on length-grouped batches",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="FILE",
+        help="take the sides named in --reuse from this earlier result file instead of running them (epochs and F1 are deterministic)",
+    )
     p.add_argument("--reuse", default="none", help="comma-separated presets to take from --baseline (default none)")
     p.add_argument("--seeds", default="42", help="comma-separated TPE seeds; every pruner runs once with each")
     p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
@@ -151,13 +171,26 @@ def main() -> None:
     names = args.pruners.split(",")
     unknown = [n for n in names if preset_text(n) is None]
     if unknown:
-        p.error(f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}, each optionally with {GROUPED}")
+        p.error(
+            f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}, each optionally with {GROUPED}"
+        )
     seeds = [int(x) for x in args.seeds.split(",")]
     reused = _reused_runs(Path(args.baseline), args.reuse.split(","), seeds) if args.baseline else []
     pruned_trials = args.pruned_trials or args.trials
     if pruned_trials < args.trials:
         p.error(f"--pruned-trials must be at least --trials ({args.trials}); got {pruned_trials}")
-    common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--epochs", str(args.epochs), "--max-length", str(args.max_length)]
+    common = [
+        "--dataset",
+        args.dataset,
+        "--train",
+        str(args.train),
+        "--eval",
+        str(args.eval),
+        "--epochs",
+        str(args.epochs),
+        "--max-length",
+        str(args.max_length),
+    ]
     logs = Path(tempfile.mkdtemp(prefix="bench-pruning-logs-"))
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-pruning-") as tmp:
@@ -170,13 +203,29 @@ def main() -> None:
                 work = Path(tmp) / key
                 work.mkdir()
                 trials = args.trials if name == "none" else pruned_trials
-                argv = [__file__, "--role", "child", "--preset", name, "--seed", str(seed), "--workdir", str(work), "--trials", str(trials), *common]
+                argv = [
+                    __file__,
+                    "--role",
+                    "child",
+                    "--preset",
+                    name,
+                    "--seed",
+                    str(seed),
+                    "--workdir",
+                    str(work),
+                    "--trials",
+                    str(trials),
+                    *common,
+                ]
                 lockstep.add(key, argv, src=args.src, cwd=work, log=logs / f"{key}.log")
         for key, out in lockstep.run().items():
             out["pruner"], _, seed = key.partition("@")
             out["seed"] = int(seed or seeds[0])
             runs.append(out)
-            print(f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}", file=sys.stderr)
+            print(
+                f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}",
+                file=sys.stderr,
+            )
     runs += reused
     summary: dict[str, Any] = {}
     for seed in seeds:
@@ -198,7 +247,9 @@ def main() -> None:
                 "test_f1_shipped": None if r["test_f1"] is None else round(r["test_f1"], 4),
                 "epochs_saved_vs_none": round(1 - same["epochs"] / base_budget["epochs"], 3),
                 # wall times compare only within one invocation, where the sides took turns
-                "wall_ratio_vs_none": None if r.get("reused_from") != base.get("reused_from") else round(_wall_of_first(r, same["epochs"]) / _wall_of_first(base, base_budget["epochs"]), 3),
+                "wall_ratio_vs_none": None
+                if r.get("reused_from") != base.get("reused_from")
+                else round(_wall_of_first(r, same["epochs"]) / _wall_of_first(base, base_budget["epochs"]), 3),
                 "reused_from": r.get("reused_from"),
                 "best_f1_minus_none": round(same["best"] - base_budget["best"], 4) + 0.0,  # no -0.0
                 # the same budget: as many epochs as the unpruned search trained
@@ -209,11 +260,28 @@ def main() -> None:
         for name in names:
             rows = [v for k, v in summary.items() if k.partition("@")[0] == name]
             summary[f"{name} (mean over seeds)"] = {
-                field: None if any(row[field] is None for row in rows) else round(sum(row[field] for row in rows) / len(rows), 4)
-                for field in ("epochs_trained", "best_val_f1", "epochs_saved_vs_none", "wall_ratio_vs_none", "best_f1_minus_none", "best_f1_within_none_epochs")
+                field: None
+                if any(row[field] is None for row in rows)
+                else round(sum(row[field] for row in rows) / len(rows), 4)
+                for field in (
+                    "epochs_trained",
+                    "best_val_f1",
+                    "epochs_saved_vs_none",
+                    "wall_ratio_vs_none",
+                    "best_f1_minus_none",
+                    "best_f1_within_none_epochs",
+                )
             }
     presets = {n: {"config": preset_text(n), "research_pruner": research_spec(n)} for n in names}
-    payload = {"benchmark": "pruning", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "presets": presets, "runs": runs, "summary": summary}
+    payload = {
+        "benchmark": "pruning",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "settings": vars(args),
+        "presets": presets,
+        "runs": runs,
+        "summary": summary,
+    }
     path = h.save("pruning", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
@@ -221,7 +289,11 @@ def main() -> None:
 
 def _reused_runs(path: Path, names: list[str], seeds: list[int]) -> list[dict[str, Any]]:
     runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    picked = [dict(r, reused_from=r.get("reused_from") or path.name) for r in runs if r["pruner"] in names and r["seed"] in seeds]
+    picked = [
+        dict(r, reused_from=r.get("reused_from") or path.name)
+        for r in runs
+        if r["pruner"] in names and r["seed"] in seeds
+    ]
     missing = {(n, s) for n in names for s in seeds} - {(r["pruner"], r["seed"]) for r in picked}
     if missing:
         raise SystemExit(f"{path} has no run of {sorted(missing)[0]}")
@@ -262,10 +334,19 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
 
     path = Path(args.workdir) / "pruner.toml"
     path.write_text(preset_text(args.preset) + f"\n[sampler]\nseed = {args.seed}\n", encoding="utf-8")
-    config = load_config(path, overrides={
-        "dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "epochs": args.epochs,
-        "max_length": args.max_length, "trials": args.trials, "storage": f"sqlite:///{args.workdir}/hpsearch.db", "workdir": f"{args.workdir}/studies",
-    })
+    config = load_config(
+        path,
+        overrides={
+            "dataset": args.dataset,
+            "max_train_samples": args.train,
+            "max_eval_samples": args.eval,
+            "epochs": args.epochs,
+            "max_length": args.max_length,
+            "trials": args.trials,
+            "storage": f"sqlite:///{args.workdir}/hpsearch.db",
+            "workdir": f"{args.workdir}/studies",
+        },
+    )
     listeners, callbacks, pruner = h.run_listeners(config), [h.epoch_gate()], None
     spec = research_spec(args.preset)
     if spec is not None:

@@ -58,7 +58,22 @@ def main() -> None:
 
 
 def _parent(args: argparse.Namespace) -> None:
-    common = ["--dataset", args.dataset, "--train", str(args.train), "--eval", str(args.eval), "--trials", str(args.trials), "--epochs", str(args.epochs), "--seed", str(args.seed), "--max-length", str(args.max_length)]
+    common = [
+        "--dataset",
+        args.dataset,
+        "--train",
+        str(args.train),
+        "--eval",
+        str(args.eval),
+        "--trials",
+        str(args.trials),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--max-length",
+        str(args.max_length),
+    ]
     runs = []
     logs = Path(tempfile.mkdtemp(prefix="bench-vs-trainer-logs-"))
     for r in range(args.rounds):
@@ -67,11 +82,20 @@ def _parent(args: argparse.Namespace) -> None:
             for side in ["hpsearch", "trainer"] if r % 2 == 0 else ["trainer", "hpsearch"]:
                 work = Path(tmp) / side
                 work.mkdir()
-                lockstep.add(side, [__file__, "--role", side, "--workdir", str(work), *common], src=args.src if side == "hpsearch" else None, cwd=work, log=logs / f"{r}-{side}.log")
+                lockstep.add(
+                    side,
+                    [__file__, "--role", side, "--workdir", str(work), *common],
+                    src=args.src if side == "hpsearch" else None,
+                    cwd=work,
+                    log=logs / f"{r}-{side}.log",
+                )
             for side, out in lockstep.run().items():
                 out["side"], out["round"] = side, r
                 runs.append(out)
-                print(f"round {r} {side:>8}: {out['wall_s']:.1f} s, best val F1 {out['best_val_f1']:.4f}, test F1 of the model handed back {out['test_f1']:.4f}, epochs {out['epochs_trained']}, mean load {out['load1_mean']}; {out['checkpoint_rule']}", file=sys.stderr)
+                print(
+                    f"round {r} {side:>8}: {out['wall_s']:.1f} s, best val F1 {out['best_val_f1']:.4f}, test F1 of the model handed back {out['test_f1']:.4f}, epochs {out['epochs_trained']}, mean load {out['load1_mean']}; {out['checkpoint_rule']}",
+                    file=sys.stderr,
+                )
     summary = {}
     for side in ("hpsearch", "trainer"):
         mine = [x for x in runs if x["side"] == side]
@@ -95,7 +119,14 @@ def _parent(args: argparse.Namespace) -> None:
         round(a["wall_s"] / (b["wall_s"] - b["retrain_s"]), 3)
         for a, b in zip([x for x in runs if x["side"] == "hpsearch"], [x for x in runs if x["side"] == "trainer"])
     ]
-    payload = {"benchmark": "vs_trainer", "command": h.command_line(), "machine": h.machine(), "settings": vars(args), "runs": runs, "summary": summary}
+    payload = {
+        "benchmark": "vs_trainer",
+        "command": h.command_line(),
+        "machine": h.machine(),
+        "settings": vars(args),
+        "runs": runs,
+        "summary": summary,
+    }
     path = h.save("vs_trainer", payload)
     print(json.dumps(summary, indent=2))
     print(f"saved {path.relative_to(h.REPO)}; child logs in {logs}", file=sys.stderr)
@@ -107,12 +138,33 @@ def _parent(args: argparse.Namespace) -> None:
 def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     h.gate_each_epoch_in_hpsearch()
     storage = f"sqlite:///{args.workdir}/hpsearch.db"
-    h.run_hpsearch_cli([
-        "run", "--dataset", args.dataset, "--max-train-samples", str(args.train), "--max-eval-samples", str(args.eval),
-        "--epochs", str(args.epochs), "--max-length", str(args.max_length), "--trials", str(args.trials), "--storage", storage,
-        "--workdir", f"{args.workdir}/studies", "--config", _sampler_toml(args),
-    ])
-    return {**h.study_summary(storage), "checkpoint_rule": "ranks each trial by its best epoch; hands back the best trial at that epoch (best-model/)"}
+    h.run_hpsearch_cli(
+        [
+            "run",
+            "--dataset",
+            args.dataset,
+            "--max-train-samples",
+            str(args.train),
+            "--max-eval-samples",
+            str(args.eval),
+            "--epochs",
+            str(args.epochs),
+            "--max-length",
+            str(args.max_length),
+            "--trials",
+            str(args.trials),
+            "--storage",
+            storage,
+            "--workdir",
+            f"{args.workdir}/studies",
+            "--config",
+            _sampler_toml(args),
+        ]
+    )
+    return {
+        **h.study_summary(storage),
+        "checkpoint_rule": "ranks each trial by its best epoch; hands back the best trial at that epoch (best-model/)",
+    }
 
 
 def _sampler_toml(args: argparse.Namespace) -> str:
@@ -137,7 +189,15 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
 
     hf_logging.set_verbosity_error()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_config(overrides={"dataset": args.dataset, "max_train_samples": args.train, "max_eval_samples": args.eval, "epochs": args.epochs, "max_length": args.max_length})
+    config = load_config(
+        overrides={
+            "dataset": args.dataset,
+            "max_train_samples": args.train,
+            "max_eval_samples": args.eval,
+            "epochs": args.epochs,
+            "max_length": args.max_length,
+        }
+    )
     source = resolve_model(config.model)
     task = load_task(config)
     tokenizer = load_tokenizer(source, config)
@@ -145,11 +205,16 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     id2label = dict(enumerate(task.label_names))
 
     def model_init(trial: Any = None) -> Any:
-        return AutoModelForSequenceClassification.from_pretrained(source.location, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        return AutoModelForSequenceClassification.from_pretrained(
+            source.location, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+        )
 
     def compute_metrics(pred: Any) -> dict[str, float]:
         labels, predictions = pred.label_ids, np.argmax(pred.predictions, axis=-1)
-        return {"f1": float(f1_score(labels, predictions, average=task.average, zero_division=0)), "accuracy": float(accuracy_score(labels, predictions))}
+        return {
+            "f1": float(f1_score(labels, predictions, average=task.average, zero_division=0)),
+            "accuracy": float(accuracy_score(labels, predictions)),
+        }
 
     def hp_space(trial: optuna.Trial) -> dict[str, Any]:
         # hpsearch's default space; transformers 5 reads a float warmup_steps < 1 as a ratio.
@@ -172,7 +237,9 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
         def on_epoch_begin(self, *a: Any, **k: Any) -> None:
             h.gate()  # take turns with the hpsearch side at every epoch
 
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **k: Any) -> None:
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **k: Any
+        ) -> None:
             if metrics and "eval_f1" in metrics and self.trials:
                 self.trials[-1].append(round(metrics["eval_f1"], 4))
 
@@ -182,7 +249,9 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
         def __init__(self) -> None:
             self.epochs: list[dict[str, float]] = []
 
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **k: Any) -> None:
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **k: Any
+        ) -> None:
             for split in ("validation", "test"):
                 if metrics and f"eval_{split}_f1" in metrics:
                     if split == "validation":
@@ -201,7 +270,15 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
         # A float default, else the search's warm-up ratio is cast to int(ratio) == 0.
         warmup_steps=0.0,
     )
-    trainer = Trainer(model_init=model_init, args=training_args, train_dataset=data["train"], eval_dataset=data["validation"], processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[epochs])
+    trainer = Trainer(
+        model_init=model_init,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data["validation"],
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[epochs],
+    )
     started = h.active_clock()
     best = trainer.hyperparameter_search(
         hp_space=hp_space,
@@ -219,15 +296,27 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     # The test split is evaluated every epoch too, so the last epoch's test F1 is known as well.
     started = h.active_clock()
     retrain_args = TrainingArguments(
-        output_dir=str(workdir / "retrain"), num_train_epochs=args.epochs, eval_strategy="epoch", save_strategy="epoch",
-        load_best_model_at_end=True, metric_for_best_model="validation_f1", save_total_limit=2,
-        report_to="none", disable_tqdm=True, seed=config.recipe.seed, **best.hyperparameters,
+        output_dir=str(workdir / "retrain"),
+        num_train_epochs=args.epochs,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="validation_f1",
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.recipe.seed,
+        **best.hyperparameters,
     )
     retrained = Retrained()
     final = Trainer(
-        model_init=model_init, args=retrain_args, train_dataset=data["train"],
+        model_init=model_init,
+        args=retrain_args,
+        train_dataset=data["train"],
         eval_dataset={"validation": data["validation"], "test": data["test"]},
-        processing_class=tokenizer, compute_metrics=compute_metrics, callbacks=[epochs, retrained],
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[epochs, retrained],
     )
     final.train()
     test = final.evaluate(data["test"], metric_key_prefix="test")
@@ -242,7 +331,9 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
         "test_f1": test["test_f1"],
         "retrain_epochs": retrained.epochs,
         # the epoch load_best_model_at_end loaded, by the step the Trainer stored for it
-        "retrain_best_epoch": next((e["epoch"] for e in retrained.epochs if e["step"] == final.state.best_global_step), None),
+        "retrain_best_epoch": next(
+            (e["epoch"] for e in retrained.epochs if e["step"] == final.state.best_global_step), None
+        ),
         "test_f1_last_epoch": retrained.epochs[-1]["test_f1"] if retrained.epochs else None,
         "epochs_trained": sum(len(t) for t in searched),
         "pruned": sum(len(t) < args.epochs for t in searched),

@@ -55,7 +55,6 @@ def check_metrics(metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
         raise ConfigError(f"metrics: each name once, got {list(metrics)}")
 
 
-
 def check_objective(objective: str, metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
     """A built-in score, or an added metric's stored name (``name`` or ``name_<key>``)."""
     from hpsearch.training.evaluate_metrics import metric_name
@@ -66,9 +65,8 @@ def check_objective(objective: str, metrics: tuple[str, ...], builtin: tuple[str
     check_choice("objective", objective, (*builtin, *names))
 
 
-
 def check_report_to(report_to: tuple[str, ...]) -> None:
     if not report_to or any(not isinstance(r, str) or not r.strip() for r in report_to):
-        raise ConfigError(f"report_to: expected tracker names (\"none\", \"tensorboard\", ...), got {list(report_to)}")
+        raise ConfigError(f'report_to: expected tracker names ("none", "tensorboard", ...), got {list(report_to)}')
     if len(report_to) > 1 and ("none" in report_to or "all" in report_to):
-        raise ConfigError(f"report_to: \"none\" and \"all\" stand alone, got {list(report_to)}")
+        raise ConfigError(f'report_to: "none" and "all" stand alone, got {list(report_to)}')

@@ -79,52 +79,125 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     from hpsearch import __version__
 
-    parser = _Parser(prog="hpsearch", description="Search the hyperparameters of a transformers fine-tune around a base recipe, and write the winner's model card.")
+    parser = _Parser(
+        prog="hpsearch",
+        description="Search the hyperparameters of a transformers fine-tune around a base recipe, and write the winner's model card.",
+    )
     parser.add_argument("--version", action="version", version=f"hpsearch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run or resume a search", description="Run or resume a search: an Optuna study of Trainer fine-tunes around the base recipe.")
+    run = sub.add_parser(
+        "run",
+        help="run or resume a search",
+        description="Run or resume a search: an Optuna study of Trainer fine-tunes around the base recipe.",
+    )
     _common(run)
-    run.add_argument("--trials", type=int, help="total of finished (complete or pruned) trials the study should hold (default 20)")
+    run.add_argument(
+        "--trials", type=int, help="total of finished (complete or pruned) trials the study should hold (default 20)"
+    )
     run.add_argument("--model", help="Hub model id or local folder (default: the packaged all-MiniLM-L6-v2)")
-    run.add_argument("--dataset", help="Hub dataset id, a folder with train/validation[/test] files, or one CSV/JSON/JSONL/Parquet file (default: builtin)")
+    run.add_argument(
+        "--dataset",
+        help="Hub dataset id, a folder with train/validation[/test] files, or one CSV/JSON/JSONL/Parquet file (default: builtin)",
+    )
     run.add_argument("--dataset-config", dest="dataset_config", help="the Hub dataset's configuration name (e.g. sst2)")
     run.add_argument("--text-column", dest="text_column", help="text column (default: text, or sentence1 + sentence2)")
     run.add_argument("--text-pair-column", dest="text_pair_column", help="second text column for sentence-pair tasks")
     run.add_argument("--label-column", dest="label_column", help="label column (default: label)")
     run.add_argument("--epochs", type=int, help="epochs per trial (the recipe's 5 by default)")
     run.add_argument("--max-train-samples", dest="max_train_samples", type=int, help="use at most N training rows")
-    run.add_argument("--max-eval-samples", dest="max_eval_samples", type=int, help="use at most N validation (and test) rows")
+    run.add_argument(
+        "--max-eval-samples", dest="max_eval_samples", type=int, help="use at most N validation (and test) rows"
+    )
     run.add_argument("--max-length", dest="max_length", type=int, help="truncate texts to N tokens (default 128)")
     run.add_argument("--pruner", help="best | median | halving | hyperband | none (default best)")
     run.add_argument("--sampler", help="tpe | random | qmc (default tpe, seed 42)")
-    run.add_argument("--objective", help="validation metric to maximise: f1 | accuracy | precision | recall, or what a --metric stores")
-    run.add_argument("--checkpoint", help="which epoch a trial ships: best | last (default best, as the Trainer's load_best_model_at_end; a trial stopped early ships its best)")
-    run.add_argument("--early-stopping-patience", dest="early_stopping_patience", type=int, help="stop a trial once its objective has not improved for N epochs after it began to learn (default 2; 0: off)")
+    run.add_argument(
+        "--objective",
+        help="validation metric to maximise: f1 | accuracy | precision | recall, or what a --metric stores",
+    )
+    run.add_argument(
+        "--checkpoint",
+        help="which epoch a trial ships: best | last (default best, as the Trainer's load_best_model_at_end; a trial stopped early ships its best)",
+    )
+    run.add_argument(
+        "--early-stopping-patience",
+        dest="early_stopping_patience",
+        type=int,
+        help="stop a trial once its objective has not improved for N epochs after it began to learn (default 2; 0: off)",
+    )
     run.add_argument("--timeout", type=float, help="stop starting new trials after SECONDS")
-    run.add_argument("--storage-timeout", dest="storage_timeout", type=float, help="retry a storage server that stopped answering for SECONDS before exiting (default 60)")
-    run.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_const", const=True, help="allow model code from the Hub (off by default)")
-    run.add_argument("--metric", dest="metrics", action="append", metavar="NAME", help="add an evaluate metric to every epoch: a Hub name, or a local folder or .py file (repeatable)")
-    run.add_argument("--report-to", dest="report_to", action="append", metavar="TRACKER", help="log every trial as a run of the Trainer's tracker: tensorboard, wandb, mlflow, ... (repeatable; default none)")
-    run.add_argument("--precision", help="auto | fp32 | bf16 | fp16 (default auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU)")
+    run.add_argument(
+        "--storage-timeout",
+        dest="storage_timeout",
+        type=float,
+        help="retry a storage server that stopped answering for SECONDS before exiting (default 60)",
+    )
+    run.add_argument(
+        "--trust-remote-code",
+        dest="trust_remote_code",
+        action="store_const",
+        const=True,
+        help="allow model code from the Hub (off by default)",
+    )
+    run.add_argument(
+        "--metric",
+        dest="metrics",
+        action="append",
+        metavar="NAME",
+        help="add an evaluate metric to every epoch: a Hub name, or a local folder or .py file (repeatable)",
+    )
+    run.add_argument(
+        "--report-to",
+        dest="report_to",
+        action="append",
+        metavar="TRACKER",
+        help="log every trial as a run of the Trainer's tracker: tensorboard, wandb, mlflow, ... (repeatable; default none)",
+    )
+    run.add_argument(
+        "--precision",
+        help="auto | fp32 | bf16 | fp16 (default auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU)",
+    )
     run.add_argument("--workers", type=int, help="run N worker processes on the CPU, each with its share of the cores")
     run.add_argument("--devices", help="run one worker per CUDA device: all, or indices such as 0 or 0,2,3")
-    run.add_argument("--workers-per-device", dest="workers_per_device", type=int, default=1, help="workers on each device of --devices (default 1)")
-    run.add_argument("--confirm-top", dest="confirm_top", type=int, metavar="K", help="once the search holds its trials, run `hpsearch confirm --top K` (on the same workers)")
-    run.add_argument("--seeds", type=int, help="with --confirm-top: seeds per configuration, original trial included (default 5)")
+    run.add_argument(
+        "--workers-per-device",
+        dest="workers_per_device",
+        type=int,
+        default=1,
+        help="workers on each device of --devices (default 1)",
+    )
+    run.add_argument(
+        "--confirm-top",
+        dest="confirm_top",
+        type=int,
+        metavar="K",
+        help="once the search holds its trials, run `hpsearch confirm --top K` (on the same workers)",
+    )
+    run.add_argument(
+        "--seeds", type=int, help="with --confirm-top: seeds per configuration, original trial included (default 5)"
+    )
     run.set_defaults(handler=_run)
 
     card = sub.add_parser("card", help="write the model card of the best trial or of trial N")
     card.add_argument("trial", help="'best' or a trial number")
     _common(card)
-    card.add_argument("--output", help="where to write README.md (default: studies/<study>/best-model/README.md, or studies/<study>/trial-<N>/README.md)")
-    card.add_argument("--template", help="a Jinja2 template of your own (default: the packaged model_card.md.j2; a checkout links it as templates/model_card.md.j2)")
+    card.add_argument(
+        "--output",
+        help="where to write README.md (default: studies/<study>/best-model/README.md, or studies/<study>/trial-<N>/README.md)",
+    )
+    card.add_argument(
+        "--template",
+        help="a Jinja2 template of your own (default: the packaged model_card.md.j2; a checkout links it as templates/model_card.md.j2)",
+    )
     card.add_argument("--force", action="store_true", help="overwrite a README.md that hpsearch did not write")
     card.set_defaults(handler=_card)
 
     trials = sub.add_parser("trials", help="list a study's trials")
     _common(trials)
-    trials.add_argument("--json", action="store_true", help="print JSON for scripts (one object per trial, with its epochs)")
+    trials.add_argument(
+        "--json", action="store_true", help="print JSON for scripts (one object per trial, with its epochs)"
+    )
     trials.set_defaults(handler=_trials)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a study")
@@ -132,18 +205,39 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", help="the HTML file (default: studies/<study>/report.html)")
     report.set_defaults(handler=_report)
 
-    confirm = sub.add_parser("confirm", help="train the best configurations again with other seeds and pick by the mean", description="Train the --top best configurations of a study and the recipe again with --seeds seeds each (the original trial is one of them), pick the winner by mean validation score, and ship its best run.")
+    confirm = sub.add_parser(
+        "confirm",
+        help="train the best configurations again with other seeds and pick by the mean",
+        description="Train the --top best configurations of a study and the recipe again with --seeds seeds each (the original trial is one of them), pick the winner by mean validation score, and ship its best run.",
+    )
     _common(confirm)
-    confirm.add_argument("--top", type=int, default=3, help="configurations to confirm: the N best complete trials (default 3); the recipe always comes along")
-    confirm.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per configuration, the recipe's seed and the next ones, original trial included (default 5: 42..46)")
+    confirm.add_argument(
+        "--top",
+        type=int,
+        default=3,
+        help="configurations to confirm: the N best complete trials (default 3); the recipe always comes along",
+    )
+    confirm.add_argument(
+        "--seeds",
+        type=int,
+        default=DEFAULT_SEEDS,
+        help="seeds per configuration, the recipe's seed and the next ones, original trial included (default 5: 42..46)",
+    )
     confirm.set_defaults(handler=_confirm)
 
     push = sub.add_parser("push", help="upload the best model and its card to the Hugging Face Hub")
     push.add_argument("trial", choices=["best"], help="'best': the best-model folder")
-    push.add_argument("repo_id", metavar="REPO_ID", help="the Hub model repository, such as you/reviews-tuned (created if missing)")
+    push.add_argument(
+        "repo_id", metavar="REPO_ID", help="the Hub model repository, such as you/reviews-tuned (created if missing)"
+    )
     _common(push)
     push.add_argument("--private", action="store_true", help="create the repository private")
-    push.add_argument("--dry-run", dest="dry_run", action="store_true", help="list the files that would be uploaded, and upload nothing")
+    push.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="list the files that would be uploaded, and upload nothing",
+    )
     push.set_defaults(handler=_push)
 
     dash = sub.add_parser("dashboard", help="open a study in optuna-dashboard")
@@ -157,16 +251,39 @@ def _build_parser() -> argparse.ArgumentParser:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a TOML file with any of the settings (flags override it)")
     p.add_argument("--study", help="study name (default hpsearch)")
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/hpsearch.db); journal:PATH and redis:// too")
+    p.add_argument(
+        "--storage", help="Optuna storage URL (default sqlite:///studies/hpsearch.db); journal:PATH and redis:// too"
+    )
     p.add_argument("--workdir", help="folder for studies/<study>/ files (default studies)")
     p.add_argument("--verbose", action="store_true", help="show full tracebacks")
 
 
 _RUN_KEYS = (
-    "trials", "study", "storage", "workdir", "model", "dataset", "dataset_config", "text_column", "text_pair_column",
-    "label_column", "epochs", "max_train_samples", "max_eval_samples", "max_length", "pruner", "sampler",
-    "objective", "checkpoint", "early_stopping_patience", "timeout", "storage_timeout", "trust_remote_code", "precision",
-    "metrics", "report_to",
+    "trials",
+    "study",
+    "storage",
+    "workdir",
+    "model",
+    "dataset",
+    "dataset_config",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "epochs",
+    "max_train_samples",
+    "max_eval_samples",
+    "max_length",
+    "pruner",
+    "sampler",
+    "objective",
+    "checkpoint",
+    "early_stopping_patience",
+    "timeout",
+    "storage_timeout",
+    "trust_remote_code",
+    "precision",
+    "metrics",
+    "report_to",
 )
 
 
@@ -216,10 +333,15 @@ def _run(args: argparse.Namespace) -> int:
     out, seeds = _stdout_console(), args.seeds or DEFAULT_SEEDS
     missing = config.trials - schema.count_finished(study.get_trials(deepcopy=False))
     if missing > 0:  # stopped early (--timeout, failures): the leaders are not known yet
-        err.print(f"confirmation not started: the search is {missing} trials short of {config.trials}; run the same command to go on", markup=False)
+        err.print(
+            f"confirmation not started: the search is {missing} trials short of {config.trials}; run the same command to go on",
+            markup=False,
+        )
         _print_verdict(out, config, study)
     elif workers is not None:
-        err.print(f"confirming the top {args.confirm_top} and the recipe with {seeds} seeds on the same workers", markup=False)
+        err.print(
+            f"confirming the top {args.confirm_top} and the recipe with {seeds} seeds on the same workers", markup=False
+        )
         _run_pool(workers, _confirm_argv(args, seeds), config, err)
         _print_confirmation(out, err, config)
     else:
@@ -246,7 +368,12 @@ def _search_argv(args: argparse.Namespace) -> list[str]:
 def _confirm_argv(args: argparse.Namespace, seeds: int) -> list[str]:
     """The workers' confirmation: ``hpsearch confirm`` on the study the search used, as the user named it."""
     argv = ["confirm", "--top", str(args.confirm_top), "--seeds", str(seeds)]
-    for flag, value in (("--config", args.config), ("--study", args.study), ("--storage", args.storage), ("--workdir", args.workdir)):
+    for flag, value in (
+        ("--config", args.config),
+        ("--study", args.study),
+        ("--storage", args.storage),
+        ("--workdir", args.workdir),
+    ):
         if value is not None:
             argv += [flag, value]
     return argv + (["--verbose"] if args.verbose else [])
@@ -258,7 +385,13 @@ def _pool_plan(args: argparse.Namespace, err: Any) -> Any:
     from hpsearch.search.pool import plan
     from hpsearch.training.modeling import cpu_threads
 
-    workers = plan(workers=args.workers, devices=args.devices, per_device=args.workers_per_device, cuda_devices=torch.cuda.device_count(), cpus=cpu_threads())
+    workers = plan(
+        workers=args.workers,
+        devices=args.devices,
+        per_device=args.workers_per_device,
+        cuda_devices=torch.cuda.device_count(),
+        cpus=cpu_threads(),
+    )
     err.print(f"starting {len(workers)} workers: {' '.join(w.label for w in workers)}", markup=False)
     return workers
 
@@ -287,7 +420,11 @@ def _summary(config: Any, study: Any, *, verdict: bool = True) -> None:
     out.print(f"study: {config.study} in {storage}")
     folder = Path(study_dir(config)) / "best-model"
     if folder.is_dir():
-        flags = "" if (config.study, config.storage) == ("hpsearch", DEFAULT_STORAGE) else f" --study {config.study} --storage {storage}"
+        flags = (
+            ""
+            if (config.study, config.storage) == ("hpsearch", DEFAULT_STORAGE)
+            else f" --study {config.study} --storage {storage}"
+        )
         out.print(f"card: hpsearch card best{flags}")
         out.print(f"best model: {folder}")
     if verdict:
@@ -300,7 +437,9 @@ def _print_verdict(out: Any, config: Any, study: Any) -> None:
     from hpsearch.card.verdict import verdict
     from hpsearch.search.seeds import open_confirmation
 
-    line = verdict(schema.read_settings(study), study.get_trials(deepcopy=False), open_confirmation(study, config.storage))
+    line = verdict(
+        schema.read_settings(study), study.get_trials(deepcopy=False), open_confirmation(study, config.storage)
+    )
     if line:
         out.print(line, markup=False)
 
@@ -321,7 +460,14 @@ def _confirm_here(config: Any, top: int, seeds: int, err: Any) -> None:
 
     reporter = ConsoleReporter(err)
     try:
-        result = run_confirm(study=config.study, storage=config.storage, workdir=config.workdir, top=top, seeds=seeds, listeners=[SeedLines(err), reporter])
+        result = run_confirm(
+            study=config.study,
+            storage=config.storage,
+            workdir=config.workdir,
+            top=top,
+            seeds=seeds,
+            listeners=[SeedLines(err), reporter],
+        )
     finally:
         reporter.close()
     if result.stopped:
@@ -345,7 +491,10 @@ def _print_confirmation(out: Any, err: Any, config: Any) -> None:
         for line in outcome_lines(confirmation):
             out.print(line, markup=False)
         if not confirmation.done:
-            err.print(f"confirmation unfinished: {confirmation.pending} runs to go; run the same command to go on", markup=False)
+            err.print(
+                f"confirmation unfinished: {confirmation.pending} runs to go; run the same command to go on",
+                markup=False,
+            )
     folder = study_dir(config) / "best-model"
     marker = schema.Marker.read(folder)
     if marker is not None and marker.confirmed:
@@ -355,8 +504,8 @@ def _print_confirmation(out: Any, err: Any, config: Any) -> None:
 
 def _trials(args: argparse.Namespace) -> int:
     from hpsearch import schema
-    from hpsearch.search.study import load_study
     from hpsearch.search.seeds import open_confirmation
+    from hpsearch.search.study import load_study
     from hpsearch.views.confirmation import attach, confirmation_table
     from hpsearch.views.trials import records_json, trial_records, trials_table
 
@@ -415,7 +564,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from hpsearch.card.push import push_folder, push_files
+    from hpsearch.card.push import push_files, push_folder
     from hpsearch.search.study import study_dir
 
     folder = study_dir(_config(args)) / "best-model"

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpsearch.checks import check_at_least, check_choice, check_metrics, check_objective, check_positive, check_range, check_report_to, unknown
+from hpsearch.checks import (
+    check_at_least,
+    check_choice,
+    check_metrics,
+    check_objective,
+    check_positive,
+    check_range,
+    check_report_to,
+    unknown,
+)
 from hpsearch.errors import ConfigError
 from hpsearch.schema import METRICS
 
@@ -38,8 +47,20 @@ OBJECTIVES = METRICS
 # TrainingArguments that hpsearch sets itself, for every trial: a [recipe] value for one of
 # them would contradict it.
 RESERVED_TRAINING_ARGUMENTS = (
-    "output_dir", "eval_strategy", "save_strategy", "logging_strategy", "report_to", "run_name",
-    "fp16", "bf16", "tf32", "use_cpu", "disable_tqdm", "log_level", "logging_nan_inf_filter", "load_best_model_at_end",
+    "output_dir",
+    "eval_strategy",
+    "save_strategy",
+    "logging_strategy",
+    "report_to",
+    "run_name",
+    "fp16",
+    "bf16",
+    "tf32",
+    "use_cpu",
+    "disable_tqdm",
+    "log_level",
+    "logging_nan_inf_filter",
+    "load_best_model_at_end",
 )
 CHECKPOINT_RULES = ("last", "best")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -350,7 +371,9 @@ def _build(data: dict[str, Any]) -> SearchConfig:
     return SearchConfig(recipe=recipe, space=space, **kwargs)
 
 
-def _build_recipe_and_space(recipe_data: dict[str, Any], space_data: dict[str, Any]) -> tuple[Recipe, tuple[Param, ...]]:
+def _build_recipe_and_space(
+    recipe_data: dict[str, Any], space_data: dict[str, Any]
+) -> tuple[Recipe, tuple[Param, ...]]:
     known = {f.name for f in dataclasses.fields(Recipe)} - {"extra"}
     fixed: dict[str, Any] = dict(recipe_data)
     space = {p.name: p for p in DEFAULT_SPACE}

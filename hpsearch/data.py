@@ -30,7 +30,11 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".
 # The `datasets` builder and its options for each kind; the "json" builder reads both a
 # file that is one JSON array and JSON lines.
 _BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}), "json": ("json", {}), "jsonl": ("json", {}), "parquet": ("parquet", {})
+    "csv": ("csv", {}),
+    "tsv": ("csv", {"delimiter": "\t"}),
+    "json": ("json", {}),
+    "jsonl": ("json", {}),
+    "parquet": ("parquet", {}),
 }
 _SPLIT_NAMES = {
     "train": ("train",),
@@ -76,7 +80,9 @@ class Task:
             text_pair_column=self.text_pair_column,
             label_names=[str(n) for n in self.label_names],
             sizes={s: self.size(s) for s in self.splits},
-            class_counts={s: [cols["label"].count(i) for i in range(self.num_labels)] for s, cols in self.splits.items()},
+            class_counts={
+                s: [cols["label"].count(i) for i in range(self.num_labels)] for s, cols in self.splits.items()
+            },
             notes=list(self.notes),
         )
 
@@ -91,13 +97,18 @@ def load_task(config: SearchConfig) -> Task:
     import datasets
 
     if config.dataset == BUILTIN_DATASET:
-        data = {split: datasets.Dataset.from_pandas(frame, preserve_index=False) for split, frame in builtin_reviews().items()}
+        data = {
+            split: datasets.Dataset.from_pandas(frame, preserve_index=False)
+            for split, frame in builtin_reviews().items()
+        }
         name, hub_id = "hpsearch built-in reviews (synthetic)", None
     elif Path(config.dataset).exists():
         data = _read_local(Path(config.dataset))
         name, hub_id = Path(config.dataset).name or config.dataset, None
     elif looks_like_path(config.dataset):
-        raise DataError(f"dataset path {config.dataset!r} does not exist; pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file")
+        raise DataError(
+            f"dataset path {config.dataset!r} does not exist; pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file"
+        )
     else:
         data = _read_hub(config.dataset, config.dataset_config)
         name, hub_id = config.dataset + (f" ({config.dataset_config})" if config.dataset_config else ""), config.dataset
@@ -108,10 +119,7 @@ def load_task(config: SearchConfig) -> Task:
 def looks_like_path(name: str) -> bool:
     """A name that can only be meant as a local path, never a Hub id (``user/name``)."""
     return (
-        name.startswith((".", "/", "~"))
-        or "\\" in name
-        or name.count("/") > 1
-        or Path(name).suffix.lower() in SUFFIXES
+        name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or Path(name).suffix.lower() in SUFFIXES
     )
 
 
@@ -198,7 +206,9 @@ def _read_file(path: Path) -> datasets.Dataset:
 
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"dataset file {str(path)!r}: expected one of {', '.join(SUFFIXES)}, got {path.suffix or 'no suffix'!r}")
+        raise DataError(
+            f"dataset file {str(path)!r}: expected one of {', '.join(SUFFIXES)}, got {path.suffix or 'no suffix'!r}"
+        )
     # The readers fail on a zero-byte file in a different way for each format.
     if path.stat().st_size == 0:
         raise DataError(f"dataset file {str(path)!r} has no rows")
@@ -207,12 +217,16 @@ def _read_file(path: Path) -> datasets.Dataset:
         # A throwaway cache: the file is read afresh on every run, as a user who edits it
         # expects, and no Arrow copy of it is left behind in the Hugging Face cache.
         with _quiet(), tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as cache:
-            return datasets.load_dataset(builder, data_files={"train": str(path)}, split="train", cache_dir=cache, keep_in_memory=True, **options)
+            return datasets.load_dataset(
+                builder, data_files={"train": str(path)}, split="train", cache_dir=cache, keep_in_memory=True, **options
+            )
     except Exception as e:  # the readers raise many types for unreadable files
         # `datasets` reports a file with a header but no rows only through this message.
         if isinstance(e, ValueError) and "corresponds to no data" in str(e):
             raise DataError(f"dataset file {str(path)!r} has no rows") from None
-        raise DataError(f"dataset file {str(path)!r} cannot be read as {kind}: {first_line(e.__cause__ or e)}") from None
+        raise DataError(
+            f"dataset file {str(path)!r} cannot be read as {kind}: {first_line(e.__cause__ or e)}"
+        ) from None
 
 
 def _read_hub(name: str, config_name: str | None) -> dict[str, datasets.Dataset]:
@@ -260,7 +274,9 @@ def _make_task(data: dict[str, datasets.Dataset], config: SearchConfig, *, name:
     _check_texts(data, [c for c in (text, pair) if c is not None])
     train_ids = data["train"][label][:]
     if len(set(train_ids)) < 2:
-        raise DataError(f"the training split has a single class ({names[train_ids[0]]!r}); classification needs at least two")
+        raise DataError(
+            f"the training split has a single class ({names[train_ids[0]]!r}); classification needs at least two"
+        )
     seed = config.recipe.seed
     if "validation" not in data:
         data["train"], data["validation"], stratified = _carve_validation(data["train"], label, seed)
@@ -268,7 +284,11 @@ def _make_task(data: dict[str, datasets.Dataset], config: SearchConfig, *, name:
             f"no validation split: {len(data['validation'])} rows ({VALIDATION_FRACTION:.0%} of train, "
             f"{'stratified' if stratified else 'not stratified'}, seed {seed}) were held out for it"
         )
-    for split, limit in (("train", config.max_train_samples), ("validation", config.max_eval_samples), ("test", config.max_eval_samples)):
+    for split, limit in (
+        ("train", config.max_train_samples),
+        ("validation", config.max_eval_samples),
+        ("test", config.max_eval_samples),
+    ):
         if limit is not None and split in data and len(data[split]) > limit:
             data[split] = data[split].shuffle(seed=seed).select(range(limit))
             notes.append(f"{split} limited to {limit} rows (shuffled with seed {seed})")
@@ -280,16 +300,22 @@ def _select_columns(data: dict[str, datasets.Dataset], columns: list[str]) -> di
     for split, ds in data.items():
         missing = [c for c in columns if c not in ds.column_names]
         if missing:
-            raise DataError(f"{split} split has no column {missing[0]!r}; its columns are: {', '.join(map(str, ds.column_names))}")
+            raise DataError(
+                f"{split} split has no column {missing[0]!r}; its columns are: {', '.join(map(str, ds.column_names))}"
+            )
     return {split: ds.select_columns(columns) for split, ds in data.items()}
 
 
 def _text_columns(columns: list[str], config: SearchConfig) -> tuple[str, str | None]:
     if config.text_column is not None:
         if config.text_column not in columns:
-            raise DataError(f"text column {config.text_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}")
+            raise DataError(
+                f"text column {config.text_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+            )
         if config.text_pair_column is not None and config.text_pair_column not in columns:
-            raise DataError(f"text pair column {config.text_pair_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}")
+            raise DataError(
+                f"text pair column {config.text_pair_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+            )
         return config.text_column, config.text_pair_column
     if "sentence1" in columns and "sentence2" in columns:
         return "sentence1", "sentence2"
@@ -305,12 +331,16 @@ def _text_columns(columns: list[str], config: SearchConfig) -> tuple[str, str | 
 def _label_column(columns: list[str], config: SearchConfig) -> str:
     if config.label_column is not None:
         if config.label_column not in columns:
-            raise DataError(f"label column {config.label_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}")
+            raise DataError(
+                f"label column {config.label_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+            )
         return config.label_column
     for candidate in _LABEL_CANDIDATES:
         if candidate in columns:
             return candidate
-    raise DataError(f"no label column found (looked for label, labels); its columns are: {', '.join(map(str, columns))}; name one with --label-column")
+    raise DataError(
+        f"no label column found (looked for label, labels); its columns are: {', '.join(map(str, columns))}; name one with --label-column"
+    )
 
 
 def _unlabelled(values: list[Any]) -> bool:
@@ -342,7 +372,9 @@ def _encode_labels(data: dict[str, datasets.Dataset], column: str) -> tuple[dict
         # Encoded on train alone: every other split's labels are among train's (checked).
         encoded = data["train"].class_encode_column(column)
         target = encoded.features[column]
-        return {split: encoded if split == "train" else ds.cast_column(column, target) for split, ds in data.items()}, names
+        return {
+            split: encoded if split == "train" else ds.cast_column(column, target) for split, ds in data.items()
+        }, names
     target = datasets.ClassLabel(names=names)
     index = {v: i for i, v in enumerate(train)}
     return {split: _to_ids(ds, column, target, index) for split, ds in data.items()}, names
@@ -351,9 +383,13 @@ def _encode_labels(data: dict[str, datasets.Dataset], column: str) -> tuple[dict
 def _label_values(values: list[Any], split: str, column: str) -> list[int | str]:
     for v in values:
         if v is None or v != v:
-            raise DataError(f"{split} split: labels must be integers or strings, got an empty value in column {column!r}")
+            raise DataError(
+                f"{split} split: labels must be integers or strings, got an empty value in column {column!r}"
+            )
         if not _is_label(v):
-            raise DataError(f"{split} split: labels must be integers or strings, got {type(v).__name__} {v!r} in column {column!r}")
+            raise DataError(
+                f"{split} split: labels must be integers or strings, got {type(v).__name__} {v!r} in column {column!r}"
+            )
     # Integral floats (a JSON "1.0") are integer labels.
     return [int(v) if isinstance(v, float) else v for v in values]
 
@@ -386,7 +422,9 @@ def _check_texts(data: dict[str, datasets.Dataset], columns: list[str]) -> None:
                 raise DataError(f"{split} split: column {column!r} has no text")
 
 
-def _carve_validation(train: datasets.Dataset, column: str, seed: int) -> tuple[datasets.Dataset, datasets.Dataset, bool]:
+def _carve_validation(
+    train: datasets.Dataset, column: str, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset, bool]:
     """Hold out a validation split, stratified by label when every class can spare rows."""
     if len(train) < 2:
         raise DataError("the training split has a single row; it cannot also give a validation split")

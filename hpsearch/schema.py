@@ -52,7 +52,23 @@ DEVICE = "device"  # what trained it: {"name": ..., "peak_memory_mib": ... (CUDA
 CONFIRMS = "confirms"  # the search trial whose configuration the run trains again
 SEED = "run_seed"  # the seed the run trains with
 
-TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY, PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, CONFIRMS, SEED)
+TRIAL_KEYS = (
+    EPOCHS,
+    RECIPE,
+    WORKER,
+    HEARTBEAT,
+    TRAINING_ARGS,
+    SHIPPED_EPOCH,
+    CHECKPOINT_RULE,
+    STOPPED_EARLY,
+    PRUNED_REASON,
+    FAIL_REASON,
+    KEPT_MODEL,
+    TEST_METRICS,
+    DEVICE,
+    CONFIRMS,
+    SEED,
+)
 
 CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
 CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
@@ -68,7 +84,17 @@ METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "
 RANKING_METRIC = "roc_auc"
 RANKING_METRIC_SE = "roc_auc_se"
 # Names an added (``evaluate``) metric may not store under: every row has them already.
-ROW_KEYS = ("epoch", "step", "train_loss", "eval_loss", *METRICS, RANKING_METRIC, RANKING_METRIC_SE, "confusion", "loss")
+ROW_KEYS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "eval_loss",
+    *METRICS,
+    RANKING_METRIC,
+    RANKING_METRIC_SE,
+    "confusion",
+    "loss",
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STATE_NAMES = {
@@ -149,7 +175,9 @@ class StudySettings:
     @classmethod
     def from_dict(cls, study_name: str, value: Any) -> StudySettings:
         if not isinstance(value, dict):
-            raise StorageError(f"study {study_name!r} was not made by `hpsearch run` (it has no {STUDY_KEY!r} attribute); pass the --study that `hpsearch run` made")
+            raise StorageError(
+                f"study {study_name!r} was not made by `hpsearch run` (it has no {STUDY_KEY!r} attribute); pass the --study that `hpsearch run` made"
+            )
         version = value.get("schema")
         if version != SCHEMA_VERSION:
             raise StorageError(
@@ -360,7 +388,7 @@ def record_training_args(trial: optuna.Trial, values: Mapping[str, Any]) -> None
 
 
 def beat(trial: optuna.Trial) -> None:
-    trial.set_user_attr(HEARTBEAT, round(datetime.datetime.now(datetime.timezone.utc).timestamp(), 3))
+    trial.set_user_attr(HEARTBEAT, round(datetime.datetime.now(datetime.UTC).timestamp(), 3))
 
 
 def record_rows(trial: optuna.Trial, epochs: Sequence[EpochRow]) -> None:
@@ -418,7 +446,12 @@ class ConfirmPlan:
     def from_dict(cls, value: Any) -> ConfirmPlan | None:
         if not isinstance(value, dict):
             return None
-        return cls(top=int(value["top"]), seeds=[int(s) for s in value["seeds"]], configurations=[int(n) for n in value["configurations"]], recipe=value.get("recipe"))
+        return cls(
+            top=int(value["top"]),
+            seeds=[int(s) for s in value["seeds"]],
+            configurations=[int(n) for n in value["configurations"]],
+            recipe=value.get("recipe"),
+        )
 
 
 def confirm_study_name(study_name: str) -> str:

@@ -43,7 +43,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def _child(code: str, *args: str, env: dict[str, str] | None = None) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(env), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=_env(env), timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -58,7 +60,14 @@ def test_a_freed_large_block_is_reused_without_page_faults():
     assert configured["faults"] < plain["faults"] / 20, (plain, configured)
 
 
-@pytest.mark.parametrize("env", [{"MALLOC_MMAP_MAX_": "65536"}, {"MALLOC_ARENA_MAX": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MALLOC_MMAP_MAX_": "65536"},
+        {"MALLOC_ARENA_MAX": "2"},
+        {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"},
+    ],
+)
 def test_a_user_tuned_allocator_is_left_alone(env):
     result = _child(_FAULTS_OF_A_LARGE_BLOCK, "configure", env=env)
     assert result["applied"] is False
@@ -70,7 +79,14 @@ def _big_vocab_model(folder: Path, tiny_model: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=280_000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=280_000,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(str(tiny_model)).save_pretrained(folder)
     return folder
@@ -79,8 +95,26 @@ def _big_vocab_model(folder: Path, tiny_model: Path) -> Path:
 def _epoch_rows(model: Path, folder: Path, env: dict[str, str]) -> list[dict]:
     folder.mkdir()
     args = [
-        sys.executable, "-m", "hpsearch", "run", "--model", str(model), "--max-length", "32", "--trials", "1", "--epochs", "2",
-        "--max-train-samples", "96", "--pruner", "none", "--storage", f"sqlite:///{folder / 'hp.db'}", "--workdir", str(folder / "studies"),
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "run",
+        "--model",
+        str(model),
+        "--max-length",
+        "32",
+        "--trials",
+        "1",
+        "--epochs",
+        "2",
+        "--max-train-samples",
+        "96",
+        "--pruner",
+        "none",
+        "--storage",
+        f"sqlite:///{folder / 'hp.db'}",
+        "--workdir",
+        str(folder / "studies"),
     ]
     proc = subprocess.run(args, capture_output=True, text=True, env=_env(env), cwd=folder, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -56,7 +56,14 @@ GOLDEN_SUMMARY = ["- Loss: 0.6806", "- F1: 0.6088", "- Accuracy: 0.5914", "- Pre
 # --------------------------------------------------------------------------- the hand-made study
 
 STORAGE = "sqlite:///studies/hpsearch.db"  # relative: every test runs in its own folder
-VERSIONS = {"Transformers": "4.40.0", "Pytorch": "2.2.1+cu121", "Datasets": "2.18.0", "Tokenizers": "0.15.2", "Optuna": "3.6.0", "hpsearch": "0.1.0"}
+VERSIONS = {
+    "Transformers": "4.40.0",
+    "Pytorch": "2.2.1+cu121",
+    "Datasets": "2.18.0",
+    "Tokenizers": "0.15.2",
+    "Optuna": "3.6.0",
+    "hpsearch": "0.1.0",
+}
 CREATED = "2024-04-02T10:00:00+00:00"
 VALIDATION, POSITIVES, STEPS_PER_EPOCH = 1368, 684, 685
 OPTIM = "adamw_torch_fused"  # what TrainingArguments resolves its default optimizer to on torch 2.8+
@@ -97,7 +104,14 @@ def epoch_row(epoch: int, loss: float, tp: int, fp: int) -> schema.EpochRow:
         "roc_auc": 0.6,
         "roc_auc_se": 0.015,
     }
-    return schema.make_row(epoch=epoch, step=STEPS_PER_EPOCH * epoch, train_loss=loss + 0.01, eval_loss=loss, scores=scores, confusion=binary_confusion(tp, fp))
+    return schema.make_row(
+        epoch=epoch,
+        step=STEPS_PER_EPOCH * epoch,
+        train_loss=loss + 0.01,
+        eval_loss=loss,
+        scores=scores,
+        confusion=binary_confusion(tp, fp),
+    )
 
 
 def epoch_rows(spec: list[tuple[float, int, int]]) -> list[schema.EpochRow]:
@@ -110,31 +124,53 @@ def confusion_row(epoch: int, confusion: list[list[int]], *, average: str, steps
     truth = np.repeat(np.repeat(np.arange(k), k), [n for line in confusion for n in line])
     predicted = np.repeat(np.tile(np.arange(k), k), [n for line in confusion for n in line])
     scores = classification_metrics(truth, predicted, average) | {"roc_auc": 0.6, "roc_auc_se": 0.03}
-    return schema.make_row(epoch=epoch, step=steps * epoch, train_loss=1.0, eval_loss=1.0, scores=scores, confusion=confusion)
+    return schema.make_row(
+        epoch=epoch, step=steps * epoch, train_loss=1.0, eval_loss=1.0, scores=scores, confusion=confusion
+    )
 
 
 def search_config(**overrides: Any) -> SearchConfig:
     # The median pruner, whose reason the pruned trial 2 carries; the last epoch shipped, as
     # in the Trainer's card the golden file reproduces.
-    values = {"study": "hpsearch", "storage": STORAGE, "model": "bert-base-cased", "dataset": "acme/product-reviews", "recipe": Recipe(num_train_epochs=5), "pruner": PrunerConfig(name="median"), "checkpoint": "last"}
+    values = {
+        "study": "hpsearch",
+        "storage": STORAGE,
+        "model": "bert-base-cased",
+        "dataset": "acme/product-reviews",
+        "recipe": Recipe(num_train_epochs=5),
+        "pruner": PrunerConfig(name="median"),
+        "checkpoint": "last",
+    }
     return SearchConfig(**{**values, **overrides})
 
 
 def make_task(
-    *, name: str = "acme/product-reviews", hub_id: str | None = "acme/product-reviews", labels: tuple[str, ...] = ("negative", "positive"),
-    text_column: str = "text", counts: dict[str, list[int]] | None = None,
+    *,
+    name: str = "acme/product-reviews",
+    hub_id: str | None = "acme/product-reviews",
+    labels: tuple[str, ...] = ("negative", "positive"),
+    text_column: str = "text",
+    counts: dict[str, list[int]] | None = None,
 ) -> Task:
     counts = counts or BINARY_COUNTS
     splits = {}
     for split, per_class in counts.items():
         ids = [label for label, n in enumerate(per_class) for _ in range(n)]
         splits[split] = {text_column: [""] * len(ids), "label": ids}
-    return Task(splits=splits, text_column=text_column, text_pair_column=None, label_names=labels, name=name, hub_id=hub_id)
+    return Task(
+        splits=splits, text_column=text_column, text_pair_column=None, label_names=labels, name=name, hub_id=hub_id
+    )
 
 
 def settings_of(config: SearchConfig, task: Task) -> StudySettings:
     """The study settings `hpsearch run` writes for this configuration and data."""
-    return StudySettings(config=config.to_dict() | {"storage": redact(config.storage)}, data=task.facts(), base_model="bert-base-cased", versions=VERSIONS, created=CREATED)
+    return StudySettings(
+        config=config.to_dict() | {"storage": redact(config.storage)},
+        data=task.facts(),
+        base_model="bert-base-cased",
+        versions=VERSIONS,
+        created=CREATED,
+    )
 
 
 def make_study(config: SearchConfig | None = None, task: Task | None = None, *, trials: bool = True) -> optuna.Study:
@@ -146,25 +182,60 @@ def make_study(config: SearchConfig | None = None, task: Task | None = None, *, 
     schema.write_settings(study, settings_of(config, task))
     if not trials:
         return study
-    add_trial(study, config, recipe_params(config.recipe, config.space), epoch_rows(RECIPE_EPOCHS), attrs=schema.recipe_attrs())
+    add_trial(
+        study,
+        config,
+        recipe_params(config.recipe, config.space),
+        epoch_rows(RECIPE_EPOCHS),
+        attrs=schema.recipe_attrs(),
+    )
     test = epoch_row(5, 0.684301, 425, 320)
     test_metrics = {"loss": test["eval_loss"], **{k: test[k] for k in schema.METRICS}}
-    add_trial(study, config, GOLDEN_PARAMS, epoch_rows(GOLDEN_EPOCHS), attrs={schema.KEPT_MODEL: True, schema.TEST_METRICS: test_metrics})
-    add_trial(study, config, {"learning_rate": 1.2e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.15, "weight_decay": 0.05},
-              epoch_rows([(0.6932, 300, 330), (0.6930, 280, 300)]), state=TrialState.PRUNED,
-              attrs={schema.PRUNED_REASON: "pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 complete trials at that epoch"})
-    add_trial(study, config, {"learning_rate": 9e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.02, "weight_decay": 0.08},
-              epoch_rows([(0.7101, 684, 684)]), state=TrialState.FAIL, attrs={schema.FAIL_REASON: "out of memory: CUDA out of memory. Tried to allocate 96.00 MiB"})
+    add_trial(
+        study,
+        config,
+        GOLDEN_PARAMS,
+        epoch_rows(GOLDEN_EPOCHS),
+        attrs={schema.KEPT_MODEL: True, schema.TEST_METRICS: test_metrics},
+    )
+    add_trial(
+        study,
+        config,
+        {"learning_rate": 1.2e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.15, "weight_decay": 0.05},
+        epoch_rows([(0.6932, 300, 330), (0.6930, 280, 300)]),
+        state=TrialState.PRUNED,
+        attrs={
+            schema.PRUNED_REASON: "pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 complete trials at that epoch"
+        },
+    )
+    add_trial(
+        study,
+        config,
+        {"learning_rate": 9e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.02, "weight_decay": 0.08},
+        epoch_rows([(0.7101, 684, 684)]),
+        state=TrialState.FAIL,
+        attrs={schema.FAIL_REASON: "out of memory: CUDA out of memory. Tried to allocate 96.00 MiB"},
+    )
     return study
 
 
 def add_trial(
-    study: optuna.Study, config: SearchConfig, params: dict[str, Any], rows: list[schema.EpochRow], *,
-    state: TrialState = TrialState.COMPLETE, attrs: dict[str, Any] | None = None,
+    study: optuna.Study,
+    config: SearchConfig,
+    params: dict[str, Any],
+    rows: list[schema.EpochRow],
+    *,
+    state: TrialState = TrialState.COMPLETE,
+    attrs: dict[str, Any] | None = None,
 ) -> None:
     """A finished trial shaped as the objective leaves it."""
     training_args = {**training_values(config.recipe, params), "optim": OPTIM}
-    user_attrs: dict[str, Any] = {schema.WORKER: "host:1", schema.TRAINING_ARGS: training_args, schema.EPOCHS: rows, **(attrs or {})}
+    user_attrs: dict[str, Any] = {
+        schema.WORKER: "host:1",
+        schema.TRAINING_ARGS: training_args,
+        schema.EPOCHS: rows,
+        **(attrs or {}),
+    }
     value = None
     if state == TrialState.COMPLETE:
         shipped = max(rows, key=lambda r: r[config.objective]) if config.checkpoint == "best" else rows[-1]
@@ -172,8 +243,16 @@ def add_trial(
         user_attrs.setdefault(schema.CHECKPOINT_RULE, config.checkpoint)
         value = rows[user_attrs[schema.SHIPPED_EPOCH] - 1][config.objective]
     intermediate = {r["epoch"]: r[config.objective] for r in rows} if state != TrialState.FAIL else {}
-    study.add_trial(create_trial(state=state, value=value, params=params, distributions={k: SPACE[k] for k in params},
-                                 user_attrs=user_attrs, intermediate_values=intermediate))
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=value,
+            params=params,
+            distributions={k: SPACE[k] for k in params},
+            user_attrs=user_attrs,
+            intermediate_values=intermediate,
+        )
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -184,8 +263,10 @@ def _quiet() -> None:
 @pytest.fixture
 def no_png(monkeypatch: pytest.MonkeyPatch) -> None:
     """PNG export fails as kaleido does without Chrome."""
+
     def fail(figs, folder):
         raise plots.PngUnavailable("no PNG engine in this test")
+
     monkeypatch.setattr(plots, "render_pngs", fail)
 
 
@@ -217,11 +298,11 @@ def test_golden_rows_and_summary_match_the_published_card(golden):
     text = _card(golden)
     lines = text.splitlines()
     start = lines.index(RESULTS_HEADER)
-    assert lines[start + 2:start + 7] == GOLDEN_ROWS
+    assert lines[start + 2 : start + 7] == GOLDEN_ROWS
     assert lines[start + 7] == ""
     first = lines.index(GOLDEN_SUMMARY[0])
     assert lines[first - 1] == "It achieves the following results on the evaluation set:"
-    assert lines[first:first + 5] == GOLDEN_SUMMARY
+    assert lines[first : first + 5] == GOLDEN_SUMMARY
 
 
 def test_the_shipped_epoch_is_named_below_the_table(golden):
@@ -235,9 +316,15 @@ def test_under_the_default_rule_the_card_names_the_best_epoch(workdir, no_png):
     rows = schema.rows(optuna.load_study(study_name="hpsearch", storage=STORAGE).trials[1])
     best = max(rows, key=lambda r: r["f1"])
     assert best["epoch"] != rows[-1]["epoch"]  # the golden trial peaks before its last epoch
-    assert f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1 (checkpoint rule `best`)." in text
+    assert (
+        f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1 (checkpoint rule `best`)."
+        in text
+    )
     assert "each trial ships its best epoch" in text
-    assert f"- Epoch: the shipped epoch ({best['epoch']}) is the best of the trial's 5 epochs on this same validation split, which adds to the optimism; the test split below took part in neither choice." in text
+    assert (
+        f"- Epoch: the shipped epoch ({best['epoch']}) is the best of the trial's 5 epochs on this same validation split, which adds to the optimism; the test split below took part in neither choice."
+        in text
+    )
 
 
 def test_whole_card_matches_the_golden_file(golden):
@@ -335,43 +422,67 @@ def test_single_class_epochs_of_a_macro_averaged_task_are_found(macro):
         "Epoch 2 predicted `a` for every validation example (recall 0.3333, precision 0.1333): a predictor of that one class "
         "scores F1 0.1905, accuracy 0.4, precision 0.1333 and recall 0.3333 on this validation split, so that epoch learned nothing beyond the class balance."
     ) in text
-    assert "Epoch 3 predicted `b` for every validation example (recall 0.3333, precision 0.1000): a predictor of that one class scores F1 0.1538, accuracy 0.3," in text
+    assert (
+        "Epoch 3 predicted `b` for every validation example (recall 0.3333, precision 0.1000): a predictor of that one class scores F1 0.1538, accuracy 0.3,"
+        in text
+    )
     assert "- Single-class epochs: 2; 3 (see Training results)." in text
 
 
 def test_single_class_runs_and_scores_come_from_the_confusion_matrices():
     from hpsearch.card.trust import single_class_epochs
 
-    rows = [confusion_row(i + 1, c, average="macro") for i, c in enumerate([MACRO_EPOCHS[0], MACRO_EPOCHS[1], MACRO_EPOCHS[1], MACRO_EPOCHS[2]])]
+    rows = [
+        confusion_row(i + 1, c, average="macro")
+        for i, c in enumerate([MACRO_EPOCHS[0], MACRO_EPOCHS[1], MACRO_EPOCHS[1], MACRO_EPOCHS[2]])
+    ]
     for row in rows:  # scores that disagree with the matrix: the matrix decides
         row.update(f1=0.5, accuracy=0.5, precision=0.5, recall=0.5)
     trial = create_trial(state=TrialState.PRUNED, params={}, distributions={}, user_attrs={schema.EPOCHS: rows})
     settings = settings_of(search_config(), make_task(labels=MACRO_LABELS, counts=MACRO_COUNTS))
     facts = CardFacts("s", "sqlite:///x.db", trial, False, settings, [trial])
     assert single_class_epochs(facts) == [
-        {"kind": "one class", "label": "a", "epochs": [2, 3], "scores": {"f1": "0.1905", "accuracy": "0.4", "precision": "0.1333", "recall": "0.3333"}},
-        {"kind": "one class", "label": "b", "epochs": [4], "scores": {"f1": "0.1538", "accuracy": "0.3", "precision": "0.1000", "recall": "0.3333"}},
+        {
+            "kind": "one class",
+            "label": "a",
+            "epochs": [2, 3],
+            "scores": {"f1": "0.1905", "accuracy": "0.4", "precision": "0.1333", "recall": "0.3333"},
+        },
+        {
+            "kind": "one class",
+            "label": "b",
+            "epochs": [4],
+            "scores": {"f1": "0.1538", "accuracy": "0.3", "precision": "0.1000", "recall": "0.3333"},
+        },
     ]
 
 
 def test_the_macro_baseline_is_the_majority_class_and_the_split_is_counted_by_class(macro):
     text = _card(macro)
     assert "- Validation split: 100 examples (40 `a`, 30 `b`, 30 `c`)." in text
-    assert "- Baseline: predicting `a`, the majority class, for every example scores F1 0.1905 and accuracy 0.4 on this validation split.\n" in text
+    assert (
+        "- Baseline: predicting `a`, the majority class, for every example scores F1 0.1905 and accuracy 0.4 on this validation split.\n"
+        in text
+    )
     assert "(macro average over 3 classes)" in text
 
 
 def test_a_macro_f1_gets_a_bootstrap_interval_around_it(macro):
     text = _card(macro)
     f1 = schema.rows(optuna.load_study(study_name="hpsearch", storage=STORAGE).trials[0])[-1]["f1"]
-    found = re.search(rf"- F1 {re.escape(fmt_metric(f1))}: 95% bootstrap interval (0\.\d+) to (0\.\d+) \(2000 resamples", text)
+    found = re.search(
+        rf"- F1 {re.escape(fmt_metric(f1))}: 95% bootstrap interval (0\.\d+) to (0\.\d+) \(2000 resamples", text
+    )
     assert found and float(found[1]) < f1 < float(found[2])
 
 
-@pytest.mark.parametrize(("confusion", "average"), [
-    (binary_confusion(435, 310), "binary"),
-    ([[30, 5, 5], [6, 20, 4], [7, 3, 20]], "macro"),
-])
+@pytest.mark.parametrize(
+    ("confusion", "average"),
+    [
+        (binary_confusion(435, 310), "binary"),
+        ([[30, 5, 5], [6, 20, 4], [7, 3, 20]], "macro"),
+    ],
+)
 def test_the_f1_bootstrap_reads_the_confusion_matrix(confusion, average):
     from hpsearch.card.trust import bootstrap_f1_interval
 
@@ -391,7 +502,10 @@ def test_no_f1_interval_for_an_epoch_with_no_true_positive(workdir, no_png):
     study = make_study(config)
     add_trial(study, config, GOLDEN_PARAMS, epoch_rows([(0.69, 300, 250), (0.6932, 0, 0)]))
     text = _card(config, "4")
-    assert "- No interval for F1: the shipped epoch called no `positive` example `positive`, so F1 is 0 in every resample." in text
+    assert (
+        "- No interval for F1: the shipped epoch called no `positive` example `positive`, so F1 is 0 in every resample."
+        in text
+    )
     assert "- Accuracy 0.5: 95% Wilson interval" in text
 
 
@@ -417,16 +531,25 @@ def test_search_section_reports_settings_counts_cost_and_recipe(golden):
     assert "- Pruner: MedianPruner (3 startup trials, warm-up 0 epochs)" in text
 
 
-@pytest.mark.parametrize(("pruner", "text"), [
-    (PrunerConfig(), "best-trial rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
-                     "validation ROC AUC so far is below the best complete trial's (read after at most as many optimiser updates) "
-                     "by more than 1 standard error of the difference (Hanley and McNeil)"),
-    (PrunerConfig(name="median", warmup_epochs=1), "MedianPruner (3 startup trials, warm-up 1 epoch): from epoch 2 on, a trial stops when its "
-                                                   "validation F1 is below the median of the complete trials at the same epoch"),
-    (PrunerConfig(name="halving"), "SuccessiveHalvingPruner (min resource 1 epoch, reduction factor 3)"),
-    (PrunerConfig(name="hyperband", reduction_factor=2), "HyperbandPruner (1 to 5 epochs, reduction factor 2)"),
-    (PrunerConfig(name="none"), "none (every trial trains all its epochs)"),
-])
+@pytest.mark.parametrize(
+    ("pruner", "text"),
+    [
+        (
+            PrunerConfig(),
+            "best-trial rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
+            "validation ROC AUC so far is below the best complete trial's (read after at most as many optimiser updates) "
+            "by more than 1 standard error of the difference (Hanley and McNeil)",
+        ),
+        (
+            PrunerConfig(name="median", warmup_epochs=1),
+            "MedianPruner (3 startup trials, warm-up 1 epoch): from epoch 2 on, a trial stops when its "
+            "validation F1 is below the median of the complete trials at the same epoch",
+        ),
+        (PrunerConfig(name="halving"), "SuccessiveHalvingPruner (min resource 1 epoch, reduction factor 3)"),
+        (PrunerConfig(name="hyperband", reduction_factor=2), "HyperbandPruner (1 to 5 epochs, reduction factor 2)"),
+        (PrunerConfig(name="none"), "none (every trial trains all its epochs)"),
+    ],
+)
 def test_the_pruner_is_described_from_its_stored_settings(workdir, no_png, pruner, text):
     config = search_config(pruner=pruner)
     make_study(config)
@@ -500,7 +623,9 @@ def test_hyperparameters_list_what_the_trial_trained_with(golden):
 
 
 def test_the_eval_batch_size_is_the_one_evaluation_ran_with_and_extras_are_listed(workdir, no_png):
-    config = search_config(recipe=Recipe(num_train_epochs=5, per_device_eval_batch_size=64, extra={"max_grad_norm": 0.5}))
+    config = search_config(
+        recipe=Recipe(num_train_epochs=5, per_device_eval_batch_size=64, extra={"max_grad_norm": 0.5})
+    )
     make_study(config)
     text = _card(config, "0")  # the recipe: no weight decay, no warm-up
     block = text.split("The following hyperparameters were used during training:\n", 1)[1].split("\n\n", 1)[0]
@@ -561,12 +686,24 @@ def test_a_stopped_trial_is_described_by_the_epoch_it_shipped(workdir, no_png):
     add_trial(study, config, GOLDEN_PARAMS, rows, attrs={schema.STOPPED_EARLY: reason, schema.SHIPPED_EPOCH: 2})
     text = _card(config, "4")
     assert "Trial 4 stopped early after epoch 4" in text
-    assert "The model is the checkpoint of epoch 2, the epoch with the best validation F1: a trial stopped early ships its best epoch" in text
+    assert (
+        "The model is the checkpoint of epoch 2, the epoch with the best validation F1: a trial stopped early ships its best epoch"
+        in text
+    )
     assert "it stopped 1 of the complete trials (trial 4); a trial it stops ships its best epoch" in text
     # A second one: the card lists both stopped trials.
-    add_trial(study, config, GOLDEN_PARAMS, epoch_rows(RECIPE_EPOCHS[:3]), attrs={schema.STOPPED_EARLY: reason, schema.SHIPPED_EPOCH: 2})
+    add_trial(
+        study,
+        config,
+        GOLDEN_PARAMS,
+        epoch_rows(RECIPE_EPOCHS[:3]),
+        attrs={schema.STOPPED_EARLY: reason, schema.SHIPPED_EPOCH: 2},
+    )
     text = _card(config, "5")
-    assert "Trial 5 stopped early" in text and "The model is the checkpoint of epoch 2, the epoch with the best validation F1" in text
+    assert (
+        "Trial 5 stopped early" in text
+        and "The model is the checkpoint of epoch 2, the epoch with the best validation F1" in text
+    )
     assert "it stopped 2 of the complete trials (trials 4, 5); a trial it stops ships its best epoch" in text
 
 
@@ -585,7 +722,10 @@ def test_best_model_folder_holding_another_trial_is_an_error(golden):
     folder = Path("studies/hpsearch/best-model")
     folder.mkdir(parents=True)
     schema.Marker(trial=0, value=0.58, epoch=5, objective="f1").write(folder)
-    with pytest.raises(CardError, match=r"holds the model of trial 0, but the best trial in storage is 1; run `hpsearch card 1 --output PATH`"):
+    with pytest.raises(
+        CardError,
+        match=r"holds the model of trial 0, but the best trial in storage is 1; run `hpsearch card 1 --output PATH`",
+    ):
         write_card(golden, "best")
     assert not (folder / "README.md").exists()
 
@@ -629,7 +769,9 @@ def test_no_complete_trial_is_an_error(workdir, no_png):
 
 @pytest.mark.parametrize("trial", ["7", "-1"])
 def test_unknown_trial_number_lists_the_range(golden, trial):
-    with pytest.raises(CardError, match=rf"^study 'hpsearch' has no trial {trial} \(it has trials 0 to 3\); see `hpsearch trials`$"):
+    with pytest.raises(
+        CardError, match=rf"^study 'hpsearch' has no trial {trial} \(it has trials 0 to 3\); see `hpsearch trials`$"
+    ):
         write_card(golden, trial)
 
 
@@ -684,7 +826,9 @@ def test_template_without_front_matter_is_rejected(golden, tmp_path):
 
 
 def test_missing_template_is_an_error(golden, tmp_path):
-    with pytest.raises(CardError, match=r"template '.*nope.j2' does not exist; pass a readable Jinja2 file to --template"):
+    with pytest.raises(
+        CardError, match=r"template '.*nope.j2' does not exist; pass a readable Jinja2 file to --template"
+    ):
         write_card(golden, "best", template=tmp_path / "nope.j2")
 
 
@@ -695,8 +839,14 @@ def test_default_template_lives_inside_the_package(tmp_path):
     site = tmp_path / "site"
     shutil.copytree(Path(hpsearch.__file__).parent, site / "hpsearch", ignore=shutil.ignore_patterns("__pycache__"))
     code = "import hpsearch.card.render as c; p = c.default_template_path(); print(p); print(p.is_file())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert out == [str(site / "hpsearch" / "card" / "templates" / "model_card.md.j2"), "True"]
 
 
@@ -722,9 +872,9 @@ def test_yaml_and_markdown_hostile_names_still_give_a_card_that_loads(workdir, n
     assert {r.dataset_name for r in card.data.eval_results} == {HOSTILE}
     assert card.data.datasets is None  # not a Hub dataset
     body = path.read_text(encoding="utf-8").split("\n---\n", 1)[1]
-    assert "(`bad | worse`, `` good: \"very\" next `tick` ``)" in body
+    assert '(`bad | worse`, `` good: "very" next `tick` ``)' in body
     assert "text column `text|body_col`" in body
-    assert "reviews \\| \"quoted\": yes second line # not a comment dataset" not in body  # pipes only escaped in tables
+    assert 'reviews \\| "quoted": yes second line # not a comment dataset' not in body  # pipes only escaped in tables
     for table in _tables(body):  # every row keeps the header's column count
         counts = {len(re.findall(r"(?<!\\)\|", line)) for line in table}
         assert len(counts) == 1, table
@@ -762,8 +912,10 @@ NO_CHROME = "kaleido found no Chrome or Chromium to render PNG files (install on
 @pytest.fixture
 def no_chrome(monkeypatch: pytest.MonkeyPatch) -> None:
     """PNG export fails with the reason the plots module gives without Chrome."""
+
     def fail(figs, folder):
         raise plots.PngUnavailable(NO_CHROME)
+
     monkeypatch.setattr(plots, "render_pngs", fail)
 
 
@@ -785,20 +937,26 @@ def test_the_cli_notes_skipped_plots_on_stderr(workdir, cli, no_chrome):
     assert err.strip().splitlines() == [f"hpsearch: note: plots skipped: {NO_CHROME}"]
 
 
-@pytest.mark.parametrize(("text", "markdown"), [
-    ("install `pip install kaleido` first", "install `pip install kaleido` first"),
-    ("a *b* <c> `d_e`", "a \\*b\\* &lt;c&gt; `d_e`"),
-    ("a lone ` tick", "a lone \\` tick"),
-])
+@pytest.mark.parametrize(
+    ("text", "markdown"),
+    [
+        ("install `pip install kaleido` first", "install `pip install kaleido` first"),
+        ("a *b* <c> `d_e`", "a \\*b\\* &lt;c&gt; `d_e`"),
+        ("a lone ` tick", "a lone \\` tick"),
+    ],
+)
 def test_md_text_keeps_code_spans_and_escapes_the_rest(text, markdown):
     assert md_text(text) == markdown
 
 
-@pytest.mark.parametrize(("text", "markdown"), [
-    ("learning_rate", "learning_rate"),
-    ("_private_", "\\_private\\_"),
-    ("__init__ and snake_", "\\_\\_init\\_\\_ and snake\\_"),
-])
+@pytest.mark.parametrize(
+    ("text", "markdown"),
+    [
+        ("learning_rate", "learning_rate"),
+        ("_private_", "\\_private\\_"),
+        ("__init__ and snake_", "\\_\\_init\\_\\_ and snake\\_"),
+    ],
+)
 def test_md_inline_escapes_only_underscores_that_could_make_emphasis(text, markdown):
     assert md_inline(text) == markdown
 
@@ -894,7 +1052,10 @@ def test_cli_refuses_a_foreign_readme_unless_forced(real, cli, no_png):
     path.write_text("my notes\n", encoding="utf-8")
     code, out, err = cli("card", "best")
     assert code == 2 and out == ""
-    assert re.fullmatch(r"hpsearch: error: 'studies/hpsearch/best-model/README.md' exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere", _one_error_line(err))
+    assert re.fullmatch(
+        r"hpsearch: error: 'studies/hpsearch/best-model/README.md' exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere",
+        _one_error_line(err),
+    )
     assert path.read_text(encoding="utf-8") == "my notes\n"
     code, out, err = cli("card", "best", "--force")
     assert code == 0, err
@@ -904,11 +1065,15 @@ def test_cli_refuses_a_foreign_readme_unless_forced(real, cli, no_png):
 @pytest.mark.slow
 def test_cli_renders_a_custom_template(real, cli, no_png, tmp_path):
     template = tmp_path / "short.md.j2"
-    template.write_text("---\n{{ card_data_yaml }}\n---\n# {{ model_name }}: trial {{ trial.number }}\n", encoding="utf-8")
+    template.write_text(
+        "---\n{{ card_data_yaml }}\n---\n# {{ model_name }}: trial {{ trial.number }}\n", encoding="utf-8"
+    )
     code, out, err = cli("card", "best", "--template", template, "--output", "out/README.md")
     assert code == 0, err
     assert out.strip().splitlines()[-1] == "out/README.md"
-    assert re.search(r"^# tiny-bert\d*-hpsearch: trial \d$", Path("out/README.md").read_text(encoding="utf-8"), flags=re.M)
+    assert re.search(
+        r"^# tiny-bert\d*-hpsearch: trial \d$", Path("out/README.md").read_text(encoding="utf-8"), flags=re.M
+    )
 
 
 @pytest.mark.slow
@@ -917,7 +1082,9 @@ def test_cli_broken_template_is_one_line_with_its_line_number(real, cli, no_png,
     template.write_text("---\n{{ card_data_yaml }}\n---\n{% if trial.number %}\nno endif\n", encoding="utf-8")
     code, out, err = cli("card", "best", "--template", template)
     assert code == 2 and out == ""
-    assert re.fullmatch(rf"hpsearch: error: template {re.escape(str(template))}, line 5: .*'endif'.*", _one_error_line(err))
+    assert re.fullmatch(
+        rf"hpsearch: error: template {re.escape(str(template))}, line 5: .*'endif'.*", _one_error_line(err)
+    )
     assert not Path("studies/hpsearch/best-model/README.md").exists()
 
 
@@ -925,7 +1092,10 @@ def test_cli_broken_template_is_one_line_with_its_line_number(real, cli, no_png,
 def test_cli_unknown_trial_is_one_line_with_the_range(real, cli, no_png):
     code, out, err = cli("card", "7")
     assert code == 2 and out == ""
-    assert _one_error_line(err) == "hpsearch: error: study 'hpsearch' has no trial 7 (it has trials 0 to 1); see `hpsearch trials`"
+    assert (
+        _one_error_line(err)
+        == "hpsearch: error: study 'hpsearch' has no trial 7 (it has trials 0 to 1); see `hpsearch trials`"
+    )
     assert not Path("studies/hpsearch/trial-7").exists()
 
 
@@ -933,4 +1103,6 @@ def test_cli_study_without_a_finished_trial_is_one_line(workdir, cli, no_png):
     make_study(trials=False)
     code, out, err = cli("card", "best")
     assert code == 2 and out == ""
-    assert _one_error_line(err) == "hpsearch: error: study 'hpsearch' has no complete trial yet; run `hpsearch run` first"
+    assert (
+        _one_error_line(err) == "hpsearch: error: study 'hpsearch' has no complete trial yet; run `hpsearch run` first"
+    )

@@ -7,17 +7,26 @@ from pathlib import Path
 import pytest
 
 from hpsearch import ConfigError, load_config
-from hpsearch.config import SearchConfig
-from hpsearch.config import DEFAULT_SPACE, Param
+from hpsearch.config import DEFAULT_SPACE, Param, SearchConfig
 
 
 def test_the_defaults_are_the_base_recipe():
     config = load_config()
     recipe = config.recipe
-    assert (recipe.learning_rate, recipe.per_device_train_batch_size, recipe.per_device_eval_batch_size) == (5e-05, 8, 8)
+    assert (recipe.learning_rate, recipe.per_device_train_batch_size, recipe.per_device_eval_batch_size) == (
+        5e-05,
+        8,
+        8,
+    )
     assert (recipe.seed, recipe.adam_beta1, recipe.adam_beta2, recipe.adam_epsilon) == (42, 0.9, 0.999, 1e-08)
     assert (recipe.lr_scheduler_type, recipe.num_train_epochs) == ("linear", 5)
-    assert (config.trials, config.storage, config.pruner.name, config.sampler.name, config.sampler.seed) == (20, "sqlite:///studies/hpsearch.db", "best", "tpe", 42)
+    assert (config.trials, config.storage, config.pruner.name, config.sampler.name, config.sampler.seed) == (
+        20,
+        "sqlite:///studies/hpsearch.db",
+        "best",
+        "tpe",
+        42,
+    )
 
 
 def test_the_default_space_is_centred_on_the_recipe():
@@ -30,7 +39,10 @@ def test_the_default_space_is_centred_on_the_recipe():
 
 def test_flags_override_the_file(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text("trials = 7\nstudy = 'from-file'\n[recipe]\nnum_train_epochs = 3\n[pruner]\nname = 'halving'\n", encoding="utf-8")
+    path.write_text(
+        "trials = 7\nstudy = 'from-file'\n[recipe]\nnum_train_epochs = 3\n[pruner]\nname = 'halving'\n",
+        encoding="utf-8",
+    )
     config = load_config(path, {"trials": 9, "epochs": 2, "pruner": "hyperband", "study": None})
     assert (config.trials, config.study, config.epochs, config.pruner.name) == (9, "from-file", 2, "hyperband")
 
@@ -77,7 +89,10 @@ def test_the_resolved_config_is_json_ready():
         ("[recipe]\nlearning_rate = -1.0\n", r"recipe.learning_rate: expected a positive number, got -1.0"),
         ("[recipe]\nwarmup_ratio = 1.0\n", r"recipe.warmup_ratio: expected a number in \[0, 1\), got 1.0"),
         ("[space]\nlearning_rate = { low = 1e-5 }\n", r"space.learning_rate: expected low and high \(or choices\)"),
-        ("[space]\nlearning_rate = { low = 1e-5, high = 1e-4, lg = true }\n", r"unknown key 'space.learning_rate.lg'; did you mean 'log'\?"),
+        (
+            "[space]\nlearning_rate = { low = 1e-5, high = 1e-4, lg = true }\n",
+            r"unknown key 'space.learning_rate.lg'; did you mean 'log'\?",
+        ),
         ("[space]\nseed = { choices = [1, 2] }\n", r"space.seed: the seed is part of the recipe"),
         ("recipe = 3\n", r"recipe: expected a table"),
         ("checkpoint = 'first'\n", r"checkpoint: expected one of last, best, got 'first'"),
@@ -110,11 +125,15 @@ def test_the_docs_show_a_configuration_example():
     assert any(where.startswith("README.md") for where, _ in _toml_blocks())
 
 
-@pytest.mark.parametrize("key", ["fp16", "bf16", "tf32", "eval_strategy", "save_strategy", "report_to", "logging_strategy", "output_dir"])
+@pytest.mark.parametrize(
+    "key", ["fp16", "bf16", "tf32", "eval_strategy", "save_strategy", "report_to", "logging_strategy", "output_dir"]
+)
 def test_a_recipe_key_hpsearch_sets_itself_is_refused_at_config_time(tmp_path, key):
     path = tmp_path / "c.toml"
     path.write_text(f'[recipe]\n{key} = "x"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"^recipe.{key}: hpsearch sets {key} itself for every trial; remove it from \[recipe\]$"):
+    with pytest.raises(
+        ConfigError, match=rf"^recipe.{key}: hpsearch sets {key} itself for every trial; remove it from \[recipe\]$"
+    ):
         load_config(path)
 
 

@@ -23,8 +23,8 @@ import optuna
 import pytest
 import sqlalchemy.exc
 from conftest import tiny_run_args, write_rows
-from test_card import no_png  # noqa: F401  (a fixture)
 from optuna.trial import TrialState
+from test_card import no_png  # noqa: F401  (a fixture)
 
 from hpsearch import schema
 from hpsearch.card.confirmation_section import spread_text
@@ -77,7 +77,10 @@ def _expected_runs(search: optuna.Study, top: int, seeds: int) -> set[tuple[int,
 
 
 def _snapshot(study: optuna.Study) -> tuple:
-    trials = [(t.number, t.state, t.value, t.params, t.user_attrs, t.intermediate_values, t.datetime_complete) for t in study.trials]
+    trials = [
+        (t.number, t.state, t.value, t.params, t.user_attrs, t.intermediate_values, t.datetime_complete)
+        for t in study.trials
+    ]
     return trials, study.user_attrs, study.best_trial.number
 
 
@@ -119,7 +122,11 @@ def test_best_model_holds_the_winner_s_best_run_and_its_marker_says_confirmed(st
     winner = confirmation.winner
     assert marker.confirmed and marker.trial == winner.trial
     shipped = next(r for r in winner.runs if r.seed == marker.seed)
-    assert shipped.value == marker.value == max(r.value for r in winner.runs if not r.original or r.trial == search.best_trial.number)
+    assert (
+        shipped.value
+        == marker.value
+        == max(r.value for r in winner.runs if not r.original or r.trial == search.best_trial.number)
+    )
 
 
 def test_the_card_s_confirmation_table_agrees_with_storage(study_copy, cli):
@@ -128,7 +135,11 @@ def test_the_card_s_confirmation_table_agrees_with_storage(study_copy, cli):
     assert code == 0, err
     text = Path(out.strip().splitlines()[-1]).read_text(encoding="utf-8")
     section = text.split("### Seed confirmation", 1)[1].split("### How far to trust the number", 1)[0]
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()}
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")
+        for line in section.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+    }
     confirmation = open_confirmation(_studies()[0], URL)
     assert set(rows) == {str(c.trial) for c in confirmation.configs}
     for c in confirmation.configs:
@@ -179,7 +190,12 @@ def test_a_marker_says_confirmed_and_the_seed_only_when_set(tmp_path):
 
     plain = schema.Marker(trial=3, value=0.8, epoch=2, objective="f1")
     plain.write(tmp_path)
-    assert json.loads((tmp_path / schema.MARKER_FILE).read_text()) == {"trial": 3, "value": 0.8, "epoch": 2, "objective": "f1"}
+    assert json.loads((tmp_path / schema.MARKER_FILE).read_text()) == {
+        "trial": 3,
+        "value": 0.8,
+        "epoch": 2,
+        "objective": "f1",
+    }
     assert schema.Marker.read(tmp_path) == plain
     confirmed = schema.Marker(trial=3, value=0.8, epoch=2, objective="f1", confirmed=True, seed=44)
     confirmed.write(tmp_path)
@@ -192,7 +208,14 @@ def test_a_marker_says_confirmed_and_the_seed_only_when_set(tmp_path):
 def _confirm_process(cwd: Path, log: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "hpsearch", "confirm", *args], cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "hpsearch", "confirm", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
@@ -278,11 +301,14 @@ def test_run_confirms_nothing_while_the_search_is_short_of_its_total(tiny_model,
     assert open_confirmation(optuna.load_study(study_name="hpsearch", storage=URL), URL) is None
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (("--seeds", "3"), "--seeds needs --confirm-top K: the number of configurations to confirm"),
-    (("--confirm-top", "0"), "--confirm-top: expected at least 1, got 0"),
-    (("--confirm-top", "2", "--seeds", "0"), "--seeds: expected at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--seeds", "3"), "--seeds needs --confirm-top K: the number of configurations to confirm"),
+        (("--confirm-top", "0"), "--confirm-top: expected at least 1, got 0"),
+        (("--confirm-top", "2", "--seeds", "0"), "--seeds: expected at least 1, got 0"),
+    ],
+)
 def test_a_bad_chain_is_one_line_before_any_training(tiny_model, workdir, cli, flags, message):
     code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, *flags))
     assert (code, err.strip().splitlines()) == (2, [f"hpsearch: error: {message}"])
@@ -300,8 +326,25 @@ def test_a_search_on_shuffled_labels_ends_with_the_verdict_in_the_output_and_the
         rows = frame.to_dict("records")
         labels = [r["label"] for r in rows]
         rng.shuffle(labels)
-        write_rows(workdir / "shuffled" / f"{split}.csv", [{"text": r["text"], "label": y} for r, y in zip(rows, labels, strict=True)])
-    code, out, err = cli(*tiny_run_args(tiny_model, "--dataset", "shuffled", "--epochs", "1", "--pruner", "none", "--max-train-samples", "64", "--trials", "2"))
+        write_rows(
+            workdir / "shuffled" / f"{split}.csv",
+            [{"text": r["text"], "label": y} for r, y in zip(rows, labels, strict=True)],
+        )
+    code, out, err = cli(
+        *tiny_run_args(
+            tiny_model,
+            "--dataset",
+            "shuffled",
+            "--epochs",
+            "1",
+            "--pruner",
+            "none",
+            "--max-train-samples",
+            "64",
+            "--trials",
+            "2",
+        )
+    )
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("Verdict: ")
@@ -321,7 +364,13 @@ def _run(seed: int, value: float, *, trial: int = 0, failed: str | None = None) 
 
 
 def _config(trial: int, values: list[float], *, recipe: bool = False) -> ConfigStats:
-    return ConfigStats(trial=trial, params={}, is_recipe=recipe, runs=[_run(42 + i, v, trial=trial) for i, v in enumerate(values)], seeds_planned=len(values))
+    return ConfigStats(
+        trial=trial,
+        params={},
+        is_recipe=recipe,
+        runs=[_run(42 + i, v, trial=trial) for i, v in enumerate(values)],
+        seeds_planned=len(values),
+    )
 
 
 def test_the_winner_is_the_highest_mean_not_the_highest_single_run():
@@ -359,7 +408,10 @@ def test_a_run_fails_when_it_calls_one_class_or_does_no_better_than_the_constant
     from hpsearch.training.metrics import classification_metrics
 
     cells = [confusion[0][0], confusion[0][1], confusion[1][0], confusion[1][1]]
-    row = {**classification_metrics(np.repeat([0, 0, 1, 1], cells), np.repeat([0, 1, 0, 1], cells), "binary"), "confusion": confusion}
+    row = {
+        **classification_metrics(np.repeat([0, 0, 1, 1], cells), np.repeat([0, 1, 0, 1], cells), "binary"),
+        "confusion": confusion,
+    }
     assert failure(row, [10, 6], "binary") == reason
 
 
@@ -387,7 +439,9 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
 
     config = search_config()
     make_study(config)
-    confirm = optuna.create_study(study_name="hpsearch" + schema.CONFIRM_SUFFIX, storage=config.storage, direction="maximize")
+    confirm = optuna.create_study(
+        study_name="hpsearch" + schema.CONFIRM_SUFFIX, storage=config.storage, direction="maximize"
+    )
     schema.write_plan(confirm, schema.ConfirmPlan(top=1, seeds=[42, 43, 44], configurations=[1, 0], recipe=0))
     recipe = recipe_params(config.recipe, config.space)
     runs = {  # (configuration, seed): the last epoch's (loss, TP, FP); trial 1 ships its last epoch
@@ -398,13 +452,20 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
     }
     for (number, seed), last in runs.items():
         test = epoch_rows([last])[0]
-        attrs = schema.confirm_attrs(number, seed) | {schema.TEST_METRICS: {"loss": test["eval_loss"], **{k: test[k] for k in schema.METRICS}}}
+        attrs = schema.confirm_attrs(number, seed) | {
+            schema.TEST_METRICS: {"loss": test["eval_loss"], **{k: test[k] for k in schema.METRICS}}
+        }
         seeded = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, seed=seed))
-        add_trial(confirm, seeded, GOLDEN_PARAMS if number == 1 else recipe, epoch_rows([(0.69, 400, 400), last]), attrs=attrs)
+        add_trial(
+            confirm, seeded, GOLDEN_PARAMS if number == 1 else recipe, epoch_rows([(0.69, 400, 400), last]), attrs=attrs
+        )
     search = optuna.load_study(study_name="hpsearch", storage=config.storage)
     confirmation = open_confirmation(search, config.storage)
     winner = confirmation.winner
-    assert winner.trial == 1 and max(r.value for c in confirmation.configs for r in c.runs) == confirmation.of_trial(0).best_run().value
+    assert (
+        winner.trial == 1
+        and max(r.value for c in confirmation.configs for r in c.runs) == confirmation.of_trial(0).best_run().value
+    )
     shipped = winner.best_run()
     assert (shipped.seed, shipped.original) == (44, False)
     folder = workdir / "studies" / "hpsearch" / "best-model"
@@ -413,7 +474,9 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
 
     text = _card(config)
     card = ModelCard(text)
-    validation_f1 = next(r.metric_value for r in card.data.eval_results if r.dataset_split == "validation" and r.metric_type == "f1")
+    validation_f1 = next(
+        r.metric_value for r in card.data.eval_results if r.dataset_split == "validation" and r.metric_type == "f1"
+    )
     assert validation_f1 == shipped.value  # the model-index keeps the shipped run's value
     assert "- seed: 44" in text
     assert f"- F1: {shipped.value:.4f} (mean {spread_text(winner.validation)} over 3 seeds)" in text
@@ -432,10 +495,16 @@ def test_install_swaps_in_the_decided_model_and_leaves_the_folder_when_nothing_i
     source.mkdir()
     (source / "model.safetensors").write_text("seed 44", encoding="utf-8")
     searched = schema.Marker(trial=1, value=0.7, epoch=2, objective="f1")
-    store.offer(searched, lambda folder: (folder.mkdir(), (folder / "model.safetensors").write_text("seed 42", encoding="utf-8")))
+    store.offer(
+        searched,
+        lambda folder: (folder.mkdir(), (folder / "model.safetensors").write_text("seed 42", encoding="utf-8")),
+    )
     assert store.install(lambda current: None) == searched
     target = schema.Marker(trial=1, value=0.65, epoch=3, objective="f1", confirmed=True, seed=44)
     assert store.install(lambda current: (target, source)) == target  # lower than the search's: swapped in all the same
     assert (store.folder / "model.safetensors").read_text(encoding="utf-8") == "seed 44"
     assert schema.Marker.read(store.folder) == target
-    assert sorted(p.name for p in store.study_dir.iterdir()) == [".best-model.lock", "best-model"]  # no copy left behind
+    assert sorted(p.name for p in store.study_dir.iterdir()) == [
+        ".best-model.lock",
+        "best-model",
+    ]  # no copy left behind

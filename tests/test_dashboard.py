@@ -30,7 +30,15 @@ from test_trials import FAIL_REASON, PRUNED_REASON, SPACE, URL, handmade_study, 
 from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.search.events import RunInfo
-from hpsearch.views.dashboard import DashboardNotes, artifact_store, card_artifacts, refresh, save_epoch_plot, upload_card_artifacts, write_note
+from hpsearch.views.dashboard import (
+    DashboardNotes,
+    artifact_store,
+    card_artifacts,
+    refresh,
+    save_epoch_plot,
+    upload_card_artifacts,
+    write_note,
+)
 from hpsearch.views.notes import epoch_note
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # enough of a PNG for a MIME type and a byte compare
@@ -47,7 +55,10 @@ def dashboard(cwd: Path, *args: str, sigint_ignored: bool = False) -> Iterator[t
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "dashboard", "--port", str(port), *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
     base = f"http://127.0.0.1:{port}"
@@ -129,8 +140,17 @@ def start(study: optuna.Study, lock: Lock | None = None) -> DashboardNotes:
     return notes
 
 
-def finish(study: optuna.Study, notes: DashboardNotes, params: dict, f1: list[float], *, recipe: bool = False,
-           shipped: int | None = None, pruned: str | None = None, failed: str | None = None) -> optuna.Trial:
+def finish(
+    study: optuna.Study,
+    notes: DashboardNotes,
+    params: dict,
+    f1: list[float],
+    *,
+    recipe: bool = False,
+    shipped: int | None = None,
+    pruned: str | None = None,
+    failed: str | None = None,
+) -> optuna.Trial:
     """One trial as the search loop runs it: its rows recorded, told to Optuna, then ``trial_end``."""
     study.enqueue_trial(params, user_attrs=schema.recipe_attrs() if recipe else None)
     trial = study.ask(SPACE)
@@ -157,9 +177,21 @@ def listened_study(lock: Lock | None = None) -> tuple[optuna.Study, list[optuna.
     notes = start(study, lock)
     trials = [
         finish(study, notes, RECIPE, [0.6, 0.7], recipe=True, shipped=2),
-        finish(study, notes, {**RECIPE, "learning_rate": 8e-05, "per_device_train_batch_size": 16, "warmup_ratio": 0.1}, [0.65, 0.82], shipped=2),
+        finish(
+            study,
+            notes,
+            {**RECIPE, "learning_rate": 8e-05, "per_device_train_batch_size": 16, "warmup_ratio": 0.1},
+            [0.65, 0.82],
+            shipped=2,
+        ),
         finish(study, notes, {**RECIPE, "learning_rate": 1.2e-05, "weight_decay": 0.05}, [0.4], pruned=PRUNED_REASON),
-        finish(study, notes, {**RECIPE, "learning_rate": 9.9e-05, "per_device_train_batch_size": 32}, [0.5], failed=FAIL_REASON),
+        finish(
+            study,
+            notes,
+            {**RECIPE, "learning_rate": 9.9e-05, "per_device_train_batch_size": 32},
+            [0.5],
+            failed=FAIL_REASON,
+        ),
     ]
     return study, trials
 
@@ -218,9 +250,14 @@ def test_best_trials_card_and_plots_are_study_artifacts_served_for_download(work
         artifacts = detail["artifacts"]
         assert sorted(a["filename"] for a in artifacts) == ["trial-1-README.md", "trial-1-history.png"]
         for artifact in artifacts:
-            with urllib.request.urlopen(f"{base}/artifacts/{detail['study_id']}/{artifact['artifact_id']}", timeout=10) as response:
+            with urllib.request.urlopen(
+                f"{base}/artifacts/{detail['study_id']}/{artifact['artifact_id']}", timeout=10
+            ) as response:
                 assert response.read() == (folder / artifact["filename"].removeprefix("trial-1-")).read_bytes()
-                assert response.headers["Content-Type"] == {"trial-1-README.md": "text/markdown", "trial-1-history.png": "image/png"}[artifact["filename"]]
+                assert (
+                    response.headers["Content-Type"]
+                    == {"trial-1-README.md": "text/markdown", "trial-1-history.png": "image/png"}[artifact["filename"]]
+                )
         assert all(t["artifacts"] == [] for t in detail["trials"])
     assert (
         "Best model: `studies/hpsearch/best-model/` (trial 1, epoch 2). "
@@ -276,7 +313,10 @@ def test_dashboard_reads_a_real_runs_study(workdir, tiny_model, cli):
     assert user_attr(detail["trials"][0], schema.RECIPE) == "True"
     best = schema.best_trial(stored)
     assert f"| best | {best.number} | {best.value:.4f} |" in detail["note"]["body"]
-    assert f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch {schema.shipped_epoch(best)})." in detail["note"]["body"]
+    assert (
+        f"Best model: `studies/hpsearch/best-model/` (trial {best.number}, epoch {schema.shipped_epoch(best)})."
+        in detail["note"]["body"]
+    )
     assert all(t["note"]["body"].startswith(f"### Trial {t['number']}") for t in detail["trials"])  # written by the run
 
 
@@ -325,13 +365,19 @@ def test_a_listener_that_cannot_write_says_so_once_and_the_search_goes_on(workdi
     lock = Lock(OSError("database is locked"))
     listened_study(lock)
     err = capsys.readouterr().err
-    assert err.splitlines() == ["hpsearch: note: the dashboard notes were not refreshed (database is locked); the search goes on"]
+    assert err.splitlines() == [
+        "hpsearch: note: the dashboard notes were not refreshed (database is locked); the search goes on"
+    ]
 
 
 def test_the_epoch_plot_is_saved_again_only_when_it_changed(workdir, monkeypatch):
     study = handmade_study()
     saved = []
-    monkeypatch.setattr(optuna_dashboard, "save_plotly_graph_object", lambda study, figure, graph_object_id: saved.append(graph_object_id))
+    monkeypatch.setattr(
+        optuna_dashboard,
+        "save_plotly_graph_object",
+        lambda study, figure, graph_object_id: saved.append(graph_object_id),
+    )
     first = save_epoch_plot(study)
     assert save_epoch_plot(study, previous=first) == first
     study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs={schema.EPOCHS: rows(0.9)}))
@@ -342,15 +388,27 @@ def test_the_epoch_plot_is_saved_again_only_when_it_changed(workdir, monkeypatch
 # --------------------------------------------------------------------------- notes
 
 
-@pytest.mark.parametrize(("shipped", "line"), [
-    (2, "Shipped epoch 2 of 4 trained, its best: a trial stopped early ships its best epoch (checkpoint rule: last)."),
-    (4, "Shipped epoch 4 of 4 trained (checkpoint rule: last)."),
-])
+@pytest.mark.parametrize(
+    ("shipped", "line"),
+    [
+        (
+            2,
+            "Shipped epoch 2 of 4 trained, its best: a trial stopped early ships its best epoch (checkpoint rule: last).",
+        ),
+        (4, "Shipped epoch 4 of 4 trained (checkpoint rule: last)."),
+    ],
+)
 def test_a_stopped_trials_note_says_which_epoch_it_shipped(shipped, line):
     reason = "stopped early after epoch 4: f1 had not beaten 0.8000 for 2 epochs"
-    trial = optuna.trial.create_trial(value=0.8, user_attrs={
-        schema.EPOCHS: rows(0.6, 0.8, 0.7, 0.75), schema.SHIPPED_EPOCH: shipped, schema.CHECKPOINT_RULE: "last", schema.STOPPED_EARLY: reason,
-    })
+    trial = optuna.trial.create_trial(
+        value=0.8,
+        user_attrs={
+            schema.EPOCHS: rows(0.6, 0.8, 0.7, 0.75),
+            schema.SHIPPED_EPOCH: shipped,
+            schema.CHECKPOINT_RULE: "last",
+            schema.STOPPED_EARLY: reason,
+        },
+    )
     note = epoch_note(trial)
     assert line in note
     assert "Stopped early after epoch 4: f1 had not beaten 0.8000 for 2 epochs." in note
@@ -389,7 +447,9 @@ def test_a_port_in_use_is_a_one_line_error(workdir, cli):
 def test_a_missing_storage_is_a_one_line_error_and_creates_nothing(workdir, cli):
     code, out, err = cli("dashboard", "--storage", "sqlite:///nowhere/studies.db", "--port", free_port())
     assert code == 2
-    assert err.splitlines() == ["hpsearch: error: no study storage at 'nowhere/studies.db'; run `hpsearch run` first or pass --storage"]
+    assert err.splitlines() == [
+        "hpsearch: error: no study storage at 'nowhere/studies.db'; run `hpsearch run` first or pass --storage"
+    ]
     assert not (workdir / "nowhere").exists()
 
 
@@ -397,7 +457,9 @@ def test_a_missing_study_is_a_one_line_error(workdir, cli):
     handmade_study()
     code, _, err = cli("dashboard", "--study", "sst2", "--port", free_port())
     assert code == 2
-    assert err.splitlines() == ["hpsearch: error: no study named 'sst2' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"]
+    assert err.splitlines() == [
+        "hpsearch: error: no study named 'sst2' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"
+    ]
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -439,12 +501,26 @@ def test_refresh_uploads_nothing_until_a_card_is_written(workdir):
 
 
 def test_the_views_use_only_public_optuna_and_optuna_dashboard_apis():
-    private = re.compile(r"optuna_dashboard\._|\._storage|_study_id|_trial_id|fcntl|dashboard:artifacts:|dashboard:plot_data:")
-    hits = [f"{p.name}:{n}: {line.strip()}" for p in sorted(VIEWS.glob("*.py")) for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    private = re.compile(
+        r"optuna_dashboard\._|\._storage|_study_id|_trial_id|fcntl|dashboard:artifacts:|dashboard:plot_data:"
+    )
+    hits = [
+        f"{p.name}:{n}: {line.strip()}"
+        for p in sorted(VIEWS.glob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
     assert hits == []
 
 
 def test_the_views_read_storage_only_through_the_schema():
-    raw = re.compile(r"user_attrs|system_attrs|set_user_attr|\"(shipped_epoch|kept_model|pruned_reason|fail_reason|stopped_early|checkpoint_rule|training_args|test_metrics|hpsearch)\"")
-    hits = [f"{p.name}:{n}: {line.strip()}" for p in sorted(VIEWS.glob("*.py")) for n, line in enumerate(p.read_text().splitlines(), 1) if raw.search(line)]
+    raw = re.compile(
+        r"user_attrs|system_attrs|set_user_attr|\"(shipped_epoch|kept_model|pruned_reason|fail_reason|stopped_early|checkpoint_rule|training_args|test_metrics|hpsearch)\""
+    )
+    hits = [
+        f"{p.name}:{n}: {line.strip()}"
+        for p in sorted(VIEWS.glob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
     assert hits == []

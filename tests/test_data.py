@@ -44,7 +44,9 @@ def test_the_builtin_task_is_not_separable_by_a_bag_of_words():
 
     frames = builtin_reviews()
     vectorizer = CountVectorizer()
-    model = LogisticRegression(max_iter=1000).fit(vectorizer.fit_transform(frames["train"]["text"]), frames["train"]["label"])
+    model = LogisticRegression(max_iter=1000).fit(
+        vectorizer.fit_transform(frames["train"]["text"]), frames["train"]["label"]
+    )
     accuracy = model.score(vectorizer.transform(frames["validation"]["text"]), frames["validation"]["label"])
     assert accuracy < 0.8
 
@@ -62,7 +64,9 @@ def test_a_folder_of_split_files_in_each_format(tmp_path, suffix):
 
 def test_a_tsv_file_is_split_on_tabs_only(tmp_path):
     path = tmp_path / "d.tsv"
-    path.write_text("text\tlabel\n" + "".join(f"fine, but loud {i}\t{'xy'[i % 2]}\n" for i in range(20)), encoding="utf-8")
+    path.write_text(
+        "text\tlabel\n" + "".join(f"fine, but loud {i}\t{'xy'[i % 2]}\n" for i in range(20)), encoding="utf-8"
+    )
     task = _load(path)
     assert task.label_names == ("x", "y")
     assert all(t.startswith("fine, but loud ") for t in task.splits["train"]["text"])
@@ -107,7 +111,9 @@ def test_a_missing_validation_split_is_carved_from_train_with_the_seed(tmp_path)
     first, second = load_task(config), load_task(config)
     assert (first.size("train"), first.size("validation")) == (45, 5)
     assert first.splits == second.splits
-    assert sorted(first.splits["train"]["text"] + first.splits["validation"]["text"]) == sorted(f"t{i}" for i in range(50))
+    assert sorted(first.splits["train"]["text"] + first.splits["validation"]["text"]) == sorted(
+        f"t{i}" for i in range(50)
+    )
     assert any(n.startswith("no validation split: 5 rows (10% of train, stratified, seed 42)") for n in first.notes)
 
 
@@ -134,10 +140,19 @@ def test_a_validation_label_unknown_to_train_is_an_error(tmp_path):
 def test_hub_class_label_names_are_kept_and_an_unlabelled_test_split_is_dropped(monkeypatch):
     import datasets
 
-    features = datasets.Features({"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"]), "idx": datasets.Value("int32")})
+    features = datasets.Features(
+        {
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["neg", "pos"]),
+            "idx": datasets.Value("int32"),
+        }
+    )
 
     def split(labels):
-        return datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(len(labels))], "label": labels, "idx": list(range(len(labels)))}, features=features)
+        return datasets.Dataset.from_dict(
+            {"sentence": [f"s{i}" for i in range(len(labels))], "label": labels, "idx": list(range(len(labels)))},
+            features=features,
+        )
 
     loaded = datasets.DatasetDict({"train": split([1, 0] * 10), "validation": split([0, 1]), "test": split([-1, -1])})
     monkeypatch.setattr(datasets, "load_dataset", lambda name, config_name, **kwargs: loaded)
@@ -150,14 +165,22 @@ def test_hub_class_label_names_are_kept_and_an_unlabelled_test_split_is_dropped(
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("missing.csv", None, r"dataset path .*missing\.csv' does not exist; pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file"),
+        (
+            "missing.csv",
+            None,
+            r"dataset path .*missing\.csv' does not exist; pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file",
+        ),
         ("d.txt", "text,label\n", r"d\.txt': expected one of \.csv, \.tsv, \.json, \.jsonl, \.parquet, got '\.txt'"),
         ("header.csv", "text,label\n", r"header\.csv' has no rows$"),
         ("zero.jsonl", "", r"zero\.jsonl' has no rows$"),
         ("empty.json", "[]", r"empty\.json' has no rows$"),
         ("bad.parquet", "not parquet", r"bad\.parquet' cannot be read as parquet: .*Parquet magic bytes"),
         ("bad.jsonl", '{"text": "a", "label": 1}\n{oops\n', r"bad\.jsonl' cannot be read as jsonl: "),
-        ("half.csv", "text,label\nx,\ny,1\n", r"train split: labels must be integers or strings, got an empty value in column 'label'"),
+        (
+            "half.csv",
+            "text,label\nx,\ny,1\n",
+            r"train split: labels must be integers or strings, got an empty value in column 'label'",
+        ),
     ],
 )
 def test_an_unusable_file_is_one_line_naming_it(tmp_path, capfd, name, content, message):
@@ -171,7 +194,9 @@ def test_an_unusable_file_is_one_line_naming_it(tmp_path, capfd, name, content, 
 
 def test_a_folder_without_a_train_file_lists_what_it_found(tmp_path):
     write_rows(tmp_path / "validation.csv", [{"text": "x", "label": "a"}])
-    with pytest.raises(DataError, match=r"has no train file; expected train\.csv, train\.tsv, .* \(found: validation\.csv\)"):
+    with pytest.raises(
+        DataError, match=r"has no train file; expected train\.csv, train\.tsv, .* \(found: validation\.csv\)"
+    ):
         _load(tmp_path)
 
 

@@ -27,7 +27,7 @@ def _rows(tiny_model: Path, folder: Path, recipe: str = "") -> list[dict]:
             "pruner": "none",
             "storage": f"sqlite:///{folder / 'hpsearch.db'}",
             "workdir": str(folder / "studies"),
-        }
+        },
     )
     study = run_search(config).study
     (trial,) = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

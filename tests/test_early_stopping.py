@@ -24,7 +24,14 @@ def _learned(f1: float) -> dict[str, float]:
     return {"f1": f1, "precision": f1, "recall": f1, "accuracy": 0.5 + f1 / 2, "confusion": [[50, 10], [10, 30]]}
 
 
-def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objective: str = "f1", model=None, checkpoint: str = "last") -> tuple[list[bool], EpochCallback]:
+def _epochs(
+    rows: list[dict[str, float]],
+    patience: int,
+    epochs: int = 10,
+    objective: str = "f1",
+    model=None,
+    checkpoint: str = "last",
+) -> tuple[list[bool], EpochCallback]:
     """Feed the rows to the callback as the Trainer's evaluations, up to a stop; whether it stopped after each.
 
     With a ``model``, its weights are set to the epoch number before each evaluation, so a
@@ -32,7 +39,9 @@ def _epochs(rows: list[dict[str, float]], patience: int, epochs: int = 10, objec
     """
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
-    config = SearchConfig(early_stopping_patience=patience, objective=objective, checkpoint=checkpoint, pruner=PrunerConfig(name="none"))
+    config = SearchConfig(
+        early_stopping_patience=patience, objective=objective, checkpoint=checkpoint, pruner=PrunerConfig(name="none")
+    )
     callback = EpochCallback(trial, config, RunListener(), n_labels=2)
     args = TrainingArguments(output_dir="unused", num_train_epochs=epochs, report_to="none")
     state, stops = TrainerState(), []
@@ -59,7 +68,9 @@ def test_patience_counts_epochs_without_a_new_best():
 
 
 def test_a_new_best_restarts_the_count():
-    stops, _ = _epochs([_learned(0.5), _learned(0.4), _learned(0.6), _learned(0.5), _learned(0.7), _learned(0.6)], patience=2)
+    stops, _ = _epochs(
+        [_learned(0.5), _learned(0.4), _learned(0.6), _learned(0.5), _learned(0.7), _learned(0.6)], patience=2
+    )
     assert stops == [False] * 6
 
 
@@ -113,7 +124,9 @@ def test_the_weights_are_copied_only_where_a_stop_could_ship_them():
     _, callback = _epochs(rising, patience=0, epochs=5, model=torch.nn.Linear(2, 2), checkpoint="best")
     assert _snapshot_epoch(callback) == 5.0
     # A stop after epoch 4 holds the weights of epoch 2, its best.
-    _, callback = _epochs([_learned(f) for f in (0.5, 0.8, 0.7, 0.7)], patience=2, epochs=5, model=torch.nn.Linear(2, 2))
+    _, callback = _epochs(
+        [_learned(f) for f in (0.5, 0.8, 0.7, 0.7)], patience=2, epochs=5, model=torch.nn.Linear(2, 2)
+    )
     assert callback.stopped_reason is not None and _snapshot_epoch(callback) == 2.0
 
 
@@ -123,7 +136,23 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     # it to stall in: patience 1 stops it at the first epoch without a new best.
     config = workdir / "c.toml"
     config.write_text("[recipe]\nlearning_rate = 3e-3\n", encoding="utf-8")
-    code, out, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "8", "--pruner", "none", "--early-stopping-patience", "1", "--checkpoint", "last"))
+    code, out, err = cli(
+        *tiny_run_args(
+            tiny_model,
+            "--config",
+            config,
+            "--trials",
+            "1",
+            "--epochs",
+            "8",
+            "--pruner",
+            "none",
+            "--early-stopping-patience",
+            "1",
+            "--checkpoint",
+            "last",
+        )
+    )
     assert code == 0, err
     trial = optuna.load_study(study_name="hpsearch", storage="sqlite:///studies/hpsearch.db").trials[0]
     rows = trial.user_attrs["epochs"]
@@ -143,6 +172,9 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     assert code == 0, err
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert f"Trial 0 stopped early after epoch {len(rows)}" in card
-    assert f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1: a trial stopped early ships its best epoch" in card
+    assert (
+        f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1: a trial stopped early ships its best epoch"
+        in card
+    )
     assert "- Early stopping: a trial stops once its validation F1 has not beaten its own best for 1 epoch" in card
     assert "it stopped 1 of the complete trials (trial 0); a trial it stops ships its best epoch" in card

@@ -50,7 +50,10 @@ def _config(tiny_model: Path, **overrides):
 
 @pytest.mark.parametrize(
     ("kind", "reason"),
-    [("nan", "non-finite loss: training loss became nan at epoch 1"), ("oom", "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")],
+    [
+        ("nan", "non-finite loss: training loss became nan at epoch 1"),
+        ("oom", "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB"),
+    ],
 )
 def test_a_failing_trial_is_recorded_and_the_study_finishes_the_rest(workdir, tiny_model, kind, reason):
     run_search(_config(tiny_model, trials=3), callbacks=[Inject(kind, trials={1})])
@@ -59,12 +62,15 @@ def test_a_failing_trial_is_recorded_and_the_study_finishes_the_rest(workdir, ti
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert study.trials[1].user_attrs["fail_reason"] == reason
     assert [t.user_attrs.get("recipe", False) for t in study.trials] == [True, False, False, False]
-    best = (workdir / "studies" / "hpsearch" / "best-model" / "hpsearch.json")
+    best = workdir / "studies" / "hpsearch" / "best-model" / "hpsearch.json"
     assert best.is_file()
 
 
 def test_consecutive_failures_stop_the_run_with_the_reason(workdir, tiny_model):
-    with pytest.raises(SearchStopped, match=r"stopped after 3 consecutive failed trials \(last: ValueError: something broke inside training\)"):
+    with pytest.raises(
+        SearchStopped,
+        match=r"stopped after 3 consecutive failed trials \(last: ValueError: something broke inside training\)",
+    ):
         run_search(_config(tiny_model, trials=10), callbacks=[Inject("error")])
     study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
@@ -77,7 +83,9 @@ def test_a_recipe_trial_that_fails_for_any_reason_runs_again(workdir, tiny_model
     run_search(_config(tiny_model, trials=2), callbacks=[Inject(kind, trials={0})])
     study = optuna.load_study(study_name="hpsearch", storage=STORAGE)
     assert [(t.state, t.user_attrs.get("recipe", False)) for t in study.trials] == [
-        (TrialState.FAIL, True), (TrialState.COMPLETE, True), (TrialState.COMPLETE, False)
+        (TrialState.FAIL, True),
+        (TrialState.COMPLETE, True),
+        (TrialState.COMPLETE, False),
     ]
     assert study.trials[0].params == study.trials[1].params
 
@@ -104,7 +112,22 @@ def _spawn(folder: Path, tiny_model: Path, trials: int, epochs: int) -> subproce
     # One torch thread, as a user's worker on a shared machine: beside busy processes, two
     # threads that wait on each other slow each epoch many times over.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "hpsearch", "run", "--model", str(tiny_model), "--max-length", "32", "--pruner", "none", "--trials", str(trials), "--epochs", str(epochs)]
+    argv = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        "run",
+        "--model",
+        str(tiny_model),
+        "--max-length",
+        "32",
+        "--pruner",
+        "none",
+        "--trials",
+        str(trials),
+        "--epochs",
+        str(epochs),
+    ]
     return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -125,7 +148,11 @@ def _wait_for_running_epoch(folder: Path, proc: subprocess.Popen, trial_number: 
                 trials = optuna.load_study(study_name="hpsearch", storage=storage).get_trials(deepcopy=False)
             except (KeyError, StorageError):  # the study is not made yet, or the file is busy
                 trials = []
-            if len(trials) > trial_number and trials[trial_number].state == TrialState.RUNNING and trials[trial_number].user_attrs.get("epochs"):
+            if (
+                len(trials) > trial_number
+                and trials[trial_number].state == TrialState.RUNNING
+                and trials[trial_number].user_attrs.get("epochs")
+            ):
                 return
         time.sleep(0.2)
     proc.kill()

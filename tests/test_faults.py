@@ -35,7 +35,10 @@ def test_a_full_disk_at_the_save_fails_that_trial_and_keeps_the_kept_model_whole
     run_search(config)
     study = optuna.load_study(study_name="hpsearch", storage="sqlite:///studies/hpsearch.db")
     first, recipe_again = study.trials[:2]
-    assert (first.state, schema.fail_reason(first)) == (TrialState.FAIL, "its model could not be saved: [Errno 28] No space left on device")
+    assert (first.state, schema.fail_reason(first)) == (
+        TrialState.FAIL,
+        "its model could not be saved: [Errno 28] No space left on device",
+    )
     assert schema.is_recipe(recipe_again) and schema.kept_model(recipe_again)
     assert schema.count_finished(study.trials) == 2
     folder = workdir / "studies" / "hpsearch"
@@ -54,7 +57,24 @@ def _redis(port: int, folder: Path) -> subprocess.Popen:
     binary = shutil.which("redis-server")
     if binary is None:
         missing_service("redis", "no redis-server binary to start a server of the test's own")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     import redis
 
     deadline = time.monotonic() + 20
@@ -75,7 +95,9 @@ def _running_trial(url: str, proc: subprocess.Popen, timeout: float = 120) -> No
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            trials = optuna.load_study(study_name="hpsearch", storage=open_storage(url, create=False)).get_trials(deepcopy=False)
+            trials = optuna.load_study(study_name="hpsearch", storage=open_storage(url, create=False)).get_trials(
+                deepcopy=False
+            )
         except Exception:
             trials = []
         if any(t.state == TrialState.RUNNING and schema.rows(t) for t in trials):
@@ -84,7 +106,18 @@ def _running_trial(url: str, proc: subprocess.Popen, timeout: float = 120) -> No
     raise AssertionError("no trial got under way")
 
 
-ARGS = ("--epochs", "8", "--early-stopping-patience", "0", "--pruner", "none", "--max-train-samples", "128", "--max-eval-samples", "16")
+ARGS = (
+    "--epochs",
+    "8",
+    "--early-stopping-patience",
+    "0",
+    "--pruner",
+    "none",
+    "--max-train-samples",
+    "128",
+    "--max-eval-samples",
+    "16",
+)
 
 
 def test_a_storage_server_restarted_mid_trial_loses_and_doubles_nothing(tmp_path, tiny_model):
@@ -92,7 +125,13 @@ def test_a_storage_server_restarted_mid_trial_loses_and_doubles_nothing(tmp_path
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     server = _redis(port, tmp_path)
-    run = subprocess.Popen([sys.executable, "-m", "hpsearch", *tiny_run_args(tiny_model, *ARGS, "--trials", "2", "--storage", url)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *tiny_run_args(tiny_model, *ARGS, "--trials", "2", "--storage", url)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _running_trial(url, run)
         server.send_signal(signal.SIGKILL)
@@ -115,7 +154,20 @@ def test_a_storage_server_that_stays_away_ends_the_worker_in_one_line(tmp_path, 
     pytest.importorskip("redis")
     port = free_port()
     url = f"redis://:s3cret@127.0.0.1:{port}/0"
-    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", "s3cret"], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--requirepass",
+            "s3cret",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         import redis
 
@@ -127,14 +179,27 @@ def test_a_storage_server_that_stays_away_ends_the_worker_in_one_line(tmp_path, 
             except redis.RedisError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        run = subprocess.Popen([sys.executable, "-m", "hpsearch", *tiny_run_args(tiny_model, *ARGS, "--trials", "2", "--storage", url, "--storage-timeout", "3")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hpsearch",
+                *tiny_run_args(tiny_model, *ARGS, "--trials", "2", "--storage", url, "--storage-timeout", "3"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _running_trial(url, run)
         server.kill()
         server.wait()
         out, err = run.communicate(timeout=120)
         assert run.returncode == 2, err
         last = err.strip().splitlines()[-1]
-        assert last.startswith(f"hpsearch: error: storage redis://:***@127.0.0.1:{port}/0 stopped answering and did not come back within 3 s"), err
+        assert last.startswith(
+            f"hpsearch: error: storage redis://:***@127.0.0.1:{port}/0 stopped answering and did not come back within 3 s"
+        ), err
         assert "s3cret" not in err and "Traceback" not in err
     finally:
         server.kill()

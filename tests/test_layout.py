@@ -42,5 +42,9 @@ def test_a_stage_does_not_import_the_stages_after_it(stage):
 
 
 def test_no_module_is_longer_than_a_reader_takes_in():
-    long = {p.relative_to(PACKAGE).as_posix(): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        p.relative_to(PACKAGE).as_posix(): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert long == {}

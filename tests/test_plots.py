@@ -19,7 +19,10 @@ from test_trials import new_study
 from hpsearch import schema
 from hpsearch.views import plots
 
-DISTRIBUTIONS = {"learning_rate": FloatDistribution(1e-5, 1e-4, log=True), "per_device_train_batch_size": CategoricalDistribution((8, 16, 32))}
+DISTRIBUTIONS = {
+    "learning_rate": FloatDistribution(1e-5, 1e-4, log=True),
+    "per_device_train_batch_size": CategoricalDistribution((8, 16, 32)),
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -31,20 +34,37 @@ def _quiet() -> None:
 def _rows(values: list[float], metric: str = "f1") -> list[schema.EpochRow]:
     """Rows whose objective takes the values; the other metrics are NaN, as no plot reads them."""
     return [
-        schema.make_row(epoch=i + 1, step=10 * (i + 1), train_loss=None, eval_loss=0.7, scores={metric: v}, confusion=[[3, 1], [1, 3]])
+        schema.make_row(
+            epoch=i + 1,
+            step=10 * (i + 1),
+            train_loss=None,
+            eval_loss=0.7,
+            scores={metric: v},
+            confusion=[[3, 1], [1, 3]],
+        )
         for i, v in enumerate(values)
     ]
 
 
-def _add(study: optuna.Study, values: list[float], *, state: TrialState = TrialState.COMPLETE, lr: float = 5e-5, batch: int = 8, metric: str = "f1") -> None:
-    study.add_trial(create_trial(
-        state=state,
-        value=values[-1] if state == TrialState.COMPLETE else None,
-        params={"learning_rate": lr, "per_device_train_batch_size": batch},
-        distributions=DISTRIBUTIONS,
-        user_attrs={schema.EPOCHS: _rows(values, metric)},
-        intermediate_values={i + 1: v for i, v in enumerate(values)} if state != TrialState.FAIL else {},
-    ))
+def _add(
+    study: optuna.Study,
+    values: list[float],
+    *,
+    state: TrialState = TrialState.COMPLETE,
+    lr: float = 5e-5,
+    batch: int = 8,
+    metric: str = "f1",
+) -> None:
+    study.add_trial(
+        create_trial(
+            state=state,
+            value=values[-1] if state == TrialState.COMPLETE else None,
+            params={"learning_rate": lr, "per_device_train_batch_size": batch},
+            distributions=DISTRIBUTIONS,
+            user_attrs={schema.EPOCHS: _rows(values, metric)},
+            intermediate_values={i + 1: v for i, v in enumerate(values)} if state != TrialState.FAIL else {},
+        )
+    )
 
 
 def _study(objective: str = "f1") -> optuna.Study:
@@ -125,7 +145,9 @@ def test_optuna_plots_are_titled_by_the_studys_objective():
 
 def test_trials_without_rows_are_left_out_of_the_epoch_curves():
     study = _study()
-    study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={schema.FAIL_REASON: "boom"}))
+    study.add_trial(
+        create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={schema.FAIL_REASON: "boom"})
+    )
     assert len(plots.epoch_curves(study).data) == 4
 
 

@@ -32,17 +32,27 @@ def _study(folder: Path, name: str = "hpsearch", url: str | None = None) -> optu
 def _spawn(folder: Path, model: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "hpsearch", *tiny_run_args(model, *args)],
-        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
 
 
-def _wait_for_running(folder: Path, proc: subprocess.Popen, count: int, timeout: float = 120, **study: str) -> list[optuna.trial.FrozenTrial]:
+def _wait_for_running(
+    folder: Path, proc: subprocess.Popen, count: int, timeout: float = 120, **study: str
+) -> list[optuna.trial.FrozenTrial]:
     """Until ``count`` trials run at once, each past its first epoch (read from storage, not the log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            running = [t for t in _study(folder, **study).get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if schema.rows(t)]
+            running = [
+                t
+                for t in _study(folder, **study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if schema.rows(t)
+            ]
         except Exception:  # the study is not made yet, or the file is busy
             running = []
         if len(running) >= count:
@@ -71,24 +81,39 @@ def test_cpu_workers_get_their_share_of_the_cores_and_no_gpu():
     ]
 
 
-@pytest.mark.parametrize(("devices", "per_device", "labels"), [
-    ("all", 1, ["[cuda:0]", "[cuda:1]", "[cuda:2]", "[cuda:3]"]),
-    ("0,2,3", 1, ["[cuda:0]", "[cuda:2]", "[cuda:3]"]),
-    ("1", 2, ["[cuda:1/0]", "[cuda:1/1]"]),
-])
+@pytest.mark.parametrize(
+    ("devices", "per_device", "labels"),
+    [
+        ("all", 1, ["[cuda:0]", "[cuda:1]", "[cuda:2]", "[cuda:3]"]),
+        ("0,2,3", 1, ["[cuda:0]", "[cuda:2]", "[cuda:3]"]),
+        ("1", 2, ["[cuda:1/0]", "[cuda:1/1]"]),
+    ],
+)
 def test_devices_pin_one_worker_per_listed_gpu(devices, per_device, labels):
     workers = plan(workers=None, devices=devices, per_device=per_device, cuda_devices=4, cpus=16)
     assert [w.label for w in workers] == labels
     assert [w.env["CUDA_VISIBLE_DEVICES"] for w in workers] == [label[6] for label in labels]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"workers": None, "devices": "0", "cuda_devices": 0}, r"^--devices 0: this machine has no CUDA device; use --workers N for CPU processes$"),
-    ({"workers": None, "devices": "4", "cuda_devices": 4}, r"^--devices 4: this machine has CUDA devices 0 to 3, each listed once$"),
-    ({"workers": None, "devices": "0,x", "cuda_devices": 4}, r"^--devices: expected all or CUDA indices such as 0,2,3, got '0,x'$"),
-    ({"workers": 2, "devices": "0", "cuda_devices": 4}, r"^--workers and --devices: pass one"),
-    ({"workers": 0, "devices": None, "cuda_devices": 0}, r"^--workers: expected an integer >= 1, got 0$"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"workers": None, "devices": "0", "cuda_devices": 0},
+            r"^--devices 0: this machine has no CUDA device; use --workers N for CPU processes$",
+        ),
+        (
+            {"workers": None, "devices": "4", "cuda_devices": 4},
+            r"^--devices 4: this machine has CUDA devices 0 to 3, each listed once$",
+        ),
+        (
+            {"workers": None, "devices": "0,x", "cuda_devices": 4},
+            r"^--devices: expected all or CUDA indices such as 0,2,3, got '0,x'$",
+        ),
+        ({"workers": 2, "devices": "0", "cuda_devices": 4}, r"^--workers and --devices: pass one"),
+        ({"workers": 0, "devices": None, "cuda_devices": 0}, r"^--workers: expected an integer >= 1, got 0$"),
+    ],
+)
 def test_a_pool_that_cannot_be_is_one_line(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         plan(per_device=1, cpus=2, **kwargs)
@@ -117,7 +142,9 @@ def test_a_chained_confirmation_runs_on_the_same_workers_after_the_search(workdi
 def test_devices_without_cuda_is_one_line_exit_2_and_nothing_made(workdir, tiny_model, cli):
     code, out, err = cli(*tiny_run_args(tiny_model, "--devices", "0", "--trials", "2"))
     assert code == 2
-    assert err.strip().splitlines() == ["hpsearch: error: --devices 0: this machine has no CUDA device; use --workers N for CPU processes"]
+    assert err.strip().splitlines() == [
+        "hpsearch: error: --devices 0: this machine has no CUDA device; use --workers N for CPU processes"
+    ]
     assert list(workdir.iterdir()) == []
 
 
@@ -139,7 +166,22 @@ def test_two_workers_reach_the_total_exactly_with_the_recipe_once(workdir, tiny_
 
 
 def test_ctrl_c_on_the_parent_stops_every_worker_and_the_same_command_resumes(workdir, tiny_model):
-    args = ("--epochs", "30", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "32", "--max-eval-samples", "16", "--trials", "3", "--workers", "2")
+    args = (
+        "--epochs",
+        "30",
+        "--pruner",
+        "none",
+        "--early-stopping-patience",
+        "0",
+        "--max-train-samples",
+        "32",
+        "--max-eval-samples",
+        "16",
+        "--trials",
+        "3",
+        "--workers",
+        "2",
+    )
     proc = _spawn(workdir, tiny_model, *args)
     running = _wait_for_running(workdir, proc, 2)
     proc.send_signal(signal.SIGINT)
@@ -162,8 +204,26 @@ def test_a_worker_killed_mid_trial_leaves_the_study_to_the_other(workdir, tiny_m
     # On a server the dead worker is found by its heartbeat (stale or its process gone), not by a file.
     url = URL if kind == "sqlite" else storage_url(kind, workdir)
     name = "hpsearch" if kind == "sqlite" else unique_name()
-    args = ("--epochs", "6", "--pruner", "none", "--early-stopping-patience", "0", "--max-train-samples", "128", "--max-eval-samples", "16",
-            "--trials", "4", "--workers", "2", "--storage", url, "--study", name)
+    args = (
+        "--epochs",
+        "6",
+        "--pruner",
+        "none",
+        "--early-stopping-patience",
+        "0",
+        "--max-train-samples",
+        "128",
+        "--max-eval-samples",
+        "16",
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        "--storage",
+        url,
+        "--study",
+        name,
+    )
     with deleted_afterwards(name, url):
         proc = _spawn(workdir, tiny_model, *args)
         running = _wait_for_running(workdir, proc, 2, name=name, url=url)
@@ -185,12 +245,16 @@ def test_a_worker_killed_mid_trial_leaves_the_study_to_the_other(workdir, tiny_m
 def test_fp16_without_a_gpu_is_refused_in_one_line(workdir, tiny_model, cli):
     code, _, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", "--precision", "fp16"))
     assert code == 2
-    assert err.strip().splitlines() == ["hpsearch: error: precision: fp16 needs a CUDA GPU and none is visible; use --precision fp32 or bf16 on a CPU"]
+    assert err.strip().splitlines() == [
+        "hpsearch: error: precision: fp16 needs a CUDA GPU and none is visible; use --precision fp32 or bf16 on a CPU"
+    ]
     assert list(workdir.iterdir()) == []
 
 
 @pytest.mark.parametrize(("requested", "stored", "amp"), [("auto", "fp32", False), ("bf16", "bf16", True)])
-def test_the_resolved_precision_is_stored_matched_on_resume_and_in_the_card(workdir, tiny_model, cli, requested, stored, amp):
+def test_the_resolved_precision_is_stored_matched_on_resume_and_in_the_card(
+    workdir, tiny_model, cli, requested, stored, amp
+):
     assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "1", "--precision", requested))[0] == 0
     study = _study(workdir)
     trial = study.trials[0]
@@ -218,7 +282,9 @@ def test_the_gpu_check_runs_its_cpu_dry_run(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
     out = tmp_path / "check.json"
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(["bash", str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        ["bash", str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["search"]) == {"1 worker", "2 workers"}

@@ -15,7 +15,12 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def _run(tiny_model: Path, cwd: Path, study: str, *, terminal: bool) -> str:
     """``hpsearch run`` in a subprocess, stderr a pseudo-terminal or a pipe; its stderr."""
-    argv = [sys.executable, "-m", "hpsearch", *tiny_run_args(tiny_model, "--trials", "1", "--epochs", "2", "--study", study)]
+    argv = [
+        sys.executable,
+        "-m",
+        "hpsearch",
+        *tiny_run_args(tiny_model, "--trials", "1", "--epochs", "2", "--study", study),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
     if not terminal:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -26,8 +26,14 @@ SPLIT = np.array([1] * 32 + [0] * 224)
 def _rows(steps_per_epoch: int, f1: list[float], auc: list[float]) -> list[dict]:
     """Epoch rows with ROC AUC standard errors on SPLIT, as the epoch callback stores them."""
     return [
-        schema.make_row(epoch=e, step=e * steps_per_epoch, train_loss=None, eval_loss=0.5,
-                        scores={"f1": a, "roc_auc": b, "roc_auc_se": roc_auc_se(SPLIT, b)}, confusion=[[1, 0], [0, 1]])
+        schema.make_row(
+            epoch=e,
+            step=e * steps_per_epoch,
+            train_loss=None,
+            eval_loss=0.5,
+            scores={"f1": a, "roc_auc": b, "roc_auc_se": roc_auc_se(SPLIT, b)},
+            confusion=[[1, 0], [0, 1]],
+        )
         for e, (a, b) in enumerate(zip(f1, auc, strict=True), 1)
     ]
 
@@ -55,7 +61,11 @@ def _verdicts(study: optuna.Study, rows: list[dict]) -> list[bool]:
 
 
 # Three batch-8 trials: 32 updates an epoch. Their ROC AUC after epoch 1 is 0.90, 0.96, 0.99.
-DONE = [_rows(32, [0.0, 0.7, 0.9], [0.90, 0.98, 0.99]), _rows(32, [0.2, 0.9, 0.9], [0.96, 0.99, 1.0]), _rows(32, [0.5, 0.9, 0.9], [0.99, 1.0, 1.0])]
+DONE = [
+    _rows(32, [0.0, 0.7, 0.9], [0.90, 0.98, 0.99]),
+    _rows(32, [0.2, 0.9, 0.9], [0.96, 0.99, 1.0]),
+    _rows(32, [0.5, 0.9, 0.9], [0.99, 1.0, 1.0]),
+]
 
 
 def test_a_trial_is_not_judged_before_any_complete_trial_made_as_few_updates():
@@ -99,7 +109,9 @@ def test_a_margin_of_standard_errors_spares_gaps_the_split_cannot_resolve():
         assert _verdicts(_study(BestTrialPruner(margin_se=margin), done), far)[0] is True, margin
 
 
-@pytest.mark.parametrize(("startup", "warmup", "expected"), [(1, 0, [True, True]), (4, 0, [False, False]), (1, 1, [False, True])])
+@pytest.mark.parametrize(
+    ("startup", "warmup", "expected"), [(1, 0, [True, True]), (4, 0, [False, False]), (1, 1, [False, True])]
+)
 def test_startup_trials_and_warmup_epochs(startup, warmup, expected):
     pruner = BestTrialPruner(startup_trials=startup, warmup_epochs=warmup)
     assert _verdicts(_study(pruner, DONE), _rows(32, [0.0, 0.0], [0.5, 0.5])) == expected
@@ -110,7 +122,16 @@ def test_a_split_with_one_class_gives_no_roc_auc_and_judges_nothing():
     assert _verdicts(_study(BestTrialPruner(), DONE), rows) == [False]
 
 
-@pytest.mark.parametrize(("name", "cls"), [("best", BestTrialPruner), ("median", optuna.pruners.MedianPruner), ("halving", optuna.pruners.SuccessiveHalvingPruner), ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)])
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("best", BestTrialPruner),
+        ("median", optuna.pruners.MedianPruner),
+        ("halving", optuna.pruners.SuccessiveHalvingPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
 def test_each_pruner_name_builds_its_pruner(name, cls):
     assert isinstance(build_pruner(PrunerConfig(name=name), 5), cls)
 
@@ -174,7 +195,10 @@ def test_roc_auc_se_is_hanley_and_mcneils_and_shrinks_as_the_auc_nears_one():
     # validation splits of 32 spam and 224 ham (class 1 the positives) is the formula's.
     rng = np.random.default_rng(0)
     for auc in (0.8, 0.99):
-        drawn = [roc_auc_score(SPLIT, np.r_[rng.exponential(auc / (1 - auc), 32), rng.exponential(1.0, 224)]) for _ in range(600)]
+        drawn = [
+            roc_auc_score(SPLIT, np.r_[rng.exponential(auc / (1 - auc), 32), rng.exponential(1.0, 224)])
+            for _ in range(600)
+        ]
         assert np.std(drawn) == pytest.approx(roc_auc_se(SPLIT, auc), rel=0.1), auc
     errors = [roc_auc_se(SPLIT, a) for a in (0.9, 0.989, 0.999, 1.0)]
     assert errors == sorted(errors, reverse=True) and errors[-1] == 0.0

@@ -41,7 +41,10 @@ def test_push_offline_is_one_line_and_uploads_nothing(best_model, cli, monkeypat
     assert cli("card", "best")[0] == 0
     code, out, err = cli("push", "best", "me/reviews")
     assert (code, out) == (2, "")
-    assert err == "hpsearch: error: the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed\n"
+    assert (
+        err
+        == "hpsearch: error: the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed\n"
+    )
 
 
 def test_push_takes_only_best(cli, workdir):
@@ -57,8 +60,18 @@ def test_push_uploads_exactly_the_listed_files_in_one_commit(best_model, cli, mo
     calls = []
     monkeypatch.setattr(hub, "offline_if_unreachable", lambda: False)
     monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self: {"name": "me"})
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw["private"])) or f"https://huggingface.co/{repo_id}")
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.append(("upload", kw["repo_id"], kw["allow_patterns"])))
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "create_repo",
+        lambda self, repo_id, **kw: (
+            calls.append(("create", repo_id, kw["private"])) or f"https://huggingface.co/{repo_id}"
+        ),
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, **kw: calls.append(("upload", kw["repo_id"], kw["allow_patterns"])),
+    )
     assert cli("card", "best")[0] == 0
     code, out, err = cli("push", "best", "me/reviews", "--private")
     assert code == 0, err

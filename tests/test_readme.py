@@ -125,7 +125,9 @@ def _commands(body: list[str], name: str, start: int) -> list[Step]:
 
 def test_readme_has_at_most_250_lines() -> None:
     count = len(README.read_text(encoding="utf-8").splitlines())
-    assert count <= MAX_README_LINES, f"README.md has {count} lines; keep it to {MAX_README_LINES} and move detail to docs/"
+    assert count <= MAX_README_LINES, (
+        f"README.md has {count} lines; keep it to {MAX_README_LINES} and move detail to docs/"
+    )
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -141,7 +143,10 @@ def test_relative_links_resolve(path: Path) -> None:
     [
         ("pip install torch==2.13.0 -e '.[test]'", "installs packages from the package index"),
         ("python -m pytest", "is the test suite this test belongs to"),
-        ("hpsearch run --study sst2 --model bert-base-cased --dataset glue", "needs the Hugging Face Hub (a Hub model)"),
+        (
+            "hpsearch run --study sst2 --model bert-base-cased --dataset glue",
+            "needs the Hugging Face Hub (a Hub model)",
+        ),
         ("hpsearch run --dataset glue --dataset-config sst2", "needs the Hugging Face Hub (a Hub dataset)"),
         ("hpsearch run --storage postgresql://me:secret@db.example:5432/hpsearch", "needs a PostgreSQL server"),
         ("createdb hpsearch", "needs a PostgreSQL server"),
@@ -209,7 +214,12 @@ def test_commands_run_as_written(tiny_model: Path, workdir: Path) -> None:
 
 
 def _run_steps(
-    workdir: Path, tiny_model: Path, env: dict[str, str], background: list[tuple[Step, subprocess.Popen]], skipped: list[str], timings: list[str]
+    workdir: Path,
+    tiny_model: Path,
+    env: dict[str, str],
+    background: list[tuple[Step, subprocess.Popen]],
+    skipped: list[str],
+    timings: list[str],
 ) -> int:
     """Run every step in order; return how many commands ran."""
     ran = 0
@@ -230,7 +240,9 @@ def _run_steps(
     return ran
 
 
-def _run_one(step: Step, workdir: Path, tiny_model: Path, env: dict[str, str], background: list[tuple[Step, subprocess.Popen]]) -> None:
+def _run_one(
+    step: Step, workdir: Path, tiny_model: Path, env: dict[str, str], background: list[tuple[Step, subprocess.Popen]]
+) -> None:
     command = step.command
     if command == "wait":
         for started, proc in background:
@@ -239,11 +251,25 @@ def _run_one(step: Step, workdir: Path, tiny_model: Path, env: dict[str, str], b
         return
     argv = _argv(command, tiny_model)
     if argv is not None and argv[-1] == "&":
-        background.append((step, subprocess.Popen(argv[:-1], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+        background.append(
+            (
+                step,
+                subprocess.Popen(
+                    argv[:-1], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                ),
+            )
+        )
     elif argv is not None and argv[:2] == ["hpsearch", "dashboard"]:
         _dashboard(step, argv, workdir, env)
     else:
-        done = subprocess.run(argv or ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        done = subprocess.run(
+            argv or ["bash", "-c", command],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
         _check(step, done.returncode, done.stdout, done.stderr)
 
 
@@ -264,7 +290,9 @@ def _argv(command: str, tiny_model: Path) -> list[str] | None:
 
 def _dashboard(step: Step, argv: list[str], workdir: Path, env: dict[str, str]) -> None:
     port = free_port()
-    proc = subprocess.Popen([*argv, "--port", str(port)], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*argv, "--port", str(port)], cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     status = None
     try:
         deadline = time.monotonic() + DASHBOARD_TIMEOUT
@@ -283,12 +311,16 @@ def _dashboard(step: Step, argv: list[str], workdir: Path, env: dict[str, str]) 
             proc.kill()
             code = proc.wait()
         out, err = proc.communicate()
-    assert status == 200, f"{step.source}: `{step.command}` gave HTTP {status} on /dashboard/ (exit {proc.returncode})\n{err[-2000:]}"
+    assert status == 200, (
+        f"{step.source}: `{step.command}` gave HTTP {status} on /dashboard/ (exit {proc.returncode})\n{err[-2000:]}"
+    )
     _check(step, code, out, err)
 
 
 def _check(step: Step, code: int, out: str, err: str) -> None:
-    assert code == 0, f"{step.source}: `{step.command}` exited {code}\n--- stdout\n{out[-2000:]}\n--- stderr\n{err[-3000:]}"
+    assert code == 0, (
+        f"{step.source}: `{step.command}` exited {code}\n--- stdout\n{out[-2000:]}\n--- stderr\n{err[-3000:]}"
+    )
 
 
 def _readers_files(folder: Path, tiny_model: Path) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import shutil
-from html import escape
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class PlotDivs(HTMLParser):
         attrs = dict(attrs)
         classes = (attrs.get("class") or "").split()
         if tag == "div" and self._current is None and (attrs.get("id") or "").startswith("plot-"):
-            self._current = attrs["id"][len("plot-"):]
+            self._current = attrs["id"][len("plot-") :]
             self.plots[self._current] = {"classes": classes, "main_svg": 0, "traces": [], "text": []}
             self._depth = 1
             return
@@ -79,12 +79,23 @@ def rendered(report: Path, tmp_path: Path) -> dict[str, dict]:
     """Open the report in headless Chromium and parse the plot divs of the DOM it dumps."""
     result = subprocess.run(
         [
-            chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
-            "--dump-dom", report.resolve().as_uri(),
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            report.resolve().as_uri(),
         ],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     parser = PlotDivs()
@@ -145,7 +156,7 @@ def test_report_is_self_contained_with_plotly_js_embedded_once(workdir, cli):
 def test_report_summary_names_best_recipe_and_counts(workdir, cli):
     handmade_study()
     html = report(cli).read_text(encoding="utf-8")
-    summary = re.sub(r"<[^>]+>|\s+", " ", html[html.index('id="summary"'):html.index("Best parameters")])
+    summary = re.sub(r"<[^>]+>|\s+", " ", html[html.index('id="summary"') : html.index("Best parameters")])
     assert "best trial #1: 0.8200 validation f1" in summary
     assert "recipe trial #0: 0.7000 +0.1200 (+17.1%) over the recipe" in summary
     assert "trials 5 2 complete · 1 pruned · 1 failed · 1 running" in summary
@@ -155,16 +166,35 @@ def test_report_summary_names_best_recipe_and_counts(workdir, cli):
 def test_report_table_names_parameters_and_epochs_as_the_terminal_table(workdir, cli):
     handmade_study()
     html = report(cli).read_text(encoding="utf-8")
-    head = html[html.index('id="trials"'):html.index("</thead>")]
+    head = html[html.index('id="trials"') : html.index("</thead>")]
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", head)
-    assert headers == ["#", "state", "validation f1", "epochs", "shipped", "lr", "batch", "warmup", "decay", "time", "note"]
+    assert headers == [
+        "#",
+        "state",
+        "validation f1",
+        "epochs",
+        "shipped",
+        "lr",
+        "batch",
+        "warmup",
+        "decay",
+        "time",
+        "note",
+    ]
     assert '<th title="learning_rate">lr</th>' in head
     assert html.count("★") == 1
 
 
 def test_importances_wait_for_two_complete_trials(workdir, tmp_path, cli):
     study = new_study(URL.replace("studies/", ""))
-    study.add_trial(optuna.trial.create_trial(value=0.7, params={"x": 1.0}, distributions={"x": optuna.distributions.FloatDistribution(0, 2)}, user_attrs=schema.recipe_attrs()))
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=0.7,
+            params={"x": 1.0},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            user_attrs=schema.recipe_attrs(),
+        )
+    )
     html = report(cli, "--storage", URL.replace("studies/", "")).read_text(encoding="utf-8")
     assert 'id="plot-importances"' not in html
     assert "Not yet: importances need two complete trials whose parameters differ." in html
@@ -195,5 +225,7 @@ def test_unwritable_output_is_a_one_line_error(workdir, cli):
     (workdir / "blocker").write_text("a file, not a folder", encoding="utf-8")
     code, out, err = cli("report", "--output", "blocker/report.html")
     assert code == 2
-    assert err.splitlines() == ["hpsearch: error: cannot write the report to 'blocker/report.html': 'blocker' is a file, not a folder; pass --output with a writable file path"]
+    assert err.splitlines() == [
+        "hpsearch: error: cannot write the report to 'blocker/report.html': 'blocker' is a file, not a folder; pass --output with a writable file path"
+    ]
     assert out == ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import optuna
@@ -12,7 +11,19 @@ from conftest import tiny_run_args, validation_f1_of, write_rows
 
 from hpsearch import schema
 
-ROW_KEYS = {"epoch", "step", "confusion", "train_loss", "eval_loss", "f1", "accuracy", "precision", "recall", "roc_auc", "roc_auc_se"}
+ROW_KEYS = {
+    "epoch",
+    "step",
+    "confusion",
+    "train_loss",
+    "eval_loss",
+    "f1",
+    "accuracy",
+    "precision",
+    "recall",
+    "roc_auc",
+    "roc_auc_se",
+}
 
 
 def _study(name: str = "hpsearch", url: str = "sqlite:///studies/hpsearch.db") -> optuna.Study:
@@ -28,10 +39,21 @@ def test_trial_zero_is_the_recipe_and_epochs_rows_are_complete(workdir, tiny_mod
     assert code == 0, err
     study = _study()
     first = study.trials[0]
-    assert first.params == {"learning_rate": 5e-05, "per_device_train_batch_size": 8, "warmup_ratio": 0.0, "weight_decay": 0.0}
+    assert first.params == {
+        "learning_rate": 5e-05,
+        "per_device_train_batch_size": 8,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.0,
+    }
     assert first.user_attrs["recipe"] is True
     recipe = first.user_attrs["training_args"]
-    assert (recipe["seed"], recipe["adam_beta1"], recipe["adam_beta2"], recipe["adam_epsilon"], recipe["lr_scheduler_type"]) == (42, 0.9, 0.999, 1e-08, "linear")
+    assert (
+        recipe["seed"],
+        recipe["adam_beta1"],
+        recipe["adam_beta2"],
+        recipe["adam_epsilon"],
+        recipe["lr_scheduler_type"],
+    ) == (42, 0.9, 0.999, 1e-08, "linear")
     for trial in study.trials:
         rows = trial.user_attrs["epochs"]
         assert [r["epoch"] for r in rows] == [1, 2]
@@ -116,7 +138,11 @@ def test_hopeless_trials_are_pruned_with_the_criterion_first(workdir, tiny_model
     code, out, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "4", "--epochs", "3"))
     assert code == 0, err
     study = _study()
-    assert all(0.0 <= row["roc_auc"] <= 1.0 and row["roc_auc_se"] >= 0.0 for t in study.trials for row in t.user_attrs["epochs"])
+    assert all(
+        0.0 <= row["roc_auc"] <= 1.0 and row["roc_auc_se"] >= 0.0
+        for t in study.trials
+        for row in t.user_attrs["epochs"]
+    )
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, [(t.state, [r["roc_auc"] for r in t.user_attrs["epochs"]]) for t in study.trials]
     for trial in pruned:
@@ -168,7 +194,9 @@ def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
     # A learning rate high enough for the tiny model to move, so the epochs differ.
     config = workdir / "c.toml"
     config.write_text("[recipe]\nlearning_rate = 3e-3\n", encoding="utf-8")
-    code, _, err = cli(*tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "3", "--checkpoint", rule))
+    code, _, err = cli(
+        *tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "3", "--checkpoint", rule)
+    )
     assert code == 0, err
     trial = _study().trials[0]
     rows = trial.user_attrs["epochs"]

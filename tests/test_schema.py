@@ -36,7 +36,12 @@ def test_the_checker_finds_a_bare_attribute_read_and_write():
     assert storage_access("schema.shipped_epoch(trial)") == []
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "schema.py" or p.parent != PACKAGE))
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "schema.py" or p.parent != PACKAGE
+    ),
+)
 def test_every_module_but_the_schema_goes_through_the_schema(path):
     assert storage_access((PACKAGE / path).read_text(encoding="utf-8")) == []
 
@@ -56,10 +61,21 @@ def _study_with(settings_value: object) -> optuna.Study:
 
 def _settings() -> schema.StudySettings:
     data = schema.DataFacts(
-        name="d", hub_id=None, text_column="text", text_pair_column=None, label_names=["no", "yes"],
-        sizes={"train": 10, "validation": 4}, class_counts={"train": [5, 5], "validation": [3, 1]},
+        name="d",
+        hub_id=None,
+        text_column="text",
+        text_pair_column=None,
+        label_names=["no", "yes"],
+        sizes={"train": 10, "validation": 4},
+        class_counts={"train": [5, 5], "validation": [3, 1]},
     )
-    return schema.StudySettings(config={"objective": "f1"}, data=data, base_model="m", versions={"Optuna": "5"}, created="2020-01-01T00:00:00+00:00")
+    return schema.StudySettings(
+        config={"objective": "f1"},
+        data=data,
+        base_model="m",
+        versions={"Optuna": "5"},
+        created="2020-01-01T00:00:00+00:00",
+    )
 
 
 def test_settings_round_trip_through_a_study():
@@ -70,18 +86,32 @@ def test_settings_round_trip_through_a_study():
     assert schema.read_settings(study).data.positive_label == "yes"
 
 
-@pytest.mark.parametrize(("stored", "message"), [
-    (None, r"^study 's' was not made by `hpsearch run` \(it has no 'hpsearch' attribute\); pass the --study that `hpsearch run` made$"),
-    ({"config": {}}, r"^study 's' was written in hpsearch schema 1, this hpsearch reads schema 2; start a new study"),
-    ({"schema": 3}, r"^study 's' was written in hpsearch schema 3, this hpsearch reads schema 2; start a new study"),
-])
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        (
+            None,
+            r"^study 's' was not made by `hpsearch run` \(it has no 'hpsearch' attribute\); pass the --study that `hpsearch run` made$",
+        ),
+        (
+            {"config": {}},
+            r"^study 's' was written in hpsearch schema 1, this hpsearch reads schema 2; start a new study",
+        ),
+        (
+            {"schema": 3},
+            r"^study 's' was written in hpsearch schema 3, this hpsearch reads schema 2; start a new study",
+        ),
+    ],
+)
 def test_a_study_without_settings_or_of_another_version_is_one_line(stored, message):
     with pytest.raises(StorageError, match=message):
         schema.read_settings(_study_with(stored))
 
 
 def test_an_epoch_row_stores_integers_for_its_confusion_matrix():
-    row = schema.make_row(epoch=1, step=4, train_loss=None, eval_loss=0.5, scores={"f1": 0.5}, confusion=[[3.0, 1], [0, 1]])
+    row = schema.make_row(
+        epoch=1, step=4, train_loss=None, eval_loss=0.5, scores={"f1": 0.5}, confusion=[[3.0, 1], [0, 1]]
+    )
     assert row["confusion"] == [[3, 1], [0, 1]] and all(type(n) is int for line in row["confusion"] for n in line)
     assert set(row) == set(schema.EpochRow.__annotations__)
 

@@ -110,7 +110,10 @@ def test_each_url_opens_the_storage_it_names_and_a_study_round_trips(tmp_path, k
 
 @pytest.mark.parametrize(
     ("url", "made"),
-    [("sqlite:///studies/hpsearch.db", "studies/hpsearch.db"), ("journal:runs/hpsearch.journal", "runs/hpsearch.journal")],
+    [
+        ("sqlite:///studies/hpsearch.db", "studies/hpsearch.db"),
+        ("journal:runs/hpsearch.journal", "runs/hpsearch.journal"),
+    ],
 )
 def test_run_makes_the_file_and_its_folder_relative_to_the_current_directory(workdir, url, made):
     open_storage(url, create=True)
@@ -189,7 +192,9 @@ def silent_server() -> Iterator[int]:
 
 
 @pytest.mark.parametrize(("scheme", "path"), [("postgresql", "test"), ("redis", "0")])
-def test_a_server_that_never_answers_fails_after_the_connect_timeout(workdir, cli, monkeypatch, silent_server, scheme, path):
+def test_a_server_that_never_answers_fails_after_the_connect_timeout(
+    workdir, cli, monkeypatch, silent_server, scheme, path
+):
     pytest.importorskip("psycopg2" if scheme == "postgresql" else "redis")
     monkeypatch.setattr("hpsearch.search.storage.CONNECT_TIMEOUT", 2)  # libpq's least
     url = f"{scheme}://u:{PASSWORD}@127.0.0.1:{silent_server}/{path}"

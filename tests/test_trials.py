@@ -30,15 +30,27 @@ SPACE = {
 }
 PRUNED_REASON = "pruned at epoch 1: f1 0.4000 < median 0.6500 of 2 complete trials"
 FAIL_REASON = "training loss became NaN at epoch 2"
-LONG_PRUNED_REASON = "pruned at epoch 1: roc_auc 0.7450 < 0.8850 - 0.0600 (trial 0 at <=38 updates, 1.5 standard errors of its 0.0400)"
+LONG_PRUNED_REASON = (
+    "pruned at epoch 1: roc_auc 0.7450 < 0.8850 - 0.0600 (trial 0 at <=38 updates, 1.5 standard errors of its 0.0400)"
+)
 
 
 def rows(*f1: float) -> list[schema.EpochRow]:
     """Epoch rows as the run stores them, one per F1 value, on 40 validation examples."""
     return [
         schema.make_row(
-            epoch=i, step=13 * i, train_loss=0.7 - 0.05 * i, eval_loss=0.69 - 0.04 * i,
-            scores={"f1": v, "accuracy": v + 0.01, "precision": v + 0.02, "recall": v - 0.01, "roc_auc": v + 0.05, "roc_auc_se": 0.04},
+            epoch=i,
+            step=13 * i,
+            train_loss=0.7 - 0.05 * i,
+            eval_loss=0.69 - 0.04 * i,
+            scores={
+                "f1": v,
+                "accuracy": v + 0.01,
+                "precision": v + 0.02,
+                "recall": v - 0.01,
+                "roc_auc": v + 0.05,
+                "roc_auc_se": 0.04,
+            },
             confusion=[[15, 5], [6, 14]],
         )
         for i, v in enumerate(f1, start=1)
@@ -47,18 +59,24 @@ def rows(*f1: float) -> list[schema.EpochRow]:
 
 def settings(config: SearchConfig) -> schema.StudySettings:
     data = schema.DataFacts(
-        name="hpsearch built-in reviews (synthetic)", hub_id=None, text_column="text", text_pair_column=None,
-        label_names=["negative", "positive"], sizes={"train": 100, "validation": 40},
+        name="hpsearch built-in reviews (synthetic)",
+        hub_id=None,
+        text_column="text",
+        text_pair_column=None,
+        label_names=["negative", "positive"],
+        sizes={"train": 100, "validation": 40},
         class_counts={"train": [50, 50], "validation": [20, 20]},
     )
-    return schema.StudySettings(config=config.to_dict(), data=data, base_model="tiny-bert", versions={}, created="2026-01-01T00:00:00+00:00")
+    return schema.StudySettings(
+        config=config.to_dict(), data=data, base_model="tiny-bert", versions={}, created="2026-01-01T00:00:00+00:00"
+    )
 
 
 def new_study(url: str | None = URL, name: str = "hpsearch", objective: str = "f1") -> optuna.Study:
     """An empty study as `hpsearch run` makes it: named objective, stored settings (in memory for None)."""
     config = SearchConfig(study=name, storage=url or URL, objective=objective)
     if url and url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize")
     with warnings.catch_warnings():  # set_metric_names is experimental; `hpsearch run` calls it too
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -73,27 +91,52 @@ def handmade_study(url: str = URL, name: str = "hpsearch", *, running: bool = Tr
     start = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
     def add(number: int, state: TrialState, params: dict, f1: list[float], seconds: float | None, **attrs) -> None:
-        study.add_trial(FrozenTrial(
-            number=number,
-            state=state,
-            value=f1[-1] if state == TrialState.COMPLETE else None,
-            datetime_start=start + datetime.timedelta(minutes=number),
-            datetime_complete=None if seconds is None else start + datetime.timedelta(minutes=number, seconds=seconds),
-            params=params,
-            distributions=SPACE,
-            user_attrs={schema.EPOCHS: rows(*f1), **attrs},
-            system_attrs={},
-            intermediate_values={i: v for i, v in enumerate(f1, start=1)},
-            trial_id=number,
-        ))
+        study.add_trial(
+            FrozenTrial(
+                number=number,
+                state=state,
+                value=f1[-1] if state == TrialState.COMPLETE else None,
+                datetime_start=start + datetime.timedelta(minutes=number),
+                datetime_complete=None
+                if seconds is None
+                else start + datetime.timedelta(minutes=number, seconds=seconds),
+                params=params,
+                distributions=SPACE,
+                user_attrs={schema.EPOCHS: rows(*f1), **attrs},
+                system_attrs={},
+                intermediate_values={i: v for i, v in enumerate(f1, start=1)},
+                trial_id=number,
+            )
+        )
 
     recipe = {"learning_rate": 5e-05, "per_device_train_batch_size": 8, "warmup_ratio": 0.0, "weight_decay": 0.0}
     shipped = {schema.SHIPPED_EPOCH: 2, schema.CHECKPOINT_RULE: "last"}
     add(0, TrialState.COMPLETE, recipe, [0.6, 0.7], 30.0, **schema.recipe_attrs(), **shipped)
-    add(1, TrialState.COMPLETE, {**recipe, "learning_rate": 8e-05, "per_device_train_batch_size": 16, "warmup_ratio": 0.1},
-        [0.65, 0.82], 28.5, **shipped, **{schema.KEPT_MODEL: True})
-    add(2, TrialState.PRUNED, {**recipe, "learning_rate": 1.2e-05, "weight_decay": 0.05}, [0.4], 14.0, **{schema.PRUNED_REASON: PRUNED_REASON})
-    add(3, TrialState.FAIL, {**recipe, "learning_rate": 9.9e-05, "per_device_train_batch_size": 32}, [0.5], 20.0, **{schema.FAIL_REASON: FAIL_REASON})
+    add(
+        1,
+        TrialState.COMPLETE,
+        {**recipe, "learning_rate": 8e-05, "per_device_train_batch_size": 16, "warmup_ratio": 0.1},
+        [0.65, 0.82],
+        28.5,
+        **shipped,
+        **{schema.KEPT_MODEL: True},
+    )
+    add(
+        2,
+        TrialState.PRUNED,
+        {**recipe, "learning_rate": 1.2e-05, "weight_decay": 0.05},
+        [0.4],
+        14.0,
+        **{schema.PRUNED_REASON: PRUNED_REASON},
+    )
+    add(
+        3,
+        TrialState.FAIL,
+        {**recipe, "learning_rate": 9.9e-05, "per_device_train_batch_size": 32},
+        [0.5],
+        20.0,
+        **{schema.FAIL_REASON: FAIL_REASON},
+    )
     if running:
         add(4, TrialState.RUNNING, {**recipe, "learning_rate": 3e-05, "weight_decay": 0.02}, [0.55], None)
     return study
@@ -116,7 +159,10 @@ def test_json_round_trips_the_storage_values(workdir, cli):
     stored = optuna.load_study(study_name="hpsearch", storage=URL).trials
     assert [r["number"] for r in records] == [t.number for t in stored]
     for record, trial in zip(records, stored, strict=True):
-        assert record["state"] == {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}[trial.state.name]
+        assert (
+            record["state"]
+            == {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}[trial.state.name]
+        )
         assert record["value"] == trial.value
         assert record["params"] == trial.params
         assert record["epochs"] == schema.rows(trial)
@@ -130,8 +176,23 @@ def test_json_keeps_its_keys(workdir, cli):
     handmade_study()
     records = json.loads(cli("trials", "--json")[1])
     assert list(records[0]) == [
-        "number", "state", "value", "epoch", "shipped_epoch", "params", "intermediate_values", "duration_s",
-        "recipe", "best", "reason", "device", "training_args", "datetime_start", "datetime_complete", "epochs", "confirmation",
+        "number",
+        "state",
+        "value",
+        "epoch",
+        "shipped_epoch",
+        "params",
+        "intermediate_values",
+        "duration_s",
+        "recipe",
+        "best",
+        "reason",
+        "device",
+        "training_args",
+        "datetime_start",
+        "datetime_complete",
+        "epochs",
+        "confirmation",
     ]
 
 
@@ -150,7 +211,14 @@ def test_json_is_strict_json_when_a_metric_is_not_finite(workdir, cli):
     study = handmade_study(running=False)
     nan_rows = rows(0.5)
     nan_rows[0]["eval_loss"] = math.nan
-    study.add_trial(create_trial(state=TrialState.FAIL, params={}, distributions={}, user_attrs={schema.EPOCHS: nan_rows, schema.FAIL_REASON: "NaN loss"}))
+    study.add_trial(
+        create_trial(
+            state=TrialState.FAIL,
+            params={},
+            distributions={},
+            user_attrs={schema.EPOCHS: nan_rows, schema.FAIL_REASON: "NaN loss"},
+        )
+    )
     code, out, err = cli("trials", "--json")
     assert code == 0, err
     records = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in output"))
@@ -189,17 +257,45 @@ def test_table_notes_give_short_reasons_and_the_json_the_full_ones(workdir, cli)
 
 def test_table_has_a_column_per_searched_parameter_named_as_progress_names_it(workdir, cli):
     handmade_study()
-    assert _header(cli) == ["#", "state", "f1", "epochs", "shipped", "lr", "batch", "warmup", "decay", "time", "note", "(★", "best)"]
+    assert _header(cli) == [
+        "#",
+        "state",
+        "f1",
+        "epochs",
+        "shipped",
+        "lr",
+        "batch",
+        "warmup",
+        "decay",
+        "time",
+        "note",
+        "(★",
+        "best)",
+    ]
 
 
 def test_table_fits_120_columns_with_a_long_pruned_reason(workdir, cli):
     study = handmade_study()
-    params = {"learning_rate": 1.234e-05, "per_device_train_batch_size": 32, "warmup_ratio": 0.1234, "weight_decay": 0.0567}
+    params = {
+        "learning_rate": 1.234e-05,
+        "per_device_train_batch_size": 32,
+        "warmup_ratio": 0.1234,
+        "weight_decay": 0.0567,
+    }
     for _ in range(96):  # three-digit trial numbers
-        study.add_trial(create_trial(
-            state=TrialState.PRUNED, params=params, distributions=SPACE, intermediate_values={1: 0.4},
-            user_attrs={schema.EPOCHS: rows(0.4), schema.PRUNED_REASON: LONG_PRUNED_REASON, **schema.recipe_attrs()},
-        ))
+        study.add_trial(
+            create_trial(
+                state=TrialState.PRUNED,
+                params=params,
+                distributions=SPACE,
+                intermediate_values={1: 0.4},
+                user_attrs={
+                    schema.EPOCHS: rows(0.4),
+                    schema.PRUNED_REASON: LONG_PRUNED_REASON,
+                    **schema.recipe_attrs(),
+                },
+            )
+        )
     lines = output_lines(cli)
     assert "recipe; pruned at epoch 1" in _table(cli)["100"]
     assert max(len(line) for line in lines) <= 120, "\n".join(lines)
@@ -208,10 +304,20 @@ def test_table_fits_120_columns_with_a_long_pruned_reason(workdir, cli):
 def test_table_says_how_many_epochs_a_trial_trained_and_which_it_shipped(workdir, cli):
     study = handmade_study(running=False)
     stopped = "stopped early after epoch 4: f1 had not beaten 0.8000 for 2 epochs"
-    study.add_trial(create_trial(
-        value=0.8, params={}, distributions={}, intermediate_values={1: 0.6, 2: 0.8, 3: 0.7, 4: 0.75},
-        user_attrs={schema.EPOCHS: rows(0.6, 0.8, 0.7, 0.75), schema.SHIPPED_EPOCH: 2, schema.CHECKPOINT_RULE: "best", schema.STOPPED_EARLY: stopped},
-    ))
+    study.add_trial(
+        create_trial(
+            value=0.8,
+            params={},
+            distributions={},
+            intermediate_values={1: 0.6, 2: 0.8, 3: 0.7, 4: 0.75},
+            user_attrs={
+                schema.EPOCHS: rows(0.6, 0.8, 0.7, 0.75),
+                schema.SHIPPED_EPOCH: 2,
+                schema.CHECKPOINT_RULE: "best",
+                schema.STOPPED_EARLY: stopped,
+            },
+        )
+    )
     cells = _table(cli)["4"].split()
     assert cells[:5] == ["4", "complete", "0.8000", "4", "2"]
     assert _table(cli)["4"].rstrip().endswith("stopped early")
@@ -241,7 +347,9 @@ def test_a_missing_study_is_one_line_naming_the_studies_there(workdir, cli):
     handmade_study()
     code, out, err = cli("trials", "--study", "nope")
     assert code == 2
-    assert err.strip().splitlines() == ["hpsearch: error: no study named 'nope' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"]
+    assert err.strip().splitlines() == [
+        "hpsearch: error: no study named 'nope' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"
+    ]
 
 
 def test_a_study_of_another_schema_is_refused_in_one_line(workdir, cli):
@@ -250,7 +358,9 @@ def test_a_study_of_another_schema_is_refused_in_one_line(workdir, cli):
     code, out, err = cli("trials", "--json")
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1
-    assert err.startswith("hpsearch: error: study 'hpsearch' was written in hpsearch schema 1, this hpsearch reads schema 2;")
+    assert err.startswith(
+        "hpsearch: error: study 'hpsearch' was written in hpsearch schema 1, this hpsearch reads schema 2;"
+    )
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -325,7 +435,11 @@ def printed(console) -> list[str]:
 
 def _prior(study: optuna.Study) -> None:
     """Trial 0 the recipe (0.70), trial 1 the best (0.82)."""
-    study.add_trial(create_trial(value=0.7, user_attrs={schema.EPOCHS: rows(0.6, 0.7), schema.SHIPPED_EPOCH: 2, **schema.recipe_attrs()}))
+    study.add_trial(
+        create_trial(
+            value=0.7, user_attrs={schema.EPOCHS: rows(0.6, 0.7), schema.SHIPPED_EPOCH: 2, **schema.recipe_attrs()}
+        )
+    )
     study.add_trial(create_trial(value=0.82, user_attrs={schema.EPOCHS: rows(0.65, 0.82), schema.SHIPPED_EPOCH: 2}))
 
 
@@ -336,12 +450,20 @@ def test_progress_says_pruned_once_on_one_line_with_the_criterion_first(workdir)
     live = Live(study, 2)
     listener.trial_start(live, {"learning_rate": 1.2e-05, "per_device_train_batch_size": 8})
     listener.epoch(live, rows(0.4)[0], pruned=LONG_PRUNED_REASON, stopped=None)
-    frozen = create_trial(state=TrialState.PRUNED, params={}, distributions={}, user_attrs={schema.EPOCHS: rows(0.4), schema.PRUNED_REASON: LONG_PRUNED_REASON})
+    frozen = create_trial(
+        state=TrialState.PRUNED,
+        params={},
+        distributions={},
+        user_attrs={schema.EPOCHS: rows(0.4), schema.PRUNED_REASON: LONG_PRUNED_REASON},
+    )
     study.add_trial(frozen)
     listener.trial_end(live, study.trials[2])
     lines = printed(console)[-3:]
     assert lines[0] == "trial 2 (1/20)  lr=1.2e-05  batch=8"
-    assert lines[1].startswith("  epoch 1/5  loss 0.6500  val_loss 0.6500  f1 0.4000  acc 0.4100") and "pruned" not in lines[1]
+    assert (
+        lines[1].startswith("  epoch 1/5  loss 0.6500  val_loss 0.6500  f1 0.4000  acc 0.4100")
+        and "pruned" not in lines[1]
+    )
     assert re.fullmatch(rf"trial 2 {re.escape(LONG_PRUNED_REASON)}  \d+\.\ds   best: trial 1, f1 0.8200", lines[2])
     assert "\n".join(printed(console)).count("pruned") == 1
 
@@ -351,12 +473,22 @@ def test_progress_names_the_shipped_epoch_and_the_epochs_trained(workdir):
     _prior(study)
     listener, console = reporter(study)
     stopped = "stopped early after epoch 4: f1 had not beaten 0.9388 for 2 epochs"
-    study.add_trial(create_trial(value=0.9388, user_attrs={
-        schema.EPOCHS: rows(0.8, 0.9388, 0.9, 0.91), schema.SHIPPED_EPOCH: 2, schema.STOPPED_EARLY: stopped, schema.KEPT_MODEL: True,
-    }))
+    study.add_trial(
+        create_trial(
+            value=0.9388,
+            user_attrs={
+                schema.EPOCHS: rows(0.8, 0.9388, 0.9, 0.91),
+                schema.SHIPPED_EPOCH: 2,
+                schema.STOPPED_EARLY: stopped,
+                schema.KEPT_MODEL: True,
+            },
+        )
+    )
     listener.trial_end(Live(study, 2), study.trials[2])
     lines = printed(console)[-2:]
-    assert re.fullmatch(r"trial 2 complete: f1 0\.9388, shipped epoch 2 of 4 trained  \d+\.\ds  ★ new best, model kept", lines[0])
+    assert re.fullmatch(
+        r"trial 2 complete: f1 0\.9388, shipped epoch 2 of 4 trained  \d+\.\ds  ★ new best, model kept", lines[0]
+    )
     assert lines[1] == f"  {stopped}"
 
 

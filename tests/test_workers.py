@@ -39,7 +39,15 @@ from hpsearch.search.study import create_or_resume
 from hpsearch.search.workers import worker_id
 from hpsearch.training.space import recipe_params
 
-DATA = DataFacts(name="tiny", hub_id=None, text_column="text", text_pair_column=None, label_names=["a", "b"], sizes={"train": 2, "validation": 2}, class_counts={"train": [1, 1], "validation": [1, 1]})
+DATA = DataFacts(
+    name="tiny",
+    hub_id=None,
+    text_column="text",
+    text_pair_column=None,
+    label_names=["a", "b"],
+    sizes={"train": 2, "validation": 2},
+    class_counts={"train": [1, 1], "validation": [1, 1]},
+)
 
 TOTAL = 4
 # Fast trials: one epoch of 32 short examples, no pruning (every trial finishes).
@@ -52,7 +60,11 @@ def _worker(model: Path, cwd: Path, *args: str, log: str) -> subprocess.Popen:
     with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "hpsearch", *tiny_run_args(model, *FAST, *args)],
-            cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
         )
 
 
@@ -117,7 +129,9 @@ def _claim_last(url: str, name: str, barrier: Any, fail_first: bool) -> None:
     study = optuna.load_study(study_name=name, storage=storage)
     lock = functools.partial(study_lock, storage, url, name)
     barrier.wait(timeout=60)
-    trial = next_trial(study, TOTAL, lock=lock, listener=RunListener(), deadline=None, recipe={}, me=worker_id(), poll=0.1)
+    trial = next_trial(
+        study, TOTAL, lock=lock, listener=RunListener(), deadline=None, recipe={}, me=worker_id(), poll=0.1
+    )
     if trial is None:
         os._exit(NOT_NEEDED)
     time.sleep(0.5)  # the others look at the study while this trial runs
@@ -153,7 +167,9 @@ def test_workers_asking_together_for_the_last_trial_start_only_one(tmp_path, kin
     with deleted_afterwards(name, url):
         study = _study_one_short_of_the_total(url, name)
         codes = _claim_together(url, name, 4)
-        assert sorted(codes) == [RAN, NOT_NEEDED, NOT_NEEDED, NOT_NEEDED], [(t.number, t.state, t.datetime_start) for t in study.get_trials()]
+        assert sorted(codes) == [RAN, NOT_NEEDED, NOT_NEEDED, NOT_NEEDED], [
+            (t.number, t.state, t.datetime_start) for t in study.get_trials()
+        ]
         assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * TOTAL
 
 
@@ -249,7 +265,11 @@ def _frozen_outside_the_locks(proc: subprocess.Popen, name: str, url: str, cwd: 
     while True:
         _until_running(proc, name, url, cwd, "a")
         os.kill(proc.pid, signal.SIGSTOP)
-        if _study_lock_is_free(url, name) and not _journal_lock_held(url) and _file_lock_is_free(cwd / "studies" / name / ".best-model.lock"):
+        if (
+            _study_lock_is_free(url, name)
+            and not _journal_lock_held(url)
+            and _file_lock_is_free(cwd / "studies" / name / ".best-model.lock")
+        ):
             return
         os.kill(proc.pid, signal.SIGCONT)
         assert time.monotonic() < deadline, "the worker held a lock at every look"
@@ -287,10 +307,17 @@ def _file_lock_is_free(path: Path) -> bool:
 
 def _journal_lock_held(url: str) -> bool:
     """Whether Optuna's lock on a journal file is taken (a link beside the file while held)."""
-    return url.startswith("journal:") and os.path.lexists(url[len("journal:"):] + ".lock")
+    return url.startswith("journal:") and os.path.lexists(url[len("journal:") :] + ".lock")
 
 
-def _until_running(proc: subprocess.Popen, name: str, url: str, cwd: Path, log: str, states: tuple[TrialState, ...] | None = (TrialState.RUNNING,)) -> optuna.trial.FrozenTrial:
+def _until_running(
+    proc: subprocess.Popen,
+    name: str,
+    url: str,
+    cwd: Path,
+    log: str,
+    states: tuple[TrialState, ...] | None = (TrialState.RUNNING,),
+) -> optuna.trial.FrozenTrial:
     """Wait until a trial of ``proc`` is running in storage (or in ``states``; None: any); that trial."""
     deadline = time.monotonic() + WORKER_TIMEOUT
     while (trial := _trial_of(proc.pid, name, url, states)) is None:
@@ -329,7 +356,9 @@ def test_the_best_model_folder_holds_the_best_trial_of_both_workers(two_workers)
 # --------------------------------------------------------------------------- a killed worker
 
 
-def _trial_of(pid: int, study_name: str, url: str, states: tuple[TrialState, ...] | None = (TrialState.RUNNING,)) -> optuna.trial.FrozenTrial | None:
+def _trial_of(
+    pid: int, study_name: str, url: str, states: tuple[TrialState, ...] | None = (TrialState.RUNNING,)
+) -> optuna.trial.FrozenTrial | None:
     worker = f"{socket.gethostname()}:{pid}"
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
@@ -400,7 +429,9 @@ def _snapshot(url: str) -> Any:
         (("--pruner", "best"), "was made with pruner='none', this run has pruner='best'"),
     ],
 )
-def test_resuming_with_other_settings_is_refused_and_changes_nothing(made_study, tiny_model, tmp_path, cli, change, named):
+def test_resuming_with_other_settings_is_refused_and_changes_nothing(
+    made_study, tiny_model, tmp_path, cli, change, named
+):
     model = tiny_model
     if change[0] == "--model":  # the same weights in another folder are still another model setting
         model = tmp_path / change[1]
@@ -422,7 +453,11 @@ def test_a_study_of_another_schema_version_is_refused_in_one_line(tiny_model, tm
     stored = study.user_attrs[schema.STUDY_KEY]
     study.set_user_attr(schema.STUDY_KEY, {**stored, "schema": 1})
     before = _snapshot(flags[1])
-    for command in (tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags), ["trials", *flags], ["card", "best", *flags]):
+    for command in (
+        tiny_run_args(tiny_model, *FAST, "--trials", "2", *flags),
+        ["trials", *flags],
+        ["card", "best", *flags],
+    ):
         code, _, err = cli(*command)
         assert code == 2
         assert err.strip() == (

@@ -44,7 +44,9 @@ def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
         "winner_is_search_best": winner is not None and winner.trial == confirmation.search_best,
         "winner_is_recipe": winner is not None and winner.is_recipe,
         "recipe": None if confirmation.recipe is None else confirmation.recipe.trial,
-        "comparison": None if comparison is None else {
+        "comparison": None
+        if comparison is None
+        else {
             "difference": f"{comparison.difference:+.4f}",
             "low": f"{comparison.low:+.4f}",
             "high": f"{comparison.high:+.4f}",
@@ -57,25 +59,47 @@ def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
     }
 
 
-def configurations_table(configs: list[ConfigStats], winner: ConfigStats | None, facts: CardFacts, *, has_test: bool) -> str:
+def configurations_table(
+    configs: list[ConfigStats], winner: ConfigStats | None, facts: CardFacts, *, has_test: bool
+) -> str:
     label = metric_label(facts.objective)
     names = list(facts.config["space"]) or sorted({k for c in configs for k in c.params})
-    header = ["Trial", "Seeds", f"Validation {label}", "Min", "Max", *([f"Test {label}"] if has_test else []), "Failures", *map(param_label, names), "Note"]
+    header = [
+        "Trial",
+        "Seeds",
+        f"Validation {label}",
+        "Min",
+        "Max",
+        *([f"Test {label}"] if has_test else []),
+        "Failures",
+        *map(param_label, names),
+        "Note",
+    ]
     rows = []
     for c in configs:
         val = c.validation
-        notes = [n for n, on in (("winner", c is winner), ("search best", c.trial == (facts.confirmation.search_best if facts.confirmation else None)), ("recipe", c.is_recipe)) if on]
-        rows.append([
-            c.trial,
-            f"{len(c.complete)} of {c.seeds_planned}",
-            spread_text(val),
-            "–" if val is None else f"{val.min:.4f}",
-            "–" if val is None else f"{val.max:.4f}",
-            *([spread_text(c.test)] if has_test else []),
-            f"{c.failures} of {len(c.complete)}",
-            *[format_param(c.params.get(n)) for n in names],
-            ", ".join(notes),
-        ])
+        notes = [
+            n
+            for n, on in (
+                ("winner", c is winner),
+                ("search best", c.trial == (facts.confirmation.search_best if facts.confirmation else None)),
+                ("recipe", c.is_recipe),
+            )
+            if on
+        ]
+        rows.append(
+            [
+                c.trial,
+                f"{len(c.complete)} of {c.seeds_planned}",
+                spread_text(val),
+                "–" if val is None else f"{val.min:.4f}",
+                "–" if val is None else f"{val.max:.4f}",
+                *([spread_text(c.test)] if has_test else []),
+                f"{c.failures} of {len(c.complete)}",
+                *[format_param(c.params.get(n)) for n in names],
+                ", ".join(notes),
+            ]
+        )
     return markdown_table(header, rows)
 
 

@@ -91,7 +91,14 @@ class CardFacts:
         return schema.test_metrics(self.run)
 
 
-def gather(study: optuna.Study, trial: str, *, storage: str, confirmation: Confirmation | None = None, shipped: schema.Marker | None = None) -> CardFacts:
+def gather(
+    study: optuna.Study,
+    trial: str,
+    *,
+    storage: str,
+    confirmation: Confirmation | None = None,
+    shipped: schema.Marker | None = None,
+) -> CardFacts:
     """Pick the trial ("best" or a number) and read what the card needs from storage.
 
     After a confirmation whose winner ``shipped`` (the best-model marker) says is confirmed,

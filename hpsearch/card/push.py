@@ -55,15 +55,25 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False) -> str:
 
     files = push_files(folder)
     if offline_if_unreachable():
-        raise PushError("the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed")
+        raise PushError(
+            "the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed"
+        )
     api = HfApi()
     try:
         api.whoami()
     except Exception as e:
-        raise PushError(f"the Hub did not accept a token ({first_line(e)}); run `hf auth login` or set HF_TOKEN; nothing was pushed") from None
+        raise PushError(
+            f"the Hub did not accept a token ({first_line(e)}); run `hf auth login` or set HF_TOKEN; nothing was pushed"
+        ) from None
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", allow_patterns=files, commit_message="Upload model and card with hpsearch")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            allow_patterns=files,
+            commit_message="Upload model and card with hpsearch",
+        )
     except Exception as e:
         raise PushError(f"pushing to {repo_id} failed: {first_line(e)}") from None
     return str(url)

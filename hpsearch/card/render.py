@@ -46,7 +46,11 @@ from hpsearch.views.trials import format_param
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
 # PNG files the card shows, by figure name of hpsearch.views.plots.figures, with their captions.
-CARD_PLOTS = dict(history="Optimisation history", epochs="Validation {metric} by epoch, every trial", importances="Parameter importances")
+CARD_PLOTS = dict(
+    history="Optimisation history",
+    epochs="Validation {metric} by epoch, every trial",
+    importances="Parameter importances",
+)
 # The Hub tags of every card; the package's own name marks the cards it writes.
 TAGS = ["text-classification", __name__.split(".")[0], "optuna"]
 
@@ -62,7 +66,14 @@ class WrittenCard:
 # --------------------------------------------------------------------------- public entry
 
 
-def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = None, template: str | Path | None = None, force: bool = False) -> WrittenCard:
+def write_card(
+    config: SearchConfig,
+    trial: str,
+    *,
+    output: str | Path | None = None,
+    template: str | Path | None = None,
+    force: bool = False,
+) -> WrittenCard:
     """Render and write the card of trial ``trial`` ("best" or a number).
 
     Returns:
@@ -84,7 +95,13 @@ def write_card(config: SearchConfig, trial: str, *, output: str | Path | None = 
     from hpsearch.search.seeds import open_confirmation
 
     confirmation = open_confirmation(study, config.storage)
-    facts = gather(study, trial, storage=config.storage, confirmation=confirmation, shipped=Marker.read(Path(config.workdir) / config.study / "best-model"))
+    facts = gather(
+        study,
+        trial,
+        storage=config.storage,
+        confirmation=confirmation,
+        shipped=Marker.read(Path(config.workdir) / config.study / "best-model"),
+    )
     path = Path(output) if output is not None else default_output(config, facts)
     replacing_ours = _check_output(path, force)
     source, name = load_template(template)
@@ -204,7 +221,9 @@ def check_card(text: str, card_data: Any) -> None:
     try:
         card = ModelCard(text)
     except Exception as e:
-        raise CardError(f"the rendered card does not parse as a model card: {first_line(e)}; check the template's YAML front matter") from None
+        raise CardError(
+            f"the rendered card does not parse as a model card: {first_line(e)}; check the template's YAML front matter"
+        ) from None
     want = [(r.metric_type, r.dataset_split, r.metric_value) for r in card_data.eval_results or []]
     got = [(r.metric_type, r.dataset_split, r.metric_value) for r in card.data.eval_results or []]
     if want != got:
@@ -217,7 +236,9 @@ def check_card(text: str, card_data: Any) -> None:
 # --------------------------------------------------------------------------- context
 
 
-def template_context(facts: CardFacts, card_data: Any, plots: list[dict[str, str]], plots_skipped: str | None) -> dict[str, Any]:
+def template_context(
+    facts: CardFacts, card_data: Any, plots: list[dict[str, str]], plots_skipped: str | None
+) -> dict[str, Any]:
     """The variables every card template sees (the README documents them)."""
     data = facts.data
     hub_base = _hub_base_model(facts)
@@ -288,7 +309,9 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, md_text=md_text, sig=format_param)
+    env.filters.update(
+        metric=fmt_metric, md_cell=md_cell, md_inline=md_inline, md_code=md_code, md_text=md_text, sig=format_param
+    )
     return env
 
 
@@ -310,7 +333,11 @@ def _render(compiled: Any, name: str, context: dict[str, Any]) -> str:
     except Exception as e:
         line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == name), None)
         where = f"template {name}, line {line}" if line is not None else f"template {name}"
-        hint = " (the variables a template may use are listed in docs/card.md)" if type(e).__name__ == "UndefinedError" else ""
+        hint = (
+            " (the variables a template may use are listed in docs/card.md)"
+            if type(e).__name__ == "UndefinedError"
+            else ""
+        )
         raise CardError(f"{where}: {first_line(e)}{hint}") from None
 
 
@@ -328,7 +355,9 @@ def _check_output(path: Path, force: bool) -> bool:
     except OSError as e:
         raise CardError(f"cannot read the existing {str(path)!r}: {e.strerror or e}") from None
     if not ours and not force:
-        raise CardError(f"{str(path)!r} exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere")
+        raise CardError(
+            f"{str(path)!r} exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere"
+        )
     return ours
 
 
@@ -394,5 +423,6 @@ def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths
     try:
         upload_card_artifacts(study, trial.number, paths, artifact_dir=artifact_dir(config))
     except Exception as e:
-        raise CardError(f"wrote {paths[0]}, but storing it among the study's artifacts failed: {first_line(e)}") from None
-
+        raise CardError(
+            f"wrote {paths[0]}, but storing it among the study's artifacts failed: {first_line(e)}"
+        ) from None

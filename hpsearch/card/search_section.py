@@ -98,13 +98,20 @@ def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:
         rows = schema.rows(trial)
         if trial.state != TrialState.COMPLETE or not rows:
             continue
-        budget = planned_lr_sum(schema.training_args(trial), updates_per_epoch=round(rows[-1]["step"] / rows[-1]["epoch"]))
+        budget = planned_lr_sum(
+            schema.training_args(trial), updates_per_epoch=round(rows[-1]["step"] / rows[-1]["epoch"])
+        )
         if budget is None:
             return None
         (learned if predicted_class(rows[-1]["confusion"]) is None else stuck).append(budget)
     if not stuck or not learned or max(stuck) >= min(learned):
         return None
-    return {"stuck": count(len(stuck), "complete trial"), "stuck_max": f"{max(stuck):.2e}", "learned": count(len(learned), "trial"), "learned_min": f"{min(learned):.2e}"}
+    return {
+        "stuck": count(len(stuck), "complete trial"),
+        "stuck_max": f"{max(stuck):.2e}",
+        "learned": count(len(learned), "trial"),
+        "learned_min": f"{min(learned):.2e}",
+    }
 
 
 def planned_lr_sum(args: dict[str, Any], *, updates_per_epoch: int) -> float | None:
@@ -123,7 +130,9 @@ def planned_lr_sum(args: dict[str, Any], *, updates_per_epoch: int) -> float | N
 def describe_sampler(sampler: dict[str, Any]) -> str:
     name, seed = sampler["name"], sampler["seed"]
     if name == "tpe":
-        return f"TPESampler (seed {seed}; the first {sampler['startup_trials']} trials, the recipe included, are random)"
+        return (
+            f"TPESampler (seed {seed}; the first {sampler['startup_trials']} trials, the recipe included, are random)"
+        )
     return {"random": "RandomSampler", "qmc": "QMCSampler (Sobol)"}.get(name, str(name)) + f" (seed {seed})"
 
 
@@ -167,7 +176,14 @@ def space_table(facts: CardFacts, recipe: FrozenTrial | None) -> str:
         except (ConfigError, TypeError):  # a hand-edited study attribute: show it as stored
             described = str(spec)
         recipe_value = recipe_values.get(name, recipe.params.get(name) if recipe is not None else None)
-        rows.append([name, described, format_param(recipe_value) or "default", format_param(facts.trial.params.get(name)) or "not sampled"])
+        rows.append(
+            [
+                name,
+                described,
+                format_param(recipe_value) or "default",
+                format_param(facts.trial.params.get(name)) or "not sampled",
+            ]
+        )
     return markdown_table(["Parameter", "Range or choices", "Recipe value", "This trial"], rows)
 
 
@@ -189,7 +205,10 @@ def _recipe_comparison(facts: CardFacts, recipe: FrozenTrial | None) -> dict[str
 
 
 def top_trials_table(facts: CardFacts) -> str:
-    done = sorted((t for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None), key=lambda t: (-t.value, t.number))
+    done = sorted(
+        (t for t in facts.trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-t.value, t.number),
+    )
     if not done:
         return ""
     names = list(facts.config["space"]) or sorted({k for t in done for k in t.params})
@@ -197,7 +216,15 @@ def top_trials_table(facts: CardFacts) -> str:
     for t in done[:TOP_TRIALS]:
         notes = [n for n, on in (("this card", t.number == facts.trial.number), ("recipe", schema.is_recipe(t))) if on]
         shipped = schema.shipped_epoch(t)
-        rows.append([t.number, fmt_metric(t.value), "" if shipped is None else shipped, *[format_param(t.params.get(n)) for n in names], ", ".join(notes)])
+        rows.append(
+            [
+                t.number,
+                fmt_metric(t.value),
+                "" if shipped is None else shipped,
+                *[format_param(t.params.get(n)) for n in names],
+                ", ".join(notes),
+            ]
+        )
     return markdown_table(["Trial", f"Validation {metric_label(facts.objective)}", "Epoch", *names, "Note"], rows)
 
 

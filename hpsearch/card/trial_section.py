@@ -26,8 +26,16 @@ _TRAINER_LINES = (
 # Values said in the optimizer and scheduler lines (or, for weight decay, only when non-zero).
 _DESCRIBED = {
     *(key for _, key in _TRAINER_LINES),
-    "optim", "optim_args", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "lr_scheduler_type", "warmup_ratio", "num_train_epochs", "weight_decay", "tf32",
+    "optim",
+    "optim_args",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "num_train_epochs",
+    "weight_decay",
+    "tf32",
 }
 _NO_OPTIMIZER_ARGS = "No additional optimizer arguments"  # the Trainer card's words
 
@@ -62,7 +70,11 @@ def metric_summary(metrics: dict[str, Any] | None, *, loss: str = "eval_loss") -
     (whose loss is stored as ``loss``)."""
     if not metrics:
         return []
-    keys = (("Loss", loss), *((METRIC_LABELS[k], k) for k in METRICS), *((k, k) for k in schema.added_metrics([metrics])))
+    keys = (
+        ("Loss", loss),
+        *((METRIC_LABELS[k], k) for k in METRICS),
+        *((k, k) for k in schema.added_metrics([metrics])),
+    )
     return [(label, fmt_metric(metrics[key])) for label, key in keys if is_number(metrics.get(key))]
 
 

@@ -68,7 +68,12 @@ def _test_against_validation(facts: CardFacts, row: EpochRow | None) -> dict[str
     key = facts.objective
     if not (test and row and is_number(test.get(key)) and is_number(row.get(key))):
         return None
-    return {"value": fmt_metric(test[key]), "validation": fmt_metric(row[key]), "difference": f"{test[key] - row[key]:+.4f}", "size": facts.data.sizes.get("test")}
+    return {
+        "value": fmt_metric(test[key]),
+        "validation": fmt_metric(row[key]),
+        "difference": f"{test[key] - row[key]:+.4f}",
+        "size": facts.data.sizes.get("test"),
+    }
 
 
 def baseline(facts: CardFacts, row: EpochRow | None) -> dict[str, Any]:
@@ -162,7 +167,14 @@ def bootstrap_f1_interval(confusion: list[list[int]], average: str, confidence: 
         return np.sum(np.array(per_class) * present, axis=0) / np.maximum(np.sum(present, axis=0), 1)
 
     result = bootstrap(
-        (truth, predicted), f1, paired=True, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
-        batch=200, method="percentile", confidence_level=confidence, rng=np.random.default_rng(BOOTSTRAP_SEED),
+        (truth, predicted),
+        f1,
+        paired=True,
+        vectorized=True,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        batch=200,
+        method="percentile",
+        confidence_level=confidence,
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

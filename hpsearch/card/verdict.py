@@ -26,7 +26,13 @@ from hpsearch.search.seeds import Confirmation, constant_baseline
 from hpsearch.training.metrics import is_number
 
 
-def verdict(settings: StudySettings, trials: Sequence[FrozenTrial], confirmation: Confirmation | None = None, *, shipped: dict[str, Any] | None = None) -> str | None:
+def verdict(
+    settings: StudySettings,
+    trials: Sequence[FrozenTrial],
+    confirmation: Confirmation | None = None,
+    *,
+    shipped: dict[str, Any] | None = None,
+) -> str | None:
     """The verdict sentence, or None when neither rule holds.
 
     Args:
@@ -36,7 +42,9 @@ def verdict(settings: StudySettings, trials: Sequence[FrozenTrial], confirmation
     best = schema.best_trial(trials)
     if best is None:
         return None
-    confirmed = confirmation if confirmation is not None and confirmation.done and confirmation.winner is not None else None
+    confirmed = (
+        confirmation if confirmation is not None and confirmation.done and confirmation.winner is not None else None
+    )
     if shipped is None:
         run = confirmed.winner.best_run() if confirmed else None
         shipped = run.validation if run is not None else schema.shipped_row(best)
@@ -61,7 +69,9 @@ def _baseline_clause(settings: StudySettings, shipped: dict[str, Any] | None) ->
     return None
 
 
-def _noise_clause(settings: StudySettings, trials: Sequence[FrozenTrial], best: FrozenTrial, confirmed: Confirmation | None) -> str | None:
+def _noise_clause(
+    settings: StudySettings, trials: Sequence[FrozenTrial], best: FrozenTrial, confirmed: Confirmation | None
+) -> str | None:
     label = METRIC_LABELS.get(settings.objective, settings.objective)
     if confirmed is not None:
         winner, recipe = confirmed.winner, confirmed.recipe

@@ -61,11 +61,19 @@ def search_config(stored: dict[str, Any], *, storage: str, workdir: str) -> Sear
     """The search's configuration rebuilt from its stored settings (storage and folder as given now)."""
     values = {k: v for k, v in stored.items() if k not in ("pruner", "sampler", "storage", "workdir") and v is not None}
     config = load_config(None, values | {"storage": storage, "workdir": workdir})
-    return dataclasses.replace(config, pruner=PrunerConfig(**stored["pruner"]), sampler=SamplerConfig(**stored["sampler"]))
+    return dataclasses.replace(
+        config, pruner=PrunerConfig(**stored["pruner"]), sampler=SamplerConfig(**stored["sampler"])
+    )
 
 
 def run_confirm(
-    *, study: str, storage: str, workdir: str, top: int = DEFAULT_TOP, seeds: int = DEFAULT_SEEDS, listeners: Sequence[RunListener] = ()
+    *,
+    study: str,
+    storage: str,
+    workdir: str,
+    top: int = DEFAULT_TOP,
+    seeds: int = DEFAULT_SEEDS,
+    listeners: Sequence[RunListener] = (),
 ) -> ConfirmResult:
     """Run (or resume) the confirmation of ``study``, in this process; several may share it.
 
@@ -79,7 +87,13 @@ def run_confirm(
     from hpsearch.search.loop import frozen_heap, interrupts, quiet_libraries, work
     from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
-    from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model
+    from hpsearch.training.modeling import (
+        configure_allocator,
+        configure_threads,
+        load_base_model,
+        load_tokenizer,
+        resolve_model,
+    )
     from hpsearch.training.objective import Resources
 
     if top < 1 or seeds < 1:
@@ -91,14 +105,18 @@ def run_confirm(
     configurations, recipe = plan_configurations(search.get_trials(deepcopy=False), top)
     if not configurations:
         raise ConfigError(f"study {study!r} has no complete trial to confirm; run `hpsearch run` first")
-    plan = schema.ConfirmPlan(top=top, seeds=seeds_for(config.recipe.seed, seeds), configurations=configurations, recipe=recipe)
+    plan = schema.ConfirmPlan(
+        top=top, seeds=seeds_for(config.recipe.seed, seeds), configurations=configurations, recipe=recipe
+    )
 
     source = resolve_model(config.model)
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
     quiet_libraries()
     task = load_task(config)
-    metrics = prepare_metrics(config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels)
+    metrics = prepare_metrics(
+        config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels
+    )
     tokenizer = load_tokenizer(source, config)
     tokenized = tokenize_task(task, tokenizer, config.max_length)
     base_model = load_base_model(source, config, task.label_names)
@@ -114,11 +132,16 @@ def run_confirm(
     # The loop stops at a total of complete trials; runs of an earlier plan that this one
     # does not need count toward it too.
     planned = {(n, s) for n, s, _ in units}
-    extra = sum(t.state == TrialState.COMPLETE and (schema.confirms(t), schema.run_seed(t)) not in planned for t in confirm.get_trials(deepcopy=False))
+    extra = sum(
+        t.state == TrialState.COMPLETE and (schema.confirms(t), schema.run_seed(t)) not in planned
+        for t in confirm.get_trials(deepcopy=False)
+    )
     loop_config = dataclasses.replace(config, study=confirm.study_name, trials=max(1, extra + len(units)), timeout=None)
     before = _complete(confirm)
     listener.run_start(RunInfo(study=confirm, config=loop_config, data=task.facts(), finished=before, lock=lock))
-    runner = _Runs(config, Resources(task, tokenized, tokenizer, base_model, metrics), folder, listener, confirm.study_name)
+    runner = _Runs(
+        config, Resources(task, tokenized, tokenizer, base_model, metrics), folder, listener, confirm.study_name
+    )
     with interrupts(), frozen_heap():
         stopped = work(confirm, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
     best = BestModelStore(study_dir(config))
@@ -163,18 +186,28 @@ def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[in
 
     def decide(current: schema.Marker | None) -> tuple[schema.Marker, Path | None] | None:
         candidates = []  # (value, seed, epoch, folder to copy, or None for the model already there)
-        if original is not None and current is not None and current.trial == winner.trial and current.seed in (None, original.seed):
+        if (
+            original is not None
+            and current is not None
+            and current.trial == winner.trial
+            and current.seed in (None, original.seed)
+        ):
             candidates.append((original.value, original.seed, current.epoch, None))
         if unit is not None:
             candidates.append((marker.value, unit.seed, marker.epoch, kept.folder))
         if not candidates:
             return None
         value, seed, epoch, source = max(candidates, key=lambda c: (c[0], -c[1]))
-        return schema.Marker(trial=winner.trial, value=value, epoch=epoch, objective=confirmation.objective, confirmed=True, seed=seed), source
+        return schema.Marker(
+            trial=winner.trial, value=value, epoch=epoch, objective=confirmation.objective, confirmed=True, seed=seed
+        ), source
 
     shipped = best.install(decide)
     if shipped is None or not shipped.confirmed or shipped.trial != winner.trial:
-        return None, f"no saved model of trial {winner.trial}'s configuration: only the search's best trial keeps its weights"
+        return (
+            None,
+            f"no saved model of trial {winner.trial}'s configuration: only the search's best trial keeps its weights",
+        )
     return shipped.seed, None
 
 
@@ -184,8 +217,16 @@ def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[in
 class _Runs:
     """The loop's objective: trains a confirmation run with its configuration's seed."""
 
-    def __init__(self, config: SearchConfig, resources: Any, folder: Path, listener: RunListener, study_name: str) -> None:
-        self.config, self.resources, self.folder, self.listener, self.study_name = config, resources, folder, listener, study_name
+    def __init__(
+        self, config: SearchConfig, resources: Any, folder: Path, listener: RunListener, study_name: str
+    ) -> None:
+        self.config, self.resources, self.folder, self.listener, self.study_name = (
+            config,
+            resources,
+            folder,
+            listener,
+            study_name,
+        )
 
     def run(self, trial: optuna.Trial) -> Any:
         from hpsearch.search.bestmodel import BestModelStore
@@ -193,7 +234,10 @@ class _Runs:
 
         number, seed = schema.confirms(trial), schema.run_seed(trial)
         config = dataclasses.replace(
-            self.config, study=self.study_name, recipe=dataclasses.replace(self.config.recipe, seed=int(seed)), pruner=PrunerConfig(name="none")
+            self.config,
+            study=self.study_name,
+            recipe=dataclasses.replace(self.config.recipe, seed=int(seed)),
+            pruner=PrunerConfig(name="none"),
         )
         try:
             store = BestModelStore(self.folder / f"trial-{number}")
@@ -206,7 +250,12 @@ class _Runs:
 
 def _create_or_join(storage: Any, name: str, objective: str) -> optuna.Study:
     # Fixed parameters only: the sampler never chooses, and no run is pruned.
-    kwargs = dict(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
+    kwargs = dict(
+        study_name=name,
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+    )
     try:
         study = optuna.create_study(direction="maximize", **kwargs)
         study.set_metric_names([schema.objective_metric_name(objective)])
@@ -217,7 +266,12 @@ def _create_or_join(storage: Any, name: str, objective: str) -> optuna.Study:
 
 @contextlib.contextmanager
 def _lock_and_enqueue(
-    confirm: optuna.Study, storage: Any, url: str, search: optuna.Study, units: list[tuple[int, int, dict[str, Any]]], plan: schema.ConfirmPlan
+    confirm: optuna.Study,
+    storage: Any,
+    url: str,
+    search: optuna.Study,
+    units: list[tuple[int, int, dict[str, Any]]],
+    plan: schema.ConfirmPlan,
 ) -> Iterator[None]:
     """The study lock, holding which the planned runs that are neither complete, running nor
     queued are enqueued (a run failed or interrupted is queued again), before the loop counts."""
@@ -225,7 +279,11 @@ def _lock_and_enqueue(
         fail_dead_trials(confirm)
         if schema.read_plan(confirm) != plan:
             schema.write_plan(confirm, plan)
-        have = {(schema.confirms(t), schema.run_seed(t)) for t in confirm.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+        have = {
+            (schema.confirms(t), schema.run_seed(t))
+            for t in confirm.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        }
         for number, seed, params in units:
             if (number, seed) not in have:
                 confirm.enqueue_trial(params, user_attrs=schema.confirm_attrs(number, seed))
@@ -234,4 +292,3 @@ def _lock_and_enqueue(
 
 def _complete(study: optuna.Study) -> int:
     return sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-

@@ -33,7 +33,7 @@ def lock_file(url: str) -> Path | None:
     """``<file>.hpsearch-lock`` beside a SQLite or journal file; None for a server storage."""
     path = sqlite_path(url)
     if path is None and url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
+        path = Path(url[len("journal:") :])
     return None if path is None else path.with_name(path.name + ".hpsearch-lock")
 
 

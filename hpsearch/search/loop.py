@@ -70,7 +70,14 @@ def run_search(
     from hpsearch.search.bestmodel import BestModelStore
     from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
-    from hpsearch.training.modeling import configure_allocator, configure_threads, load_base_model, load_tokenizer, resolve_model, resolve_precision
+    from hpsearch.training.modeling import (
+        configure_allocator,
+        configure_threads,
+        load_base_model,
+        load_tokenizer,
+        resolve_model,
+        resolve_precision,
+    )
     from hpsearch.training.objective import Objective, Resources
     from hpsearch.training.space import check_training_argument_names, recipe_params
     from hpsearch.training.trackers import check_trackers
@@ -86,7 +93,9 @@ def run_search(
     check_training_argument_names(config.recipe, config.space)
     recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
     task = load_task(config)
-    metrics = prepare_metrics(config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels)
+    metrics = prepare_metrics(
+        config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels
+    )
     check_trackers(config.report_to)
     tokenizer = load_tokenizer(source, config)
     check_resumable(config)
@@ -104,14 +113,24 @@ def run_search(
     listener = Listeners(listeners)
     before = schema.count_finished(study.get_trials(deepcopy=False))
     listener.run_start(RunInfo(study=study, config=config, data=data, finished=before, lock=lock))
-    objective = Objective(config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks)
+    objective = Objective(
+        config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks
+    )
     with interrupts(), frozen_heap():
         stopped = work(study, objective, config, lock=lock, listener=listener, recipe=recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))
     return RunResult(study, best.folder, after - before, stopped)
 
 
-def work(study: optuna.Study, objective: Any, config: SearchConfig, *, lock: Callable[[], Any], listener: RunListener, recipe: dict[str, Any]) -> str | None:
+def work(
+    study: optuna.Study,
+    objective: Any,
+    config: SearchConfig,
+    *,
+    lock: Callable[[], Any],
+    listener: RunListener,
+    recipe: dict[str, Any],
+) -> str | None:
     """The worker loop: ask, train, tell, decide. Returns why it stopped short of the total."""
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     failures: list[str] = []  # reasons of the failed trials in a row

@@ -68,7 +68,11 @@ def plan(*, workers: int | None, devices: str | None, per_device: int, cuda_devi
     if cuda_devices == 0:
         raise ConfigError(f"--devices {devices}: this machine has no CUDA device; use --workers N for CPU processes")
     indices = _device_indices(devices, cuda_devices)
-    return [Worker(f"[cuda:{d}]" if per_device == 1 else f"[cuda:{d}/{k}]", {"CUDA_VISIBLE_DEVICES": str(d)}) for d in indices for k in range(per_device)]
+    return [
+        Worker(f"[cuda:{d}]" if per_device == 1 else f"[cuda:{d}/{k}]", {"CUDA_VISIBLE_DEVICES": str(d)})
+        for d in indices
+        for k in range(per_device)
+    ]
 
 
 def _device_indices(text: str, available: int) -> list[int]:
@@ -117,7 +121,9 @@ def run_pool(workers: Sequence[Worker], argv: Sequence[str], *, write: Callable[
                 write(f"{worker.label} {line}")
 
     procs = [_start(w, argv) for w in workers]
-    threads = [threading.Thread(target=relay, args=(w, p.stderr), daemon=True) for w, p in zip(workers, procs, strict=True)]
+    threads = [
+        threading.Thread(target=relay, args=(w, p.stderr), daemon=True) for w, p in zip(workers, procs, strict=True)
+    ]
     for t in threads:
         t.start()
     with _forward_stops(procs) as stopped:

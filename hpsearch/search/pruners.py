@@ -21,14 +21,20 @@ from hpsearch.schema import RANKING_METRIC, RANKING_METRIC_SE, EpochRow
 
 def build_pruner(config: PrunerConfig, epochs: int) -> BasePruner:
     if config.name == "best":
-        return BestTrialPruner(startup_trials=config.startup_trials, warmup_epochs=config.warmup_epochs, margin_se=config.margin_se)
+        return BestTrialPruner(
+            startup_trials=config.startup_trials, warmup_epochs=config.warmup_epochs, margin_se=config.margin_se
+        )
     if config.name == "median":
         # Steps are epoch numbers from 1; MedianPruner skips steps < n_warmup_steps.
-        return optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs + 1)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=config.startup_trials, n_warmup_steps=config.warmup_epochs + 1
+        )
     if config.name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=config.reduction_factor)
     if config.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=config.reduction_factor)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=epochs, reduction_factor=config.reduction_factor
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -65,7 +71,9 @@ class BestTrialPruner(BasePruner):
 
     def __init__(self, *, startup_trials: int = 1, warmup_epochs: int = 0, margin_se: float = 1.0) -> None:
         if startup_trials < 0 or warmup_epochs < 0 or not margin_se >= 0:
-            raise ValueError(f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}")
+            raise ValueError(
+                f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}"
+            )
         self.startup_trials = startup_trials
         self.warmup_epochs = warmup_epochs
         self.margin_se = margin_se

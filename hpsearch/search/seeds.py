@@ -50,7 +50,15 @@ class SeedRun:
     def to_dict(self) -> dict[str, Any]:
         # A confirmation run is numbered in "<study>.confirm", the original in the search study.
         where = "trial" if self.original else "confirm_trial"
-        return {"seed": self.seed, where: self.trial, "original": self.original, "state": self.state, "value": self.value, "test": self.test, "failure": self.failure}
+        return {
+            "seed": self.seed,
+            where: self.trial,
+            "original": self.original,
+            "state": self.state,
+            "value": self.value,
+            "test": self.test,
+            "failure": self.failure,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,9 @@ class ConfigStats:
 
     def metric_spread(self, split: str, key: str) -> Spread | None:
         """The spread of any metric of the shipped epochs (``validation``) or test scores."""
-        return Spread.of([(r.validation if split == "validation" else r.test_scores).get(key, math.nan) for r in self.complete])
+        return Spread.of(
+            [(r.validation if split == "validation" else r.test_scores).get(key, math.nan) for r in self.complete]
+        )
 
     def best_run(self) -> SeedRun | None:
         """The run with the best validation score; the lower seed on a tie."""
@@ -111,7 +121,9 @@ class ConfigStats:
         """``hpsearch trials --json``'s ``confirmation`` key."""
         val, test = self.validation, self.test
         out: dict[str, Any] = {"seeds": len(self.complete), "seeds_planned": self.seeds_planned}
-        out["mean"], out["std"], out["min"], out["max"] = (val.mean, val.std, val.min, val.max) if val else (None, None, None, None)
+        out["mean"], out["std"], out["min"], out["max"] = (
+            (val.mean, val.std, val.min, val.max) if val else (None, None, None, None)
+        )
         if test is not None:
             out["test_mean"], out["test_std"], out["test_seeds"] = test.mean, test.std, test.n
         out["failures"] = self.failures
@@ -231,7 +243,10 @@ def seeds_for(base: int, count: int) -> list[int]:
 
 def plan_configurations(trials: Sequence[FrozenTrial], top: int) -> tuple[list[int], int | None]:
     """The ``top`` complete trials by validation objective (earlier first on a tie), and the recipe trial."""
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None), key=lambda t: (-t.value, t.number))
+    done = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-t.value, t.number),
+    )
     chosen = [t.number for t in done[:top]]
     recipe = schema.recipe_trial(trials)
     if recipe is not None and recipe.number not in chosen:
@@ -243,7 +258,9 @@ def original_seed(trial: FrozenTrial, default: int) -> int:
     return int(schema.training_args(trial).get("seed", default))
 
 
-def seed_run(trial: FrozenTrial, *, seed: int, original: bool, objective: str, counts: Sequence[int], average: str) -> SeedRun:
+def seed_run(
+    trial: FrozenTrial, *, seed: int, original: bool, objective: str, counts: Sequence[int], average: str
+) -> SeedRun:
     done = trial.state == TrialState.COMPLETE and trial.value is not None
     row = schema.shipped_row(trial) if done else None
     test = schema.test_metrics(trial) or {}
@@ -282,7 +299,9 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
         runs = []
         own = original_seed(trial, base)
         if own in plan.seeds and trial.state == TrialState.COMPLETE:
-            runs.append(seed_run(trial, seed=own, original=True, objective=objective, counts=counts, average=data.average))
+            runs.append(
+                seed_run(trial, seed=own, original=True, objective=objective, counts=counts, average=data.average)
+            )
         for seed in plan.seeds:
             if any(r.seed == seed for r in runs):
                 continue
@@ -292,11 +311,28 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
                 pending += 1
             shown = done or (mine[-1] if mine else None)
             if shown is not None:
-                runs.append(seed_run(shown, seed=seed, original=False, objective=objective, counts=counts, average=data.average))
+                runs.append(
+                    seed_run(shown, seed=seed, original=False, objective=objective, counts=counts, average=data.average)
+                )
         runs.sort(key=lambda r: r.seed)
-        configs.append(ConfigStats(trial=number, params=dict(trial.params), is_recipe=number == plan.recipe, runs=runs, seeds_planned=len(plan.seeds)))
+        configs.append(
+            ConfigStats(
+                trial=number,
+                params=dict(trial.params),
+                is_recipe=number == plan.recipe,
+                runs=runs,
+                seeds_planned=len(plan.seeds),
+            )
+        )
     best = schema.best_trial(trials)
-    return Confirmation(plan=plan, configs=configs, objective=objective, search_best=None if best is None else best.number, pending=pending, units={u.number: u for u in units})
+    return Confirmation(
+        plan=plan,
+        configs=configs,
+        objective=objective,
+        search_best=None if best is None else best.number,
+        pending=pending,
+        units={u.number: u for u in units},
+    )
 
 
 def open_confirmation(search: optuna.Study, storage_url: str) -> Confirmation | None:

@@ -61,9 +61,9 @@ def check_url(url: str) -> None:
         )
     if scheme == "sqlite" and not url.startswith("sqlite:///"):
         raise StorageError(f"storage {redact(url)!r}: a SQLite URL has three slashes: sqlite:///PATH")
-    if scheme == "sqlite" and not url[len("sqlite:///"):].strip():
+    if scheme == "sqlite" and not url[len("sqlite:///") :].strip():
         raise StorageError(f"storage {redact(url)!r}: expected a database file after the slashes: sqlite:///PATH")
-    if scheme == "journal" and not url[len("journal:"):].strip():
+    if scheme == "journal" and not url[len("journal:") :].strip():
         raise StorageError(f"storage {redact(url)!r}: expected journal:PATH")
     if scheme not in ("sqlite", "journal"):
         _check_server_url(url)
@@ -80,7 +80,7 @@ def _check_server_url(url: str) -> None:
 
 def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         return None if path in ("", ":memory:") else Path(path)
     return None
 
@@ -100,7 +100,7 @@ def open_storage(url: str, *, create: bool) -> optuna.storages.BaseStorage:
     scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     try:
         if scheme == "journal":
-            return _journal_file(Path(url[len("journal:"):]), create)
+            return _journal_file(Path(url[len("journal:") :]), create)
         if scheme in ("redis", "rediss"):
             _need_module("redis", "Redis", "redis")
             return _journal_redis(url)
@@ -133,7 +133,11 @@ def with_retries(storage: Any, url: str, seconds: float) -> Any:
     import optuna
 
     cls = type(storage)
-    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and n not in ("check_trial_is_updatable", "remove_session")]
+    names = [
+        n
+        for n in dir(optuna.storages.BaseStorage)
+        if not n.startswith("_") and n not in ("check_trial_is_updatable", "remove_session")
+    ]
     methods = {n: _retrying(getattr(cls, n), url, seconds) for n in names if callable(getattr(cls, n, None))}
     storage.__class__ = type(f"Retrying{cls.__name__}", (cls,), methods)
     return storage

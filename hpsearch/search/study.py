@@ -58,7 +58,14 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name, dist in (("Transformers", "transformers"), ("Pytorch", "torch"), ("Datasets", "datasets"), ("Tokenizers", "tokenizers"), ("Optuna", "optuna"), ("hpsearch", "hpsearch")):
+    for name, dist in (
+        ("Transformers", "transformers"),
+        ("Pytorch", "torch"),
+        ("Datasets", "datasets"),
+        ("Tokenizers", "tokenizers"),
+        ("Optuna", "optuna"),
+        ("hpsearch", "hpsearch"),
+    ):
         try:
             out[name] = version(dist)
         except PackageNotFoundError:
@@ -71,7 +78,7 @@ def check_resumable(config: SearchConfig) -> None:
     path = sqlite_path(config.storage)
     if path is not None and not path.is_file():
         return
-    if config.storage.startswith("journal:") and not Path(config.storage[len("journal:"):]).is_file():
+    if config.storage.startswith("journal:") and not Path(config.storage[len("journal:") :]).is_file():
         return
     try:
         study = optuna.load_study(study_name=config.study, storage=open_storage(config.storage, create=False))
@@ -81,7 +88,9 @@ def check_resumable(config: SearchConfig) -> None:
         _check_same_settings(schema.read_settings(study), config)
 
 
-def create_or_resume(storage: Any, config: SearchConfig, *, recipe: dict[str, Any], data: DataFacts, base_model: str, pruner: Any = None) -> optuna.Study:
+def create_or_resume(
+    storage: Any, config: SearchConfig, *, recipe: dict[str, Any], data: DataFacts, base_model: str, pruner: Any = None
+) -> optuna.Study:
     """Create the study with the recipe as trial 0, or join it.
 
     Workers that start together race to create the study; the storage lets exactly one win
@@ -96,7 +105,9 @@ def create_or_resume(storage: Any, config: SearchConfig, *, recipe: dict[str, An
     sampler = build_sampler(config.sampler)
     pruner = pruner or build_pruner(config.pruner, config.epochs)
     try:
-        study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner, direction="maximize")
+        study = optuna.create_study(
+            study_name=config.study, storage=storage, sampler=sampler, pruner=pruner, direction="maximize"
+        )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.study, storage=storage, sampler=sampler, pruner=pruner)
         # A joining worker with the same seed would sample the very parameters the first one did.
@@ -113,7 +124,7 @@ def create_or_resume(storage: Any, config: SearchConfig, *, recipe: dict[str, An
         data=data,
         base_model=base_model,
         versions=versions(),
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     schema.write_settings(study, settings)
     return study

@@ -85,12 +85,18 @@ def load_metrics(specs: Sequence[str], *, labels: Sequence[int], n_labels: int) 
         try:
             keys = metric.compute(references, references, average)
         except Exception as e:
-            raise ConfigError(f"metric {spec!r} loads but does not compute on class ids (predictions, references): {first_line(e)}") from None
+            raise ConfigError(
+                f"metric {spec!r} loads but does not compute on class ids (predictions, references): {first_line(e)}"
+            ) from None
         if not keys:
-            raise ConfigError(f"metric {spec!r} returned no number for class ids (predictions, references); pass a classification metric")
+            raise ConfigError(
+                f"metric {spec!r} returned no number for class ids (predictions, references); pass a classification metric"
+            )
         taken = sorted(k for k in keys if k in ROW_KEYS)
         if taken:
-            raise ConfigError(f"metric {spec!r} would store {', '.join(taken)}, which every epoch row has already; rename the module")
+            raise ConfigError(
+                f"metric {spec!r} would store {', '.join(taken)}, which every epoch row has already; rename the module"
+            )
         out.append(metric)
     return out
 
@@ -126,7 +132,9 @@ def _load(spec: str) -> Any:
     local = is_local(spec)
     path = Path(spec).expanduser()
     if local and not path.exists():
-        raise ConfigError(f"metric {spec!r}: no folder or .py file at {path.resolve()}; pass a local evaluate module, or a Hub metric name")
+        raise ConfigError(
+            f"metric {spec!r}: no folder or .py file at {path.resolve()}; pass a local evaluate module, or a Hub metric name"
+        )
     offline = is_offline()
     import evaluate
 
@@ -155,4 +163,6 @@ def _takes_average(module: Any) -> bool:
 def _number(value: Any) -> bool:
     if isinstance(value, np.generic) and value.shape == ():
         value = value.item()
-    return isinstance(value, int | float) and not isinstance(value, bool) and (math.isfinite(value) or math.isnan(value))
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and (math.isfinite(value) or math.isnan(value))
+    )

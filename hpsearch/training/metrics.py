@@ -20,9 +20,7 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average:
     """
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, predictions, average=average, zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average=average, zero_division=0)
     return {
         "f1": float(f1),
         "accuracy": float(accuracy_score(labels, predictions)),

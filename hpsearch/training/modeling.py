@@ -38,7 +38,9 @@ def resolve_model(name: str) -> ModelSource:
     if path.is_dir():
         return ModelSource(str(path.resolve()), path.resolve().name, local=True)
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists():
-        raise ModelError(f"model path {name!r} is not a folder; pass a folder with config.json and weights, or a Hub model id")
+        raise ModelError(
+            f"model path {name!r} is not a folder; pass a folder with config.json and weights, or a Hub model id"
+        )
     return ModelSource(name, name, local=False)
 
 
@@ -206,7 +208,7 @@ def load_base_model(source: ModelSource, config: SearchConfig, label_names: tupl
 def _load(source: ModelSource, load: Any) -> Any:
     try:
         return load(source.location)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         first = first_line(e)
         if source.local:
             raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
@@ -217,4 +219,6 @@ def _load(source: ModelSource, load: Any) -> Any:
                 f"model {source.location!r} is not a local folder, not in the Hugging Face cache, and the Hub "
                 "is unreachable (offline); pass a local model folder to --model"
             ) from None
-        raise ModelError(f"model {source.location!r} could not be loaded from the Hub: {first[:200]}; check the name") from None
+        raise ModelError(
+            f"model {source.location!r} could not be loaded from the Hub: {first[:200]}; check the name"
+        ) from None

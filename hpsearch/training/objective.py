@@ -31,11 +31,11 @@ from hpsearch.errors import HpsearchError, first_line
 from hpsearch.schema import METRICS, EpochRow
 from hpsearch.search.bestmodel import BestModelStore
 from hpsearch.search.events import RunListener
-from hpsearch.training.trackers import StepCallback, runs_folder, runs_to
 from hpsearch.search.pruners import BestTrialPruner
 from hpsearch.training.metrics import MetricsComputer, predicted_class
 from hpsearch.training.modeling import device_name, glibc, resolve_precision
 from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
+from hpsearch.training.trackers import StepCallback, runs_folder, runs_to
 
 
 class NonFiniteLoss(Exception):
@@ -94,12 +94,22 @@ class Objective:
         params = suggest(trial, self.config.space)
         values = training_values(self.config.recipe, params)
         self.listener.trial_start(trial, params)
-        epoch_cb = EpochCallback(trial, self.config, self.listener, n_labels=self.resources.task.num_labels, added=self.resources.metrics)
+        epoch_cb = EpochCallback(
+            trial, self.config, self.listener, n_labels=self.resources.task.num_labels, added=self.resources.metrics
+        )
         trainer = None
         try:
             with tempfile.TemporaryDirectory(prefix=f"trial-{trial.number}-") as out:
                 trainer = self._trainer(trial, values, out, epoch_cb)
-                schema.record_training_args(trial, {**values, "optim": str(trainer.args.optim.value), "precision": self.precision.name, "tf32": self.precision.tf32})
+                schema.record_training_args(
+                    trial,
+                    {
+                        **values,
+                        "optim": str(trainer.args.optim.value),
+                        "precision": self.precision.name,
+                        "tf32": self.precision.tf32,
+                    },
+                )
                 _reset_peak_memory()
                 failure = _train(trainer)
                 schema.record_device(trial, name=device_name(), peak_memory_mib=_peak_memory_mib())
@@ -148,7 +158,9 @@ class Objective:
             compute_metrics=epoch_cb.metrics,
             callbacks=[epoch_cb, StepCallback(trial, self.listener), *self.callbacks],
         )
-        runs_to(trainer, runs_folder(self.config.workdir, self.config.study) / f"trial-{trial.number}", params=trial.params)
+        runs_to(
+            trainer, runs_folder(self.config.workdir, self.config.study) / f"trial-{trial.number}", params=trial.params
+        )
         trainer.remove_callback(PrinterCallback)  # progress is ours; the Trainer's log dicts are noise
         return trainer
 
@@ -184,7 +196,9 @@ class Objective:
             score_test()
 
         try:
-            kept = self.best.offer(schema.Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save)
+            kept = self.best.offer(
+                schema.Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save
+            )
         except OSError as e:
             # A full disk, say: the kept model stays as it was, and a trial whose better model
             # could not be kept must not rank as the best.
@@ -199,7 +213,15 @@ class Objective:
 class EpochCallback(TrainerCallback):
     """Records each epoch's row, reports it to Optuna, prunes and stops early; fails on a NaN loss."""
 
-    def __init__(self, trial: optuna.Trial, config: SearchConfig, listener: RunListener, *, n_labels: int, added: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        config: SearchConfig,
+        listener: RunListener,
+        *,
+        n_labels: int,
+        added: Sequence[Any] = (),
+    ) -> None:
         self.trial = trial
         self.objective = config.objective
         self.keep_best = config.checkpoint == "best"
@@ -222,22 +244,33 @@ class EpochCallback(TrainerCallback):
             if not math.isfinite(self._train_loss):
                 raise NonFiniteLoss(f"training loss became {self._train_loss} at epoch {state.epoch:.0f}")
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         if not metrics or "eval_loss" not in metrics:
             return  # a test-split evaluation of the kept model, not an epoch
         epoch = int(round(state.epoch))
         if not math.isfinite(metrics["eval_loss"]):
             raise NonFiniteLoss(f"validation loss became {metrics['eval_loss']} at epoch {epoch}")
-        scores = {k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_")}
+        scores = {k[len("eval_") :]: v for k, v in metrics.items() if k.startswith("eval_")}
         self.added_keys = self.added_keys or list(self.metrics.added_keys)
         row = schema.make_row(
-            epoch=epoch, step=state.global_step, train_loss=self._train_loss, eval_loss=metrics["eval_loss"],
-            scores=scores, confusion=self.metrics.last_confusion, added=self.added_keys,
+            epoch=epoch,
+            step=state.global_step,
+            train_loss=self._train_loss,
+            eval_loss=metrics["eval_loss"],
+            scores=scores,
+            confusion=self.metrics.last_confusion,
+            added=self.added_keys,
         )
         best_before = max((r[self.objective] for r in self.rows), default=-math.inf)
         self.rows.append(row)
         schema.record_rows(self.trial, self.rows)
-        if row[self.objective] > best_before and self._may_ship(epoch, args.num_train_epochs) and kwargs.get("model") is not None:
+        if (
+            row[self.objective] > best_before
+            and self._may_ship(epoch, args.num_train_epochs)
+            and kwargs.get("model") is not None
+        ):
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in kwargs["model"].state_dict().items()}
         self.trial.report(row[self.objective], epoch)
         if epoch < args.num_train_epochs and self.trial.should_prune():
@@ -312,7 +345,7 @@ def _train(trainer: Any) -> str | None:
 
 
 def _prefixed(metrics: dict[str, float], prefix: str, *, added: Sequence[str] = ()) -> dict[str, float]:
-    out = {k[len(prefix) + 1:]: float(v) for k, v in metrics.items() if k.startswith(prefix + "_")}
+    out = {k[len(prefix) + 1 :]: float(v) for k, v in metrics.items() if k.startswith(prefix + "_")}
     return {k: v for k, v in out.items() if k in (*METRICS, "loss", *added)}
 
 

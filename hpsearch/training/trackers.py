@@ -32,17 +32,24 @@ def check_trackers(report_to: Sequence[str]) -> None:
     Raises:
         ConfigError: An unknown name, or a known tracker whose package is not installed.
     """
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
 
     names = [n for n in report_to if n not in ("none", "all")]
     unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
     if unknown:
-        raise ConfigError(f"report_to: expected trackers the Trainer knows ({', '.join(INTEGRATION_TO_CALLBACK)}), got {unknown[0]!r}")
+        raise ConfigError(
+            f"report_to: expected trackers the Trainer knows ({', '.join(INTEGRATION_TO_CALLBACK)}), got {unknown[0]!r}"
+        )
     available = get_available_reporting_integrations()
     # The Trainer cannot tell whether these two are installed (azure_ml hides behind mlflow).
     missing = [n for n in names if n not in available and n not in ("azure_ml", "flyte")]
     if missing:
-        raise ConfigError(f"report_to: {missing[0]} is not installed; install its package (pip install {missing[0]}) or drop it from report_to")
+        raise ConfigError(
+            f"report_to: {missing[0]} is not installed; install its package (pip install {missing[0]}) or drop it from report_to"
+        )
 
 
 def runs_folder(workdir: str | Path, study: str) -> Path:

@@ -29,7 +29,11 @@ def attach(records: list[dict[str, Any]], confirmation: Confirmation | None) -> 
     """Each trial record with ``confirmation``: None, or its configuration's figures."""
     for record in records:
         stats = confirmation.of_trial(record["number"]) if confirmation is not None else None
-        record["confirmation"] = None if stats is None else stats.to_dict() | {"winner": confirmation.winner is stats, "confirmed": confirmation.done}
+        record["confirmation"] = (
+            None
+            if stats is None
+            else stats.to_dict() | {"winner": confirmation.winner is stats, "confirmed": confirmation.done}
+        )
     return records
 
 
@@ -40,13 +44,39 @@ def confirmation_table(confirmation: Confirmation) -> Any:
 
     has_test = any(c.test is not None for c in confirmation.configs)
     winner = confirmation.winner
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"seed confirmation ({'confirmed' if confirmation.done else f'{confirmation.pending} runs to go'})")
-    for name in ("trial", "seeds", f"{confirmation.objective} mean ± std", "min", "max", *(["test mean ± std"] if has_test else []), "failures", "runs (seed:score)", "note"):
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        title=f"seed confirmation ({'confirmed' if confirmation.done else f'{confirmation.pending} runs to go'})",
+    )
+    for name in (
+        "trial",
+        "seeds",
+        f"{confirmation.objective} mean ± std",
+        "min",
+        "max",
+        *(["test mean ± std"] if has_test else []),
+        "failures",
+        "runs (seed:score)",
+        "note",
+    ):
         table.add_column(name, justify="left" if name in ("runs (seed:score)", "note") else "right")
     for c in confirmation.configs:
         val = c.validation
-        notes = [n for n, on in (("★ winner", c is winner), ("search best", c.trial == confirmation.search_best), ("recipe", c.is_recipe)) if on]
-        runs = " ".join(f"{r.seed}:{r.value:.4f}{'!' if r.failure else ''}" if r.value is not None else f"{r.seed}:{r.state}" for r in c.runs)
+        notes = [
+            n
+            for n, on in (
+                ("★ winner", c is winner),
+                ("search best", c.trial == confirmation.search_best),
+                ("recipe", c.is_recipe),
+            )
+            if on
+        ]
+        runs = " ".join(
+            f"{r.seed}:{r.value:.4f}{'!' if r.failure else ''}" if r.value is not None else f"{r.seed}:{r.state}"
+            for r in c.runs
+        )
         table.add_row(
             str(c.trial),
             f"{len(c.complete)}/{c.seeds_planned}",
@@ -67,14 +97,21 @@ def outcome_lines(confirmation: Confirmation) -> list[str]:
     winner = confirmation.winner
     if not confirmation.done or winner is None:
         return [f"{confirmation.pending} planned runs are not complete; run the same command to finish them"]
-    lines = [f"confirmed winner: trial {winner.trial}'s configuration ({format_params(winner.params)}), {confirmation.objective} {spread_text(winner.validation)} over {len(winner.complete)} seeds"]
+    lines = [
+        f"confirmed winner: trial {winner.trial}'s configuration ({format_params(winner.params)}), {confirmation.objective} {spread_text(winner.validation)} over {len(winner.complete)} seeds"
+    ]
     if winner.trial == confirmation.search_best:
         lines.append(f"it is the search's best trial too (trial {confirmation.search_best})")
     else:
-        lines.append(f"it differs from the search's best trial (trial {confirmation.search_best}), whose lead came from one seed")
+        lines.append(
+            f"it differs from the search's best trial (trial {confirmation.search_best}), whose lead came from one seed"
+        )
     failures = [c for c in confirmation.configs if c.failures]
     if failures:
-        lines.append("failed runs (one class called, or no better than a constant predictor): " + ", ".join(f"trial {c.trial}: {c.failures} of {len(c.complete)}" for c in failures))
+        lines.append(
+            "failed runs (one class called, or no better than a constant predictor): "
+            + ", ".join(f"trial {c.trial}: {c.failures} of {len(c.complete)}" for c in failures)
+        )
     comparison = confirmation.comparison()
     if winner.is_recipe:
         lines.append("against the recipe: the recipe itself has the best mean")
@@ -97,7 +134,10 @@ class SeedLines(RunListener):
     def trial_start(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
         from hpsearch import schema
 
-        self.console.print(f"confirmation run {trial.number}: trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}", markup=False)
+        self.console.print(
+            f"confirmation run {trial.number}: trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}",
+            markup=False,
+        )
 
 
 def rows(confirmation: Confirmation) -> list[dict[str, Any]]:
@@ -106,19 +146,31 @@ def rows(confirmation: Confirmation) -> list[dict[str, Any]]:
     out = []
     for c in confirmation.configs:
         val = c.validation
-        notes = [n for n, on in (("winner", c is winner), ("search best", c.trial == confirmation.search_best), ("recipe", c.is_recipe)) if on]
-        out.append({
-            "trial": c.trial,
-            "seeds": f"{len(c.complete)}/{c.seeds_planned}",
-            "mean": spread_text(val),
-            "min": "" if val is None else f"{val.min:.4f}",
-            "max": "" if val is None else f"{val.max:.4f}",
-            "test": spread_text(c.test),
-            "failures": str(c.failures),
-            "runs": " ".join(f"{r.seed}:{r.value:.4f}" if r.value is not None else f"{r.seed}:{r.state}" for r in c.runs),
-            "note": ", ".join(notes),
-            "winner": c is winner,
-        })
+        notes = [
+            n
+            for n, on in (
+                ("winner", c is winner),
+                ("search best", c.trial == confirmation.search_best),
+                ("recipe", c.is_recipe),
+            )
+            if on
+        ]
+        out.append(
+            {
+                "trial": c.trial,
+                "seeds": f"{len(c.complete)}/{c.seeds_planned}",
+                "mean": spread_text(val),
+                "min": "" if val is None else f"{val.min:.4f}",
+                "max": "" if val is None else f"{val.max:.4f}",
+                "test": spread_text(c.test),
+                "failures": str(c.failures),
+                "runs": " ".join(
+                    f"{r.seed}:{r.value:.4f}" if r.value is not None else f"{r.seed}:{r.state}" for r in c.runs
+                ),
+                "note": ", ".join(notes),
+                "winner": c is winner,
+            }
+        )
     return out
 
 
@@ -127,6 +179,14 @@ def note_lines(confirmation: Confirmation | None) -> list[str]:
     if confirmation is None:
         return []
     state = "confirmed" if confirmation.done else f"{confirmation.pending} runs to go"
-    lines = [f"### Seed confirmation ({state})", "", f"| trial | seeds | {confirmation.objective} mean ± std | min | max | test mean ± std | failures | runs (seed:score) | note |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['trial']} | {r['seeds']} | {r['mean']} | {r['min']} | {r['max']} | {r['test']} | {r['failures']} | {r['runs']} | {r['note']} |" for r in rows(confirmation)]
+    lines = [
+        f"### Seed confirmation ({state})",
+        "",
+        f"| trial | seeds | {confirmation.objective} mean ± std | min | max | test mean ± std | failures | runs (seed:score) | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['trial']} | {r['seeds']} | {r['mean']} | {r['min']} | {r['max']} | {r['test']} | {r['failures']} | {r['runs']} | {r['note']} |"
+        for r in rows(confirmation)
+    ]
     return [*lines, "", *(f"- {line}" for line in outcome_lines(confirmation)), ""]

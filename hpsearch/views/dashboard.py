@@ -47,8 +47,8 @@ from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.search.events import RunInfo, RunListener
-from hpsearch.search.storage import open_storage, redact
 from hpsearch.search.loop import on_stop_signals
+from hpsearch.search.storage import open_storage, redact
 from hpsearch.search.study import load_study, study_dir
 from hpsearch.views.notes import best_model_dir, epoch_note, study_note
 
@@ -84,7 +84,11 @@ def serve(config: SearchConfig, *, host: str = "127.0.0.1", port: int = 8080) ->
         with on_stop_signals(_stop), contextlib.suppress(KeyboardInterrupt):
             _refresh_best_effort(study, config)
             print(f"{_url(host, server.server_port)}/dashboard/", flush=True)
-            print(f"serving study {config.study!r} from {redact(config.storage)}; Ctrl-C to stop", file=sys.stderr, flush=True)
+            print(
+                f"serving study {config.study!r} from {redact(config.storage)}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
             server.serve_forever()
     finally:
         server.server_close()
@@ -113,7 +117,9 @@ def _bind(app: Any, host: str, port: int) -> WSGIServer:
     try:
         return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
     except socket.gaierror as e:
-        raise DashboardError(f"cannot bind host {host!r}: {e.strerror}; pass --host 127.0.0.1 or another address of this machine") from None
+        raise DashboardError(
+            f"cannot bind host {host!r}: {e.strerror}; pass --host 127.0.0.1 or another address of this machine"
+        ) from None
     except OverflowError:
         raise DashboardError(f"port {port}: expected a number from 1 to 65535; pass --port") from None
     except OSError as e:
@@ -121,7 +127,9 @@ def _bind(app: Any, host: str, port: int) -> WSGIServer:
             raise DashboardError(f"port {port} on {host} is in use; pass --port") from None
         if e.errno == errno.EACCES:
             raise DashboardError(f"port {port} on {host} needs privileges; pass --port above 1023") from None
-        raise DashboardError(f"cannot bind {host}:{port}: {e.strerror}; pass --host 127.0.0.1 or another --port") from None
+        raise DashboardError(
+            f"cannot bind {host}:{port}: {e.strerror}; pass --host 127.0.0.1 or another --port"
+        ) from None
 
 
 def _url(host: str, port: int) -> str:
@@ -133,7 +141,9 @@ def _refresh_best_effort(study: optuna.Study, config: SearchConfig) -> None:
     try:
         refresh(study, config)
     except Exception as e:  # e.g. "database is locked" while a run writes, or a read-only file
-        print(f"hpsearch: note: the study's notes were not refreshed ({first_line(e)[:200]})", file=sys.stderr, flush=True)
+        print(
+            f"hpsearch: note: the study's notes were not refreshed ({first_line(e)[:200]})", file=sys.stderr, flush=True
+        )
 
 
 # --------------------------------------------------------------------------- during a run
@@ -181,7 +191,11 @@ class DashboardNotes(RunListener):
                 write()
         except Exception as e:  # noqa: BLE001 - notes are a courtesy; the search matters more
             if not self.failed:
-                print(f"hpsearch: note: the dashboard notes were not refreshed ({first_line(e)}); the search goes on", file=sys.stderr, flush=True)
+                print(
+                    f"hpsearch: note: the dashboard notes were not refreshed ({first_line(e)}); the search goes on",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self.failed = True
 
 
@@ -205,7 +219,9 @@ def refresh(study: optuna.Study, config: SearchConfig, *, figure: str | None = N
     return text
 
 
-def write_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None) -> str:
+def write_note(
+    study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None
+) -> str:
     """Set the study's dashboard note to :func:`~hpsearch.views.notes.study_note`, and return it.
 
     ``card`` names the kept model's card among the study's artifacts, if it has one there.
@@ -272,7 +288,9 @@ def upload_kept_card(study: optuna.Study, config: SearchConfig) -> list[str]:
     return list(upload_card_artifacts(study, marker.trial, files, artifact_dir=artifact_dir(config)))
 
 
-def upload_card_artifacts(study: optuna.Study, trial_number: int, paths: Iterable[str | Path], *, artifact_dir: Path) -> dict[str, str]:
+def upload_card_artifacts(
+    study: optuna.Study, trial_number: int, paths: Iterable[str | Path], *, artifact_dir: Path
+) -> dict[str, str]:
     """Attach a trial's card files to the study as artifacts the dashboard lists and serves.
 
     Each file is listed as :func:`artifact_name` (``trial-3-README.md``). A file whose
@@ -304,7 +322,9 @@ def upload_card_artifacts(study: optuna.Study, trial_number: int, paths: Iterabl
             copy = Path(scratch) / name
             shutil.copyfile(path, copy)
             mimetype = "text/markdown" if path.suffix.lower() == ".md" else None
-            uploaded[name] = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(copy), study_or_trial=study, mimetype=mimetype)
+            uploaded[name] = optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(copy), study_or_trial=study, mimetype=mimetype
+            )
     return uploaded
 
 
@@ -313,7 +333,9 @@ def card_artifacts(study: optuna.Study) -> list[optuna.artifacts.ArtifactMeta]:
     return optuna.artifacts.get_all_artifact_meta(study)
 
 
-def _held_digests(study: optuna.Study, store: optuna.artifacts.FileSystemArtifactStore, names: set[str]) -> dict[tuple[str, str], str]:
+def _held_digests(
+    study: optuna.Study, store: optuna.artifacts.FileSystemArtifactStore, names: set[str]
+) -> dict[tuple[str, str], str]:
     """(name, sha256) → artifact id, for the study's artifacts of these names whose file the store still has."""
     held = {}
     for meta in card_artifacts(study):

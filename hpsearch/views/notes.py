@@ -29,7 +29,9 @@ def best_model_dir(study: optuna.Study, workdir: str | Path | None = None) -> Pa
     return Path(root) / study.study_name / BEST_MODEL_DIR
 
 
-def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None) -> str:
+def study_note(
+    study: optuna.Study, *, workdir: str | Path | None = None, card: list[str] | None = None, confirmation: Any = None
+) -> str:
     """The study note: objective, model and data, best against recipe, counts, best model, recipe, space.
 
     Args:
@@ -46,7 +48,10 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: 
     recipe = schema.recipe_trial(trials)
     sizes = ", ".join(f"{k} {v}" for k, v in settings.data.sizes.items())
     lines = [f"## hpsearch study `{study.study_name}`", ""]
-    lines += [f"Objective: **{objective}**, maximised. Model: `{settings.base_model}`. Data: {settings.data.name} ({sizes}).", ""]
+    lines += [
+        f"Objective: **{objective}**, maximised. Model: `{settings.base_model}`. Data: {settings.data.name} ({sizes}).",
+        "",
+    ]
     lines += ["### Result", "", *_result_lines(best, recipe, objective), "", _counts(trials), ""]
     lines += _best_model_lines(study, best_model_dir(study, workdir), card)
     if confirmation is not None:  # hpsearch.search.seeds.Confirmation, after `hpsearch confirm`
@@ -63,7 +68,10 @@ def study_note(study: optuna.Study, *, workdir: str | Path | None = None, card: 
                 f"| `{name}`{label} | {Param(name, **spec).describe()} | {format_param(config['recipe'].get(name))} | "
                 f"{format_param(best.params.get(name)) if best is not None else ''} |"
             )
-    lines += ["", f"Storage: `{redact(config['storage'])}`. Per-epoch metrics: each trial's note and its `{schema.EPOCHS}` attribute."]
+    lines += [
+        "",
+        f"Storage: `{redact(config['storage'])}`. Per-epoch metrics: each trial's note and its `{schema.EPOCHS}` attribute.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -83,7 +91,11 @@ def epoch_note(trial: FrozenTrial) -> str | None:
     shipped = schema.shipped_epoch(trial)
     if shipped is not None:
         rule = schema.checkpoint_rule(trial)
-        why = ", its best: a trial stopped early ships its best epoch" if rule == "last" and schema.shipped_best_after_stop(trial) else ""
+        why = (
+            ", its best: a trial stopped early ships its best epoch"
+            if rule == "last" and schema.shipped_best_after_stop(trial)
+            else ""
+        )
         trained = f" of {epochs[-1]['epoch']} trained" if epochs else ""
         lines.append(f"Shipped epoch {shipped}{trained}{why} (checkpoint rule: {rule}).")
     if reason:
@@ -102,7 +114,11 @@ def _result_lines(best: FrozenTrial | None, recipe: FrozenTrial | None, objectiv
         return [*lines, "", f"The recipe trial ({recipe.number}) is {schema.state_name(recipe)}: no comparison yet."]
     gain = best.value - recipe.value
     relative = f" ({gain / recipe.value:+.1%})" if recipe.value else ""
-    verdict = "the recipe itself is the best trial" if best.number == recipe.number else f"the best trial beats the recipe by {gain:+.4f}{relative}"
+    verdict = (
+        "the recipe itself is the best trial"
+        if best.number == recipe.number
+        else f"the best trial beats the recipe by {gain:+.4f}{relative}"
+    )
     return [*lines, f"| recipe | {recipe.number} | {recipe.value:.4f} |", "", f"{objective}: {verdict}."]
 
 

@@ -150,7 +150,9 @@ _LEGEND = {"complete": "complete", "pruned": "pruned (✕ where it stopped)", "f
 def _kind(trial: FrozenTrial, best_number: int | None) -> str | None:
     if trial.number == best_number:
         return "best"
-    return schema.state_name(trial) if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) else None
+    return (
+        schema.state_name(trial) if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) else None
+    )
 
 
 def _hover(trial: FrozenTrial, kind: str, metric: str) -> str:

@@ -51,7 +51,9 @@ class ConsoleReporter(RunListener):
         self._run_started = time.monotonic()
         self.objective, self.epochs = config.objective, config.epochs
         sizes = " / ".join(f"{n} {split}" for split, n in data.sizes.items())
-        self.console.print(f"[bold]study[/] {config.study} in {redact(config.storage)}: {run.finished} of {config.trials} trials finished")
+        self.console.print(
+            f"[bold]study[/] {config.study} in {redact(config.storage)}: {run.finished} of {config.trials} trials finished"
+        )
         self.console.print(
             f"[bold]model[/] {config.model}   [bold]data[/] {data.name} ({sizes}; {len(data.label_names)} classes, {data.average} {config.objective})"
         )
@@ -82,7 +84,12 @@ class ConsoleReporter(RunListener):
         now = time.monotonic()
         seconds = max(now - self._epoch_started.get(trial.number, now), 1e-9)
         left = (steps_in_epoch - step) * seconds / step
-        self._bars.epoch(f"trial {trial.number} epoch {epoch}/{self.epochs}", step, steps_in_epoch, f"{samples / seconds:.1f} samples/s  ETA {human_seconds(left)}")
+        self._bars.epoch(
+            f"trial {trial.number} epoch {epoch}/{self.epochs}",
+            step,
+            steps_in_epoch,
+            f"{samples / seconds:.1f} samples/s  ETA {human_seconds(left)}",
+        )
         self._show_overall(self._bars)
         self._bars.refresh(force=step in (1, steps_in_epoch))
 
@@ -113,11 +120,17 @@ class ConsoleReporter(RunListener):
             self.finished += 1
         took = f"[dim]{human_seconds(frozen.duration.total_seconds())}[/]" if frozen.duration is not None else ""
         best = schema.best_trial(trial.study.get_trials(deepcopy=False))
-        best_text = f"best: trial {best.number}, {self.objective} {best.value:.4f}" if best is not None else "no complete trial yet"
+        best_text = (
+            f"best: trial {best.number}, {self.objective} {best.value:.4f}"
+            if best is not None
+            else "no complete trial yet"
+        )
         head = f"[bold]trial {frozen.number}[/]"
         if frozen.state == TrialState.COMPLETE:
             kept = "  [green]★ new best, model kept[/]" if schema.kept_model(frozen) else f"   {best_text}"
-            self.console.print(f"{head} complete: {self.objective} {frozen.value:.4f}, {_shipped(frozen)}  {took}{kept}")
+            self.console.print(
+                f"{head} complete: {self.objective} {frozen.value:.4f}, {_shipped(frozen)}  {took}{kept}"
+            )
             if schema.stopped_early(frozen):
                 self.console.print(f"  [cyan]{schema.stopped_early(frozen)}[/]")
         elif frozen.state == TrialState.PRUNED:
@@ -142,8 +155,13 @@ class _Bars:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            console=console, transient=True, auto_refresh=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            transient=True,
+            auto_refresh=False,
         )
         self.progress.start()
         self._epoch = self.progress.add_task("", total=1, info="", visible=False)
@@ -154,7 +172,9 @@ class _Bars:
         self.progress.update(self._epoch, description=description, completed=step, total=steps, info=info, visible=True)
 
     def overall(self, description: str, info: str, done: int, total: int) -> None:
-        self.progress.update(self._overall, description=description, completed=done, total=max(total, 1), info=info, visible=True)
+        self.progress.update(
+            self._overall, description=description, completed=done, total=max(total, 1), info=info, visible=True
+        )
 
     def between_trials(self) -> None:
         """Hide the finished trial's epoch bar until the next trial's first step."""

@@ -99,8 +99,15 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
     if confirmation is not None:
         from hpsearch.views.confirmation import outcome_lines, rows
 
-        seeds = {"done": confirmation.done, "pending": confirmation.pending, "rows": rows(confirmation), "lines": outcome_lines(confirmation)}
-    return env.from_string(_TEMPLATE).render(**_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds)
+        seeds = {
+            "done": confirmation.done,
+            "pending": confirmation.pending,
+            "rows": rows(confirmation),
+            "lines": outcome_lines(confirmation),
+        }
+    return env.from_string(_TEMPLATE).render(
+        **_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds
+    )
 
 
 # --------------------------------------------------------------------------- summary
@@ -120,7 +127,9 @@ def _summary(study: optuna.Study) -> dict[str, Any]:
     if best is not None and recipe is not None and recipe["value"] is not None:
         gain = best["value"] - recipe["value"]
         relative = f" ({gain / recipe['value']:+.1%})" if recipe["value"] else ""
-        comparison = "the recipe itself is the best trial" if best is recipe else f"{gain:+.4f}{relative} over the recipe"
+        comparison = (
+            "the recipe itself is the best trial" if best is recipe else f"{gain:+.4f}{relative} over the recipe"
+        )
     params = list(dict.fromkeys(k for r in records for k in r["params"]))
     return {
         "study": study.study_name,
@@ -135,7 +144,7 @@ def _summary(study: optuna.Study) -> dict[str, Any]:
         "total": len(records),
         "params": [{"name": p, "label": param_label(p)} for p in params],
         "rows": [_row(r, params) for r in records],
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
     }
 
@@ -169,12 +178,16 @@ def _target(config: SearchConfig, output: str | Path | None) -> Path:
 def _write_atomically(path: Path, text: str) -> None:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise ReportError(f"cannot write the report to {str(path)!r}: {str(blocker)!r} is a file, not a folder; pass --output with a writable file path")
+        raise ReportError(
+            f"cannot write the report to {str(path)!r}: {str(blocker)!r} is a file, not a folder; pass --output with a writable file path"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise ReportError(f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path") from None
+        raise ReportError(
+            f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -184,7 +197,9 @@ def _write_atomically(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise ReportError(f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path") from None
+        raise ReportError(
+            f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

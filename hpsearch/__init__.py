@@ -27,18 +27,42 @@ __all__ = [
     "Param",
     "PrunerConfig",
     "Recipe",
+    "RunInfo",
+    "RunListener",
     "SamplerConfig",
     "SearchConfig",
     "SearchStopped",
     "StorageError",
     "__version__",
+    "load_base_model",
     "load_config",
+    "load_task",
+    "load_tokenizer",
+    "packaged_default_model",
+    "resolve_model",
     "run_confirm",
     "run_search",
+    "tokenize_task",
 ]
+
+# Public names defined in modules that `import hpsearch` does not load: the module of each.
+_LAZY = {
+    "RunInfo": "hpsearch.events",
+    "RunListener": "hpsearch.events",
+    "load_base_model": "hpsearch.training.modeling",
+    "load_task": "hpsearch.data",
+    "load_tokenizer": "hpsearch.training.modeling",
+    "packaged_default_model": "hpsearch.training.modeling",
+    "resolve_model": "hpsearch.training.modeling",
+    "tokenize_task": "hpsearch.data",
+}
 
 
 def __getattr__(name: str):  # lazy: `import hpsearch` stays light
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "run_search":
         from hpsearch.search.loop import run_search
 

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,11 +25,28 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 REQUIRED_SERVICES = {s.strip() for s in os.environ.get("HPSEARCH_REQUIRE_SERVICES", "").split(",") if s.strip()}
 
 
-def missing_service(service: str, reason: str) -> None:
+def missing_service(service: str, reason: str) -> NoReturn:
     """Skip the test for want of ``service`` (postgres, redis, chromium), or fail where it is required."""
     if service in REQUIRED_SERVICES:
         pytest.fail(f"{reason} (HPSEARCH_REQUIRE_SERVICES names {service})", pytrace=False)
     pytest.skip(reason)
+
+
+def chrome_binary() -> str | None:
+    """The Chrome or Chromium that kaleido renders PNG plots with, found as kaleido finds it
+    (``BROWSER_PATH``, a browser fetched by ``plotly_get_chrome``, then PATH); None if none."""
+    from choreographer.browsers.chromium import Chromium
+
+    return Chromium.find_browser(skip_local=False)
+
+
+@pytest.fixture
+def chrome() -> str:
+    """The path of a Chrome or Chromium binary: the test skips without one, or fails where CI requires it."""
+    path = chrome_binary()
+    if path is None:
+        missing_service("chromium", "no Chrome or Chromium installed (apt-get install chromium; .ci/run installs it)")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +130,8 @@ def validation_f1_of(folder: Path) -> float:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from hpsearch.analysis.scores import classification_metrics
     from hpsearch.data import builtin_reviews
-    from hpsearch.training.metrics import classification_metrics
 
     frame = builtin_reviews()["validation"]
     tokenizer = AutoTokenizer.from_pretrained(folder)

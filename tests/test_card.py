@@ -23,21 +23,22 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from conftest import tiny_run_args
+from conftest import chrome_binary, tiny_run_args
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 import hpsearch.views.plots as plots
 from hpsearch import schema
+from hpsearch.analysis.scores import classification_metrics
 from hpsearch.card.facts import CardFacts, gather
-from hpsearch.card.markdown import RESULTS_HEADER, fmt_metric, md_cell, md_inline, md_text
+from hpsearch.card.markdown import RESULTS_HEADER, md_cell, md_inline, md_text
 from hpsearch.card.render import MARKER, write_card
 from hpsearch.config import PrunerConfig, Recipe, SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import CardError, StorageError
+from hpsearch.formatting import fmt_metric
 from hpsearch.schema import StudySettings
 from hpsearch.search.storage import redact
-from hpsearch.training.metrics import classification_metrics
 from hpsearch.training.space import recipe_params, training_values
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -280,10 +281,6 @@ def _card(config: SearchConfig, trial: str = "best", **kwargs: Any) -> str:
     return write_card(config, trial, **kwargs).path.read_text(encoding="utf-8")
 
 
-def chrome_binary() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
-
-
 # --------------------------------------------------------------------------- golden
 
 
@@ -484,7 +481,7 @@ def test_a_macro_f1_gets_a_bootstrap_interval_around_it(macro):
     ],
 )
 def test_the_f1_bootstrap_reads_the_confusion_matrix(confusion, average):
-    from hpsearch.card.trust import bootstrap_f1_interval
+    from hpsearch.analysis.intervals import bootstrap_f1_interval
 
     row = confusion_row(1, confusion, average=average)
     low, high = bootstrap_f1_interval(confusion, average)
@@ -961,8 +958,7 @@ def test_md_inline_escapes_only_underscores_that_could_make_emphasis(text, markd
     assert md_inline(text) == markdown
 
 
-@pytest.mark.skipif(chrome_binary() is None, reason="no Chrome or Chromium installed for kaleido")
-def test_plots_are_written_beside_the_card_and_linked(workdir):
+def test_plots_are_written_beside_the_card_and_linked(workdir, chrome):
     make_study()
     written = write_card(search_config(), "best")
     assert written.plots_skipped is None

@@ -6,7 +6,6 @@ no training is needed to test plots.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +78,6 @@ def _study(objective: str = "f1") -> optuna.Study:
 
 def _by_name(fig: Any) -> dict[str, Any]:
     return {trace.name: trace for trace in fig.data}
-
-
-def _chrome() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
 
 
 def test_figures_are_all_made_in_order_when_enough_trials_finished():
@@ -175,8 +170,7 @@ def test_errors_that_are_not_about_the_engine_are_raised(tmp_path, monkeypatch):
         plots.write_pngs(plots.figures(_study(), names=("epochs",)), tmp_path)
 
 
-@pytest.mark.skipif(_chrome() is None, reason="no Chrome or Chromium installed for kaleido")
-def test_pngs_are_written_with_chrome(tmp_path):
+def test_pngs_are_written_with_chrome(tmp_path, chrome):
     paths = plots.write_pngs(plots.figures(_study(), names=("history", "epochs", "importances")), tmp_path / "out")
     assert paths == [tmp_path / "out" / f"{n}.png" for n in ("history", "epochs", "importances")]
     assert all(Path(p).read_bytes()[:8] == PNG_SIGNATURE for p in paths)

@@ -8,7 +8,6 @@ its div carries `js-plotly-plot` and holds `svg.main-svg` with the figure's trac
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from html import escape
 from html.parser import HTMLParser
@@ -21,15 +20,6 @@ from test_trials import PRUNED_REASON, URL, handmade_study, new_study
 
 from hpsearch import schema
 from hpsearch.views.plots import FIGURE_NAMES
-
-_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def chromium() -> str:
-    for name in _BROWSERS:
-        if path := shutil.which(name):
-            return path
-    pytest.skip("no Chromium binary to render the report in (apt-get install chromium; .ci/run installs it)")
 
 
 class PlotDivs(HTMLParser):
@@ -75,11 +65,11 @@ class PlotDivs(HTMLParser):
             self.plots[self._current]["text"].append(data.strip())
 
 
-def rendered(report: Path, tmp_path: Path) -> dict[str, dict]:
-    """Open the report in headless Chromium and parse the plot divs of the DOM it dumps."""
+def rendered(chrome: str, report: Path, tmp_path: Path) -> dict[str, dict]:
+    """Open the report in headless ``chrome`` and parse the plot divs of the DOM it dumps."""
     result = subprocess.run(
         [
-            chromium(),
+            chrome,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -112,9 +102,9 @@ def report(cli, *args: str) -> Path:
 # --------------------------------------------------------------------------- rendering
 
 
-def test_every_plot_renders_in_headless_chromium(workdir, tmp_path, cli):
+def test_every_plot_renders_in_headless_chromium(workdir, tmp_path, cli, chrome):
     handmade_study()
-    plots = rendered(report(cli), tmp_path)
+    plots = rendered(chrome, report(cli), tmp_path)
     assert list(plots) == list(FIGURE_NAMES)
     for name, plot in plots.items():
         assert "js-plotly-plot" in plot["classes"], name
@@ -122,9 +112,9 @@ def test_every_plot_renders_in_headless_chromium(workdir, tmp_path, cli):
         assert plot["traces"], name
 
 
-def test_epoch_curves_draw_every_trial_with_rows_including_pruned_and_failed(workdir, tmp_path, cli):
+def test_epoch_curves_draw_every_trial_with_rows_including_pruned_and_failed(workdir, tmp_path, cli, chrome):
     handmade_study()
-    epochs = rendered(report(cli), tmp_path)["epochs"]
+    epochs = rendered(chrome, report(cli), tmp_path)["epochs"]
     # trials 0 (recipe), 1 (best), 2 (pruned) and 3 (failed); the running trial 4 is not drawn
     assert epochs["traces"].count("trace scatter") == 4
     legend = " ".join(epochs["text"])
@@ -133,10 +123,10 @@ def test_epoch_curves_draw_every_trial_with_rows_including_pruned_and_failed(wor
 
 
 @pytest.mark.slow
-def test_a_real_runs_report_renders_in_headless_chromium(workdir, tiny_model, tmp_path, cli):
+def test_a_real_runs_report_renders_in_headless_chromium(workdir, tiny_model, tmp_path, cli, chrome):
     code, _, err = cli(*tiny_run_args(tiny_model, "--trials", "2", "--epochs", "2", "--pruner", "none"))
     assert code == 0, err
-    plots = rendered(report(cli), tmp_path)
+    plots = rendered(chrome, report(cli), tmp_path)
     assert set(plots) >= {"history", "epochs", "parallel", "slice", "timeline"}
     assert all("js-plotly-plot" in p["classes"] and p["main_svg"] and p["traces"] for p in plots.values())
     assert plots["epochs"]["traces"].count("trace scatter") == 2

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from conftest import tiny_run_args
 from optuna.trial import TrialState
 from test_storage import deleted_afterwards, storage_url, unique_name
+from transformers import TrainerCallback
 
 from hpsearch import schema
 from hpsearch.errors import ConfigError
@@ -274,6 +276,45 @@ def test_the_resolved_precision_is_stored_matched_on_resume_and_in_the_card(
 
     record = json.loads(out)[0]
     assert record["device"] == schema.device(trial) and record["training_args"]["precision"] == stored
+
+
+class PrecisionProbe(TrainerCallback):
+    """What a trial trained in: the TrainingArguments its Trainer holds, and at each training
+    forward pass the CPU autocast state and the dtype the classifier's linear layer computed in."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self.seen: list[tuple[bool, Any]] = []
+        self._hook: Any = None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.args.append(args)
+        self._hook = model.get_submodule("classifier").register_forward_hook(self._record)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._hook.remove()
+
+    def _record(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        if module.training:  # a training step, not an evaluation
+            self.seen.append((torch.is_autocast_enabled("cpu"), output.dtype))
+
+
+def test_bf16_on_a_cpu_trains_under_bf16_autocast(workdir, tiny_model):
+    import torch
+
+    from hpsearch import load_config, run_search
+
+    probe = PrecisionProbe()
+    overrides = {"model": str(tiny_model), "max_length": 32, "trials": 1, "epochs": 1, "pruner": "none"}
+    samples = {"max_train_samples": 32, "max_eval_samples": 16}
+    run_search(load_config(None, {**overrides, **samples, "precision": "bf16"}), callbacks=[probe])
+    (args,) = probe.args
+    assert (args.bf16, args.fp16, args.use_cpu) == (True, False, True)
+    # 32 examples in batches of 8: four forward passes, each in bfloat16, not float32
+    assert probe.seen == [(True, torch.bfloat16)] * 4
+    assert schema.training_args(_study(workdir).trials[0])["precision"] == "bf16"
 
 
 def test_the_gpu_check_runs_its_cpu_dry_run(tmp_path):

@@ -434,8 +434,8 @@ def _summary(config: Any, study: Any, *, verdict: bool = True) -> None:
 def _print_verdict(out: Any, config: Any, study: Any) -> None:
     """The study's verdict (hpsearch.card.verdict), last, where one applies."""
     from hpsearch import schema
-    from hpsearch.card.verdict import verdict
-    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.analysis.verdict import verdict
+    from hpsearch.search.study import open_confirmation
 
     line = verdict(
         schema.read_settings(study), study.get_trials(deepcopy=False), open_confirmation(study, config.storage)
@@ -480,8 +480,7 @@ def _confirm_here(config: Any, top: int, seeds: int, err: Any) -> None:
 def _print_confirmation(out: Any, err: Any, config: Any) -> None:
     """The confirmation as storage holds it, the shipped run, and the verdict last."""
     from hpsearch import schema
-    from hpsearch.search.seeds import open_confirmation
-    from hpsearch.search.study import load_study, study_dir
+    from hpsearch.search.study import load_study, open_confirmation, study_dir
     from hpsearch.views.confirmation import confirmation_table, outcome_lines
 
     study = load_study(config.study, config.storage)
@@ -504,8 +503,7 @@ def _print_confirmation(out: Any, err: Any, config: Any) -> None:
 
 def _trials(args: argparse.Namespace) -> int:
     from hpsearch import schema
-    from hpsearch.search.seeds import open_confirmation
-    from hpsearch.search.study import load_study
+    from hpsearch.search.study import load_study, open_confirmation
     from hpsearch.views.confirmation import attach, confirmation_table
     from hpsearch.views.trials import records_json, trial_records, trials_table
 

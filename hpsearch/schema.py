@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StorageError
+from hpsearch.files import write_atomically
 
 SCHEMA_VERSION = 2
 
@@ -204,9 +205,7 @@ class Marker:
 
     def write(self, folder: Path) -> None:
         fields = {k: v for k, v in asdict(self).items() if k not in ("confirmed", "seed") or v not in (False, None)}
-        tmp = Path(folder) / (MARKER_FILE + ".tmp")
-        tmp.write_text(json.dumps(fields, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(Path(folder) / MARKER_FILE)  # a reader never sees half a marker
+        write_atomically(Path(folder) / MARKER_FILE, json.dumps(fields, indent=2) + "\n")
 
     @classmethod
     def read(cls, folder: Path) -> Marker | None:

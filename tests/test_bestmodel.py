@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from hpsearch.bestmodel import BestModelStore
 from hpsearch.schema import Marker
-from hpsearch.search.bestmodel import BestModelStore
 
 
 def _marker(trial: int, value: float) -> Marker:

@@ -27,8 +27,10 @@ from optuna.trial import TrialState
 from test_card import no_png  # noqa: F401  (a fixture)
 
 from hpsearch import schema
+from hpsearch.analysis.scores import failure
+from hpsearch.analysis.seeds import ConfigStats, SeedRun, compare, pick_winner
 from hpsearch.card.confirmation_section import spread_text
-from hpsearch.search.seeds import ConfigStats, SeedRun, compare, failure, open_confirmation, pick_winner
+from hpsearch.search.study import open_confirmation
 
 URL = "sqlite:///studies/hpsearch.db"
 SEARCH = ("--epochs", "1", "--pruner", "none", "--max-train-samples", "64", "--max-eval-samples", "32", "--trials", "3")
@@ -405,7 +407,7 @@ def test_the_spread_is_the_mean_sample_deviation_min_and_max():
 def test_a_run_fails_when_it_calls_one_class_or_does_no_better_than_the_constant_predictor(confusion, reason):
     import numpy as np
 
-    from hpsearch.training.metrics import classification_metrics
+    from hpsearch.analysis.scores import classification_metrics
 
     cells = [confusion[0][0], confusion[0][1], confusion[1][0], confusion[1][1]]
     row = {
@@ -488,7 +490,7 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
 
 
 def test_install_swaps_in_the_decided_model_and_leaves_the_folder_when_nothing_is_decided(tmp_path):
-    from hpsearch.search.bestmodel import BestModelStore
+    from hpsearch.bestmodel import BestModelStore
 
     store = BestModelStore(tmp_path / "study")
     source = tmp_path / "run"

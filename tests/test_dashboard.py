@@ -29,7 +29,7 @@ from test_trials import FAIL_REASON, PRUNED_REASON, SPACE, URL, handmade_study, 
 
 from hpsearch import schema
 from hpsearch.config import SearchConfig
-from hpsearch.search.events import RunInfo
+from hpsearch.events import RunInfo
 from hpsearch.views.dashboard import (
     DashboardNotes,
     artifact_store,

@@ -10,7 +10,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hpsearch import schema
 from hpsearch.config import PrunerConfig, SearchConfig
-from hpsearch.search.events import RunListener
+from hpsearch.events import RunListener
 from hpsearch.training.objective import EpochCallback
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from hpsearch import schema
 from hpsearch.config import PrunerConfig, SearchConfig, load_config
 from hpsearch.errors import ConfigError
-from hpsearch.search.events import RunListener
+from hpsearch.events import RunListener
 from hpsearch.search.pruners import BestTrialPruner, build_pruner
 from hpsearch.training.metrics import MetricsComputer, roc_auc, roc_auc_se
 

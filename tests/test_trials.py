@@ -418,7 +418,7 @@ def reporter(study: optuna.Study):
 
     from rich.console import Console
 
-    from hpsearch.search.events import RunInfo
+    from hpsearch.events import RunInfo
     from hpsearch.views.progress import ConsoleReporter
 
     console = Console(file=StringIO(), width=200, highlight=False, color_system=None)

@@ -30,8 +30,8 @@ from test_storage import deleted_afterwards, postgres_url, storage_url, unique_n
 
 from hpsearch import schema
 from hpsearch.config import load_config
+from hpsearch.events import RunListener
 from hpsearch.schema import FINISHED, DataFacts
-from hpsearch.search.events import RunListener
 from hpsearch.search.locks import study_lock
 from hpsearch.search.loop import next_trial
 from hpsearch.search.storage import open_storage

@@ -11,18 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.analysis.seeds import ConfigStats, Spread
 from hpsearch.card.facts import CardFacts, metric_label
 from hpsearch.card.markdown import markdown_table
+from hpsearch.formatting import format_param, param_label, spread_text
 from hpsearch.schema import METRIC_LABELS
-from hpsearch.search.seeds import ConfigStats, Spread
-from hpsearch.views.trials import format_param, param_label
-
-
-def spread_text(spread: Spread | None) -> str:
-    """``0.6012 ± 0.0101`` (sample standard deviation); one run has no ±."""
-    if spread is None:
-        return "–"
-    return f"{spread.mean:.4f}" if spread.std is None else f"{spread.mean:.4f} ± {spread.std:.4f}"
 
 
 def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
@@ -39,7 +32,7 @@ def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
         "pending": confirmation.pending,
         "table": configurations_table(confirmation.configs, winner, facts, has_test=has_test),
         "winner": None if winner is None else winner.trial,
-        "winner_mean": None if winner is None else spread_text(winner.validation),
+        "winner_mean": None if winner is None else _spread_text(winner.validation),
         "search_best": confirmation.search_best,
         "winner_is_search_best": winner is not None and winner.trial == confirmation.search_best,
         "winner_is_recipe": winner is not None and winner.is_recipe,
@@ -91,10 +84,10 @@ def configurations_table(
             [
                 c.trial,
                 f"{len(c.complete)} of {c.seeds_planned}",
-                spread_text(val),
+                _spread_text(val),
                 "–" if val is None else f"{val.min:.4f}",
                 "–" if val is None else f"{val.max:.4f}",
-                *([spread_text(c.test)] if has_test else []),
+                *([_spread_text(c.test)] if has_test else []),
                 f"{c.failures} of {len(c.complete)}",
                 *[format_param(c.params.get(n)) for n in names],
                 ", ".join(notes),
@@ -114,6 +107,10 @@ def with_seed_spread(summary: list[tuple[str, str]], facts: CardFacts, split: st
     for label, value in summary:
         spread = confirmation.winner.metric_spread(split, keys[label]) if label in keys else None
         if spread is not None and spread.n > 1:
-            value = f"{value} (mean {spread_text(spread)} over {spread.n} seeds)"
+            value = f"{value} (mean {_spread_text(spread)} over {spread.n} seeds)"
         out.append((label, value))
     return out
+
+
+def _spread_text(spread: Spread | None) -> str:
+    return spread_text(spread, missing="–")

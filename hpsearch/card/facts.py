@@ -16,9 +16,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
+from hpsearch.analysis.seeds import Confirmation
 from hpsearch.errors import CardError
 from hpsearch.schema import DataFacts, EpochRow, StudySettings
-from hpsearch.search.seeds import Confirmation
 from hpsearch.search.storage import redact
 
 

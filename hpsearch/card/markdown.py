@@ -10,24 +10,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from hpsearch.formatting import fmt_metric
 from hpsearch.schema import METRIC_LABELS, METRICS
 
 RESULTS_HEADER = "| Epoch | Step | Validation Loss | " + " | ".join(METRIC_LABELS[k] for k in METRICS) + " |"
 _RESULT_KEYS = ("epoch", "step", "eval_loss", *METRICS)
 # Characters that can start Markdown markup in running text; "_" is handled on its own.
 _MARKUP = ("\\", "`", "*", "[", "]")
-
-
-def fmt_metric(value: Any, decimals: int = 4) -> str:
-    """A number as the Trainer's cards print it (transformers.modelcard._maybe_round).
-
-    Floats with more than ``decimals`` decimals are rounded and padded (0.63601 → "0.6360");
-    shorter ones print as Python prints them (0.5 → "0.5", 1.0 → "1.0"); ints unchanged.
-    """
-    text = str(value)
-    if isinstance(value, float) and "." in text and len(text.split(".")[1]) > decimals:
-        return f"{value:.{decimals}f}"
-    return text
 
 
 def md_cell(value: Any) -> str:

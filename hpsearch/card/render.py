@@ -30,18 +30,17 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpsearch import schema
+from hpsearch.analysis.verdict import verdict
 from hpsearch.card.confirmation_section import confirmation_facts, with_seed_spread
 from hpsearch.card.facts import CardFacts, gather, metric_label
-from hpsearch.card.markdown import fmt_metric, md_cell, md_code, md_inline, md_text, results_header, results_table
+from hpsearch.card.markdown import md_cell, md_code, md_inline, md_text, results_header, results_table
 from hpsearch.card.search_section import search_facts
 from hpsearch.card.trial_section import hyperparameters, metric_summary, trial_facts
 from hpsearch.card.trust import single_class_epochs, trust_facts
-from hpsearch.card.verdict import verdict
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
+from hpsearch.formatting import fmt_metric, format_param, is_number
 from hpsearch.schema import METRICS, Marker
-from hpsearch.training.metrics import is_number
-from hpsearch.views.trials import format_param
 
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
@@ -92,7 +91,7 @@ def write_card(
     with warnings.catch_warnings():  # opening an RDB storage notes its experimental heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = load_study(config.study, config.storage)
-    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.search.study import open_confirmation
 
     confirmation = open_confirmation(study, config.storage)
     facts = gather(

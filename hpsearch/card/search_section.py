@@ -15,12 +15,12 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
+from hpsearch.analysis.scores import predicted_class
 from hpsearch.card.facts import CardFacts, metric_label
-from hpsearch.card.markdown import fmt_metric, markdown_table, md_code
+from hpsearch.card.markdown import markdown_table, md_code
 from hpsearch.config import Param
 from hpsearch.errors import ConfigError
-from hpsearch.training.metrics import predicted_class
-from hpsearch.views.trials import count, format_param
+from hpsearch.formatting import count, fmt_metric, format_param
 
 TOP_TRIALS = 5  # rows of the top-trials table
 LIST_LIMIT = 10  # pruned / failed trials listed by name before "and N more"

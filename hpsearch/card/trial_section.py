@@ -12,9 +12,8 @@ from typing import Any
 
 from hpsearch import schema
 from hpsearch.card.facts import CardFacts
-from hpsearch.card.markdown import fmt_metric
+from hpsearch.formatting import fmt_metric, is_number
 from hpsearch.schema import METRIC_LABELS, METRICS
-from hpsearch.training.metrics import is_number
 
 # TrainingArguments values the Trainer card's own lines name, in its order and words.
 _TRAINER_LINES = (

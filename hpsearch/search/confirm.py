@@ -33,11 +33,11 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch import schema
+from hpsearch.analysis.seeds import Confirmation, original_seed, plan_configurations, read_confirmation, seeds_for
 from hpsearch.config import BUILTIN_DATASET, PrunerConfig, SamplerConfig, SearchConfig, load_config
 from hpsearch.errors import ConfigError
-from hpsearch.search.events import Listeners, RunInfo, RunListener
+from hpsearch.events import Listeners, RunInfo, RunListener
 from hpsearch.search.locks import study_lock
-from hpsearch.search.seeds import Confirmation, plan_configurations, read_confirmation, seeds_for
 from hpsearch.search.storage import check_url, open_storage
 from hpsearch.search.study import load_study, study_dir
 from hpsearch.search.workers import fail_dead_trials
@@ -82,8 +82,8 @@ def run_confirm(
         SearchStopped: ``max_failures`` runs in a row failed.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running run is recorded as failed.
     """
+    from hpsearch.bestmodel import BestModelStore
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.search.bestmodel import BestModelStore
     from hpsearch.search.loop import frozen_heap, interrupts, quiet_libraries, work
     from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
@@ -157,8 +157,6 @@ def run_confirm(
 
 def planned_units(search: optuna.Study, plan: schema.ConfirmPlan) -> list[tuple[int, int, dict[str, Any]]]:
     """``(search trial, seed, params)`` of every run the plan needs beyond the original trials."""
-    from hpsearch.search.seeds import original_seed
-
     trials = {t.number: t for t in search.get_trials(deepcopy=False)}
     out = []
     for number in plan.configurations:
@@ -172,7 +170,7 @@ def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[in
     """Swap the winner's best run whose weights exist into ``best-model/``; (its seed, None),
     or (None, why not). Workers that finish together decide one after the other, under the
     best model's lock, so the last one finds the winner there already."""
-    from hpsearch.search.bestmodel import BestModelStore
+    from hpsearch.bestmodel import BestModelStore
 
     winner = confirmation.winner
     if winner is None:
@@ -229,7 +227,7 @@ class _Runs:
         )
 
     def run(self, trial: optuna.Trial) -> Any:
-        from hpsearch.search.bestmodel import BestModelStore
+        from hpsearch.bestmodel import BestModelStore
         from hpsearch.training.objective import Objective
 
         number, seed = schema.confirms(trial), schema.run_seed(trial)

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from hpsearch import schema
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
 from hpsearch.errors import SearchStopped
-from hpsearch.search.events import Listeners, RunInfo, RunListener
+from hpsearch.events import Listeners, RunInfo, RunListener
 from hpsearch.search.locks import retrying_study_lock
 from hpsearch.search.storage import check_url, open_storage, with_retries
 from hpsearch.search.study import check_resumable, create_or_resume, requeue_lost_recipe, study_dir
@@ -66,8 +66,8 @@ def run_search(
         SearchStopped: ``max_failures`` trials in a row failed.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
     """
+    from hpsearch.bestmodel import BestModelStore
     from hpsearch.data import load_task, tokenize_task
-    from hpsearch.search.bestmodel import BestModelStore
     from hpsearch.training.evaluate_metrics import prepare_metrics
     from hpsearch.training.hub import offline_if_unreachable
     from hpsearch.training.modeling import (

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
 from hpsearch.config import PrunerConfig
+from hpsearch.formatting import is_number
 from hpsearch.schema import RANKING_METRIC, RANKING_METRIC_SE, EpochRow
 
 
@@ -89,7 +90,7 @@ class BestTrialPruner(BasePruner):
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(done) < self.startup_trials:
             return None
-        mine = [row for row in rows if _finite(row[RANKING_METRIC]) and _finite(row[RANKING_METRIC_SE])]
+        mine = [row for row in rows if is_number(row[RANKING_METRIC]) and is_number(row[RANKING_METRIC_SE])]
         updates = rows[-1]["step"]
         others = [(t.number, row) for t in done if (row := _row_within(t, updates)) is not None]
         if not mine or not others:
@@ -106,10 +107,8 @@ def _row_within(trial: FrozenTrial, updates: int) -> EpochRow | None:
     for row in schema.rows(trial):
         if row["step"] > updates:
             break
-        if _finite(row[RANKING_METRIC]) and _finite(row[RANKING_METRIC_SE]):
+        if is_number(row[RANKING_METRIC]) and is_number(row[RANKING_METRIC_SE]):
             found = row
     return found
 
 
-def _finite(value: float | None) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

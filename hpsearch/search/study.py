@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch import schema
+from hpsearch.analysis.seeds import Confirmation, read_confirmation
 from hpsearch.config import SamplerConfig, SearchConfig
 from hpsearch.errors import ConfigError, StorageError
 from hpsearch.schema import DataFacts, StudySettings
@@ -183,3 +184,14 @@ def _jsonish(value: Any) -> Any:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def open_confirmation(search: optuna.Study, storage_url: str) -> Confirmation | None:
+    """:func:`read_confirmation` of the study's ``.confirm`` sibling in the same storage, if there is one."""
+    storage = open_storage(storage_url, create=False)
+    name = schema.confirm_study_name(search.study_name)
+    try:
+        confirm = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+    return read_confirmation(search, confirm)

@@ -9,24 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from hpsearch.analysis.scores import classification_metrics, confusion_matrix
 from hpsearch.schema import RANKING_METRIC, RANKING_METRIC_SE
-
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray, average: str) -> dict[str, float]:
-    """F1, accuracy, precision and recall; ``average`` is "binary" (class 1) or "macro".
-
-    A class never predicted counts as precision 0 rather than a warning, as the Trainer
-    cards of collapsed runs show.
-    """
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average=average, zero_division=0)
-    return {
-        "f1": float(f1),
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "precision": float(precision),
-        "recall": float(recall),
-    }
 
 
 def roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
@@ -100,33 +84,3 @@ class MetricsComputer:
         self.added_keys = list(added)
         out.update(added)
         return out
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_labels: int) -> list[list[int]]:
-    """``[i][j]``: examples of class ``i`` the model called class ``j``, classes in label order."""
-    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
-
-    return sk_confusion_matrix(labels, predictions, labels=list(range(n_labels))).astype(int).tolist()
-
-
-def predicted_class(confusion: list[list[int]]) -> int | None:
-    """The one class a model called every example, from its confusion matrix; None when it
-    called more than one (or the matrix is empty)."""
-    called = [j for j in range(len(confusion)) if any(line[j] for line in confusion)]
-    return called[0] if len(called) == 1 else None
-
-
-def class_counts(confusion: list[list[int]]) -> list[int]:
-    """Examples of each class: the matrix's row sums."""
-    return [int(sum(line)) for line in confusion]
-
-
-def constant_scores(counts: list[int], label: int, average: str) -> dict[str, float]:
-    """What a model that calls every example ``label`` scores on a split with these class counts."""
-    truth = np.repeat(np.arange(len(counts)), counts)
-    return classification_metrics(truth, np.full_like(truth, label), average)
-
-
-def is_number(value: Any) -> bool:
-    """A stored metric that can be printed and compared: a finite int or float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -25,14 +25,15 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from hpsearch import schema
+from hpsearch.analysis.scores import predicted_class
+from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import HpsearchError, first_line
+from hpsearch.events import RunListener
 from hpsearch.schema import METRICS, EpochRow
-from hpsearch.search.bestmodel import BestModelStore
-from hpsearch.search.events import RunListener
 from hpsearch.search.pruners import BestTrialPruner
-from hpsearch.training.metrics import MetricsComputer, predicted_class
+from hpsearch.training.metrics import MetricsComputer
 from hpsearch.training.modeling import device_name, glibc, resolve_precision
 from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
 from hpsearch.training.trackers import StepCallback, runs_folder, runs_to

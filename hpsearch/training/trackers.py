@@ -23,7 +23,7 @@ import optuna
 from transformers import TrainerCallback
 
 from hpsearch.errors import ConfigError
-from hpsearch.search.events import RunListener
+from hpsearch.events import RunListener
 
 
 def check_trackers(report_to: Sequence[str]) -> None:

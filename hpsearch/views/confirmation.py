@@ -11,18 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.search.events import RunListener
-from hpsearch.search.seeds import Confirmation, Spread
-from hpsearch.views.trials import format_params
+from hpsearch.analysis.seeds import Confirmation
+from hpsearch.events import RunListener
+from hpsearch.formatting import format_params, spread_text
 
 if TYPE_CHECKING:
     import optuna
-
-
-def spread_text(spread: Spread | None) -> str:
-    if spread is None:
-        return ""
-    return f"{spread.mean:.4f}" if spread.std is None else f"{spread.mean:.4f} ± {spread.std:.4f}"
 
 
 def attach(records: list[dict[str, Any]], confirmation: Confirmation | None) -> list[dict[str, Any]]:

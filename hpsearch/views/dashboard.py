@@ -46,7 +46,7 @@ from optuna.trial import FrozenTrial
 from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError, first_line
-from hpsearch.search.events import RunInfo, RunListener
+from hpsearch.events import RunInfo, RunListener
 from hpsearch.search.loop import on_stop_signals
 from hpsearch.search.storage import open_storage, redact
 from hpsearch.search.study import load_study, study_dir
@@ -211,7 +211,7 @@ def refresh(study: optuna.Study, config: SearchConfig, *, figure: str | None = N
     Returns:
         The epoch plot's JSON now saved.
     """
-    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.search.study import open_confirmation
 
     names = upload_kept_card(study, config)
     text = save_epoch_plot(study, previous=figure)

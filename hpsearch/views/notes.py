@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
 from hpsearch.config import Param
+from hpsearch.formatting import fixed4, format_param, param_label
 from hpsearch.search.storage import redact
-from hpsearch.views.trials import format_param, param_label
 
 BEST_MODEL_DIR = "best-model"  # studies/<study>/best-model/: the kept model, its marker and card
 # The epoch table's columns after epoch and step: the losses, then the card's metrics.
@@ -86,7 +86,7 @@ def epoch_note(trial: FrozenTrial) -> str | None:
         header = ["epoch", "step", *(schema.METRIC_LABELS.get(c, c.replace("_", " ")) for c in _COLUMNS)]
         lines += ["| " + " | ".join(header) + " |", "|---:" * len(header) + "|"]
         for row in epochs:
-            lines.append(f"| {row['epoch']} | {row['step']} | " + " | ".join(_num(row[c]) for c in _COLUMNS) + " |")
+            lines.append(f"| {row['epoch']} | {row['step']} | " + " | ".join(fixed4(row[c]) for c in _COLUMNS) + " |")
         lines.append("")
     shipped = schema.shipped_epoch(trial)
     if shipped is not None:
@@ -142,5 +142,3 @@ def _counts(trials: list[FrozenTrial]) -> str:
     return f"Trials: {len(trials)} in all: " + ", ".join(parts) + "."
 
 
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))

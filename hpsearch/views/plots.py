@@ -10,17 +10,16 @@ reason, and :func:`write_pngs` returns None, so a card still renders without its
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
-from hpsearch.views.trials import format_param, param_label
+from hpsearch.formatting import format_param, is_number, param_label
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -108,7 +107,7 @@ def epoch_curves(study: optuna.Study) -> go.Figure:
     shown: set[str] = set()
     # Draw the best trial last so it sits on top of the others.
     for trial in sorted(trials, key=lambda t: t.number == best_number):
-        rows = [r for r in schema.rows(trial) if _finite(r[metric])]
+        rows = [r for r in schema.rows(trial) if is_number(r[metric])]
         if not rows:
             continue
         kind = _kind(trial, best_number)
@@ -159,10 +158,6 @@ def _hover(trial: FrozenTrial, kind: str, metric: str) -> str:
     params = "<br>".join(f"{param_label(k)}={format_param(v)}" for k, v in trial.params.items())
     head = f"trial {trial.number} ({'best' if kind == 'best' else kind})"
     return f"{head}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<br>{params}<extra></extra>"
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- PNG files

@@ -4,7 +4,7 @@
       epoch 1/5  loss 0.6931  val_loss 0.6890  f1 0.4000  acc 0.4100  3.1s
     trial 2 pruned at epoch 1: f1 0.4000 < median 0.6500 of 2 complete trials  3.4s   best: trial 1, f1 0.8200
 
-:class:`ConsoleReporter` is a :class:`~hpsearch.search.events.RunListener`: the search
+:class:`ConsoleReporter` is a :class:`~hpsearch.events.RunListener`: the search
 calls it. Parameters are named by :func:`~hpsearch.views.trials.param_label`, as in the
 trials table. On a terminal the lines are coloured by ``rich``, and below them a progress bar
 follows the epoch (steps, samples per second, time left) over a line with the trials done
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
-from hpsearch.search.events import RunInfo, RunListener
+from hpsearch.events import RunInfo, RunListener
+from hpsearch.formatting import count, format_params, human_seconds
 from hpsearch.search.storage import redact
-from hpsearch.views.trials import count, format_params, human_seconds
 
 if TYPE_CHECKING:
     import optuna

@@ -25,9 +25,10 @@ import optuna
 from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
+from hpsearch.formatting import format_param, param_label
 from hpsearch.search.storage import redact
 from hpsearch.search.study import load_study, study_dir
-from hpsearch.views.trials import format_param, param_label, trial_records
+from hpsearch.views.trials import trial_records
 
 REPORT_NAME = "report.html"  # in studies/<study>/ unless --output says otherwise
 _TITLES = {
@@ -64,7 +65,7 @@ def write_report(config: SearchConfig, *, output: str | Path | None = None) -> P
         StorageError: The storage or the study does not exist.
         ReportError: The file cannot be written there.
     """
-    from hpsearch.search.seeds import open_confirmation
+    from hpsearch.search.study import open_confirmation
 
     study = load_study(config.study, config.storage)
     path = _target(config, output)

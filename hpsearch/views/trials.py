@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import re
 from typing import Any
 
@@ -17,40 +16,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
+from hpsearch.formatting import finite_or_none, format_param, human_seconds, param_label
 
-# The short names every view gives the default space's parameters; any other parameter is
-# shown by its TrainingArguments name. Short enough that the default table fits 120 columns.
-PARAM_LABELS = {
-    "learning_rate": "lr",
-    "per_device_train_batch_size": "batch",
-    "warmup_ratio": "warmup",
-    "weight_decay": "decay",
-}
 # The table's note column shows at most this many characters of a reason; `--json` has it whole.
 NOTE_WIDTH = 26
-
-
-def param_label(name: str) -> str:
-    """How every view names a searched parameter: ``lr`` for ``learning_rate``."""
-    return PARAM_LABELS.get(name, name)
-
-
-def format_param(value: Any) -> str:
-    """A parameter value for tables and progress lines: 4 significant digits, nothing for None."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def format_params(params: dict[str, Any]) -> str:
-    """``lr=8e-05  batch=16``: a trial's parameters on one line, by :func:`param_label`."""
-    return "  ".join(f"{param_label(k)}={format_param(v)}" for k, v in params.items())
-
-
-def count(n: float, noun: str) -> str:
-    """``n`` and the noun, plural unless ``n`` is 1: "1 complete trial", "0.5 standard errors"."""
-    text = f"{n:g}" if isinstance(n, float) else str(n)
-    return f"{text} {noun}" if n == 1 else f"{text} {noun}s"
 
 
 # --------------------------------------------------------------------------- records
@@ -98,17 +67,7 @@ def trial_records(study: optuna.Study) -> list[dict[str, Any]]:
 
 def records_json(records: list[dict[str, Any]]) -> str:
     """Strict JSON (what ``jq`` and browsers accept): a NaN or infinite metric becomes null."""
-    return json.dumps(_finite(records), indent=2, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(finite_or_none(records), indent=2, allow_nan=False)
 
 
 # --------------------------------------------------------------------------- table
@@ -193,12 +152,3 @@ def _duration(record: dict[str, Any]) -> str:
     return ""
 
 
-def human_seconds(seconds: float) -> str:
-    """``28.5s``, ``4m05s``, ``2h03m``: seconds under a minute, then two units."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"

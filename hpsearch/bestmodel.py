@@ -8,7 +8,6 @@ puts back. Several workers on one machine share the lock.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -16,14 +15,19 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from hpsearch.files import fsync_tree
+from hpsearch.layout import BEST_MODEL, best_model_in
 from hpsearch.schema import Marker
 
 
 class BestModelStore:
-    def __init__(self, study_dir: Path) -> None:
-        self.study_dir = Path(study_dir)
-        self.folder = self.study_dir / "best-model"
-        self._old = self.study_dir / "best-model.old"
+    """The ``best-model/`` folder under ``root``: a study's (:attr:`StudyLayout.root
+    <hpsearch.layout.StudyLayout.root>`) or a confirmed configuration's."""
+
+    def __init__(self, root: Path) -> None:
+        self.study_dir = Path(root)
+        self.folder = best_model_in(self.study_dir)
+        self._old = self.study_dir / f"{BEST_MODEL}.old"
 
     def marker(self) -> Marker | None:
         """Which trial the folder holds, or None when there is no model yet."""
@@ -38,7 +42,7 @@ class BestModelStore:
                 self._old.rename(self.folder)
             elif self._old.exists():
                 shutil.rmtree(self._old)
-            for tmp in self.study_dir.glob(".best-model.tmp-*"):
+            for tmp in self.study_dir.glob(f".{BEST_MODEL}.tmp-*"):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def offer(self, marker: Marker, save: Callable[[Path], None]) -> bool:
@@ -80,11 +84,11 @@ class BestModelStore:
 
     def _swap_in(self, marker: Marker, write: Callable[[Path], None]) -> None:
         """Under the lock: write the model beside the folder, then swap it in by two renames."""
-        tmp = self.study_dir / f".best-model.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = self.study_dir / f".{BEST_MODEL}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             write(tmp)
             marker.write(tmp)
-            _fsync_tree(tmp)
+            fsync_tree(tmp)
             if self.folder.exists():
                 self.folder.rename(self._old)
             tmp.rename(self.folder)
@@ -94,7 +98,7 @@ class BestModelStore:
         shutil.rmtree(self._old, ignore_errors=True)
 
     def _lock(self) -> FileLock:
-        return FileLock(self.study_dir / ".best-model.lock")
+        return FileLock(self.study_dir / f".{BEST_MODEL}.lock")
 
 
 def _better(new: Marker, current: Marker) -> bool:
@@ -104,9 +108,3 @@ def _better(new: Marker, current: Marker) -> bool:
     """
     return new.value > current.value or (new.value == current.value and new.trial < current.trial)
 
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())

@@ -2,13 +2,10 @@
 
 A configuration is a search trial's parameters; its runs are the original trial (the run of
 its own seed) and the confirmation runs of ``hpsearch confirm`` (:mod:`hpsearch.search.confirm`).
-:func:`read_confirmation` gathers them from storage into :class:`Confirmation`; the rest are
+:func:`read_confirmation` gathers them from the two studies into :class:`Confirmation`; the rest are
 plain functions on :class:`SeedRun` records, so the rules are tested without training:
 
-- a run *fails* when its shipped epoch called every validation example one class, or when
-  the constant predictor the card compares with (:func:`constant_baseline`) matches or
-  beats it: F1 at or below the all-positive predictor's (the majority class's for more than
-  two classes), or accuracy at or below the majority class's (Mosbach et al. 2021);
+- a run *fails* by :func:`hpsearch.analysis.scores.failure`;
 - the *winner* has the highest mean validation objective; a tie goes to the lower standard
   deviation, then to the earlier trial;
 - the winner's advantage over the recipe is judged by Welch's t-test on the two sets of
@@ -27,8 +24,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
-from hpsearch.schema import METRICS, EpochRow
-from hpsearch.training.metrics import constant_scores, is_number, predicted_class
+from hpsearch.analysis.scores import failure
+from hpsearch.formatting import is_number
+from hpsearch.schema import METRICS
 
 CONFIDENCE = 0.95
 
@@ -182,32 +180,6 @@ class Confirmation:
 # --------------------------------------------------------------------------- rules
 
 
-def constant_baseline(counts: Sequence[int], average: str) -> tuple[int, dict[str, float]]:
-    """The constant predictor the card compares with, and its scores on these class counts.
-
-    Binary: every example called positive, the predictor a binary F1 flatters most. Macro:
-    every example called the majority class (the first, on a tie).
-    """
-    counts = list(counts)
-    label = 1 if average == "binary" else counts.index(max(counts))
-    return label, constant_scores(counts, label, average)
-
-
-def failure(row: EpochRow | None, counts: Sequence[int], average: str) -> str | None:
-    """Why a run's shipped epoch counts as a failed fine-tune, or None when it learned."""
-    if row is None:
-        return "no evaluated epoch"
-    if predicted_class(row["confusion"]) is not None:
-        return "called every example one class"
-    _, scores = constant_baseline(counts, average)
-    majority = max(counts) / sum(counts) if sum(counts) else 0.0
-    if is_number(row.get("f1")) and row["f1"] <= scores["f1"]:
-        return f"F1 {row['f1']:.4f} at or below the constant predictor's {scores['f1']:.4f}"
-    if is_number(row.get("accuracy")) and row["accuracy"] <= majority:
-        return f"accuracy {row['accuracy']:.4f} at or below the majority class's {majority:.4f}"
-    return None
-
-
 def pick_winner(configs: Sequence[ConfigStats]) -> ConfigStats | None:
     """The highest mean validation score; ties go to the lower standard deviation, then the earlier trial."""
     scored = [c for c in configs if c.validation is not None]
@@ -226,7 +198,7 @@ def compare(winner: ConfigStats, recipe: ConfigStats, confidence: float = CONFID
     difference = statistics.fmean(a) - statistics.fmean(b)
     if statistics.variance(a) == 0 and statistics.variance(b) == 0:  # no spread: no noise to test against
         return Comparison(difference, difference, difference, None, "no spread between seeds")
-    from scipy.stats import ttest_ind
+    from scipy.stats import ttest_ind  # scipy only when there is something to test
 
     result = ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence)
@@ -333,16 +305,3 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
         pending=pending,
         units={u.number: u for u in units},
     )
-
-
-def open_confirmation(search: optuna.Study, storage_url: str) -> Confirmation | None:
-    """:func:`read_confirmation` of the study's ``.confirm`` sibling in the same storage, if there is one."""
-    from hpsearch.search.storage import open_storage
-
-    storage = open_storage(storage_url, create=False)
-    name = schema.confirm_study_name(search.study_name)
-    try:
-        confirm = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
-    return read_confirmation(search, confirm)

@@ -2,7 +2,7 @@
 
 It is said whenever either holds:
 
-- the constant predictor the card compares with (:func:`hpsearch.search.seeds.constant_baseline`)
+- the constant predictor the card compares with (:func:`hpsearch.analysis.scores.constant_baseline`)
   matches or beats the shipped model: its F1 is at least the model's (all-positive for two
   classes, the majority class for more), or the majority class's accuracy is;
 - the winner's advantage over the base recipe is within noise: after a confirmation, the
@@ -21,9 +21,11 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from hpsearch import schema
+from hpsearch.analysis.intervals import bootstrap_f1_interval, wilson_interval
+from hpsearch.analysis.scores import constant_baseline
+from hpsearch.analysis.seeds import Confirmation
+from hpsearch.formatting import is_number
 from hpsearch.schema import METRIC_LABELS, StudySettings
-from hpsearch.search.seeds import Confirmation, constant_baseline
-from hpsearch.training.metrics import is_number
 
 
 def verdict(
@@ -103,8 +105,6 @@ def _noise_clause(
 def validation_interval(settings: StudySettings, trial: FrozenTrial) -> tuple[float, float] | None:
     """The 95% interval of a trial's shipped validation objective from its confusion matrix:
     bootstrap for F1, Wilson for accuracy; None for other objectives."""
-    from hpsearch.card.trust import bootstrap_f1_interval, wilson_interval
-
     row = schema.shipped_row(trial)
     if row is None:
         return None

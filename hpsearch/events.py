@@ -1,9 +1,10 @@
 """What a search tells the outside while it runs: the listener interface.
 
-The loop (:mod:`hpsearch.search.loop`) and the epoch callback call these methods; the
-terminal progress (:mod:`hpsearch.views.progress`) and the dashboard's notes
-(:mod:`hpsearch.views.dashboard`) implement them. The search imports neither, so the
-views depend on the search and never the other way round.
+The search loop (:mod:`hpsearch.search.loop`) and a trial's callbacks
+(:mod:`hpsearch.training.objective`) call these methods; the terminal progress
+(:mod:`hpsearch.views.progress`) and the dashboard's notes (:mod:`hpsearch.views.dashboard`)
+implement them. The interface sits below all of them, so training and search tell the
+views what happens without importing them.
 """
 
 from __future__ import annotations

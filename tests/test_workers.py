@@ -12,6 +12,7 @@ import functools
 import json
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ from hpsearch.search.locks import study_lock
 from hpsearch.search.loop import next_trial
 from hpsearch.search.storage import open_storage
 from hpsearch.search.study import create_or_resume
-from hpsearch.search.workers import worker_id
+from hpsearch.search.workers import fail_dead_trials, worker_id
 from hpsearch.training.space import recipe_params
 
 DATA = DataFacts(
@@ -397,6 +398,65 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
     # the killed trial was the recipe: it runs again, so the study still has its baseline
     assert study.trials[trial.number].user_attrs["recipe"] is True
     assert study.trials[trial.number + 1].user_attrs["recipe"] is True
+
+
+# A worker that claims a trial and is killed at once: kill -9 mid-trial, with no timing involved.
+KILLED_WORKER = """
+import os, signal, sys
+import optuna
+from hpsearch import schema
+from hpsearch.search.storage import open_storage
+from hpsearch.search.workers import worker_id
+study = optuna.create_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], create=True))
+schema.claim(study.ask(), worker_id())
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _plain_optuna_storage(url: str) -> Any:
+    """The storage at ``url`` as Optuna alone opens it, without hpsearch."""
+    if url.startswith("journal:"):
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[len("journal:") :]))
+    if url.startswith("redis:"):
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalRedisBackend(url))
+    # psycopg2 is the PostgreSQL driver the test extra installs; SQLAlchemy's default is psycopg 3.
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql", "redis"])
+def test_a_killed_worker_s_trial_stores_why_it_failed_for_any_optuna_reader(tmp_path, kind):
+    url = storage_url(kind, tmp_path)
+    name = unique_name()
+    with deleted_afterwards(name, url):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-c", KILLED_WORKER, url, name], env=env, timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        storage = open_storage(url, create=False)
+        study = optuna.load_study(study_name=name, storage=storage)
+        (trial,) = study.trials
+        pid = schema.worker(trial).rpartition(":")[2]
+        assert fail_dead_trials(study, storage=storage) == [0]
+        failed = optuna.load_study(study_name=name, storage=_plain_optuna_storage(url)).trials[0]
+        assert failed.state == TrialState.FAIL
+        reason = f"worker {socket.gethostname()}:{pid} is gone (process {pid} has exited)"
+        assert failed.user_attrs["fail_reason"] == reason
+        assert schema.fail_reason(failed) == reason  # the stored reason, not one made up on reading
+
+
+def test_a_silent_worker_s_trial_stores_how_long_it_was_silent(tmp_path):
+    url = storage_url("sqlite", tmp_path)
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(study_name="silent", storage=storage)
+    trial = study.ask()
+    # A worker on another machine, whose last heartbeat was 200 s ago: past the grace period.
+    trial.set_user_attr(schema.WORKER, "elsewhere:123")
+    trial.set_user_attr(schema.HEARTBEAT, time.time() - 200)
+    assert fail_dead_trials(study, storage=storage) == [0]
+    failed = optuna.load_study(study_name="silent", storage=url).trials[0]
+    assert failed.state == TrialState.FAIL
+    assert re.fullmatch(
+        r"worker elsewhere:123 stopped answering \(last heartbeat 20\d s ago\)", failed.user_attrs["fail_reason"]
+    )
 
 
 # --------------------------------------------------------------------------- resuming

@@ -6,6 +6,10 @@ study's trials first fails the running trials whose worker is gone: a process on
 host that no longer exists (``kill -9`` is seen at once), or any trial whose heartbeat is
 older than :data:`GRACE_SECONDS` (a worker on another machine that died or lost its
 storage). This works the same on every storage, SQLite, journal files, PostgreSQL and Redis.
+
+Given the storage the study was opened on, the worker that fails such a trial first stores
+why on it (``fail_reason``, as :func:`hpsearch.schema.record_failure` does), so that
+optuna-dashboard and any Optuna reader see the reason beside the state.
 """
 
 from __future__ import annotations
@@ -54,27 +58,51 @@ def heartbeat(trial: optuna.Trial, interval: float = HEARTBEAT_SECONDS) -> Itera
         thread.join()
 
 
-def fail_dead_trials(study: optuna.Study, *, grace: float = GRACE_SECONDS) -> list[int]:
-    """Fail the running trials whose worker is gone (see the module docstring); their numbers."""
+def fail_dead_trials(
+    study: optuna.Study, *, storage: optuna.storages.BaseStorage | None = None, grace: float = GRACE_SECONDS
+) -> list[int]:
+    """Fail the running trials whose worker is gone (see the module docstring); their numbers.
+
+    Args:
+        study: The study to look through.
+        storage: The storage ``study`` was opened on. With it, each trial's reason is stored
+            on the trial before it is told failed; Optuna's study has no public way to write
+            to a trial that another process asked for.
+        grace: Seconds of heartbeat silence after which a trial counts as dead.
+    """
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _is_dead(trial, grace):
+        reason = _why_dead(trial, grace)
+        if reason is None:
             continue
-        # Another worker may fail it first: then it is no longer ours to change.
+        # Another worker may fail it first: then it is no longer ours to change. The reason
+        # goes first, as a finished trial takes no more attributes.
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            if storage is not None:
+                _record_failure(storage, study, trial.number, reason)
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(trial.number)
     return failed
 
 
-def _is_dead(trial: optuna.trial.FrozenTrial, grace: float) -> bool:
-    host, _, pid = (schema.worker(trial) or "").rpartition(":")
+def _record_failure(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int, reason: str) -> None:
+    """:func:`hpsearch.schema.record_failure` for trial ``number``, which this process did not ask for."""
+    key = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+    storage.set_trial_user_attr(key, schema.FAIL_REASON, reason)
+
+
+def _why_dead(trial: optuna.trial.FrozenTrial, grace: float) -> str | None:
+    """Why ``trial``'s worker counts as dead, in words; None while it may still be running it."""
+    who = schema.worker(trial)
+    name = f"worker {who}" if who else "its worker"
+    host, _, pid = (who or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
-        return not _alive(int(pid))
-    last = schema.heartbeat(trial)
+        return None if _alive(int(pid)) else f"{name} is gone (process {pid} has exited)"
+    last, since = schema.heartbeat(trial), "last heartbeat"
     if last is None and trial.datetime_start is not None:
-        last = trial.datetime_start.timestamp()
-    return last is not None and time.time() - last > grace
+        last, since = trial.datetime_start.timestamp(), "no heartbeat; started"
+    silent = None if last is None else time.time() - last
+    return None if silent is None or silent <= grace else f"{name} stopped answering ({since} {silent:.0f} s ago)"
 
 
 def _alive(pid: int) -> bool:

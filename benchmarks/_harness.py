@@ -30,6 +30,10 @@ REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"  # JSON of every run; RESULTS.md quotes them
 SMS_SPAM = REPO.parent / "shared" / "data" / "sms_spam"
 RESULT_PREFIX = "RESULT "
+# hpsearch's heap settings for a CPU search (docs/configuration.md, "The process"), in glibc's
+# environment spelling: no block mapped on its own, the heap's freed top kept up to 1 GiB. A
+# side that is not hpsearch (a hand-written loop, a micro-measurement) gets them this way.
+HEAP_SETTINGS_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def cpuinfo() -> dict[str, str]:
@@ -107,6 +111,10 @@ class Buckets:
             if self._stack:
                 self._stack[-1][2] += end - started
                 self._stack[-1][4] += cpu_end - cpu_started
+
+    def current(self) -> str | None:
+        """The innermost bucket running on the main thread, if any."""
+        return self._stack[-1][0] if self._stack else None
 
     def wrap(self, owner: Any, name: str, bucket: str | Callable[..., str]) -> bool:
         original = getattr(owner, name, None)
@@ -317,41 +325,48 @@ def active_clock() -> float:
     return time.perf_counter() - _WAITED[0]
 
 
-def gate_each_epoch_in_hpsearch() -> None:
+def gate_each_epoch_in_every_trainer(buckets: Buckets | None = None) -> None:
     """In a child that runs the ``hpsearch`` command: take turns at every epoch, not only at start.
 
-    The command takes no Trainer callbacks, so the turn is taken in hpsearch's own epoch
-    callback; a child that calls ``run_search`` passes :func:`epoch_gate` instead.
+    The command takes no Trainer callbacks, so the gate joins transformers' default callbacks,
+    which every Trainer this process builds (each trial's) starts with; a child that calls
+    ``run_search`` passes :func:`epoch_gate` instead. With ``buckets`` the wait is timed in
+    the bucket "benchmark: waiting for turn".
     """
-    from hpsearch.training.objective import EpochCallback
+    from transformers import trainer
 
-    def on_epoch_begin(self: Any, *args: Any, **kwargs: Any) -> None:
-        gate()
-
-    EpochCallback.on_epoch_begin = on_epoch_begin
+    trainer.DEFAULT_CALLBACKS.append(type(epoch_gate(buckets)))
 
 
-def epoch_gate() -> Any:
+def epoch_gate(buckets: Buckets | None = None) -> Any:
     """A Trainer callback that takes turns at every epoch: for ``run_search(callbacks=...)``."""
     from transformers import TrainerCallback
 
     class EpochGate(TrainerCallback):
         def on_epoch_begin(self, *args: Any, **kwargs: Any) -> None:
-            gate()
+            if buckets is None:
+                gate()
+                return
+            with buckets.bucket("benchmark: waiting for turn"):
+                gate()
 
     return EpochGate()
 
 
-def run_listeners(config: Any) -> list[Any]:
-    """The listeners ``hpsearch run`` gives ``run_search`` (progress lines on stderr, the
-    dashboard's notes after each trial), for a child that calls ``run_search`` itself: its
-    work and its log are then the command's."""
-    from rich.console import Console
+def progress_listener() -> Any:
+    """A run listener that prints a line per epoch and per trial on stderr, for a child's log:
+    what ``hpsearch run`` shows, for a child that calls ``run_search`` itself."""
+    from hpsearch import RunListener
 
-    from hpsearch.views.dashboard import DashboardNotes
-    from hpsearch.views.progress import ConsoleReporter
+    class ProgressLines(RunListener):
+        def epoch(self, trial: Any, row: Any, *, pruned: str | None, stopped: str | None) -> None:
+            end = f"; {pruned or stopped}" if pruned or stopped else ""
+            print(f"trial {trial.number} epoch {row['epoch']}: F1 {row['f1']:.4f}{end}", file=sys.stderr, flush=True)
 
-    return [ConsoleReporter(Console(stderr=True, highlight=False, width=200)), DashboardNotes(config)]
+        def trial_end(self, trial: Any, frozen: Any) -> None:
+            print(f"trial {frozen.number} {frozen.state.name.lower()}: {frozen.value}", file=sys.stderr, flush=True)
+
+    return ProgressLines()
 
 
 def _child_env(src: str | None, env: dict[str, str] | None) -> dict[str, str]:

@@ -33,7 +33,7 @@ from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from hpsearch.search.events import RunListener
+from hpsearch import RunListener
 
 EPOCHS_ATTR = "epochs"  # hpsearch's trial attribute: one row per evaluated epoch
 LR_SUM_ATTR = "bench_lr_sum"  # this module's: [{"epoch": 1, "lr_sum": ...}, ...]
@@ -102,7 +102,8 @@ class AlignedMedianPruner(BasePruner):
             raise ValueError(f"reference: expected median or best, got {reference!r}")
         if startup_trials < 0 or warmup_epochs < 0 or not margin_se >= 0:
             raise ValueError(
-                f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}"
+                "startup_trials, warmup_epochs and margin_se must be >= 0; "
+                f"got {startup_trials}, {warmup_epochs} and {margin_se}"
             )
         if reference == "best" and not margin_se:
             raise ValueError(

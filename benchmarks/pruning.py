@@ -5,9 +5,10 @@
     python benchmarks/pruning.py --seeds 42,43,44                 # each pruner once per sampler seed
     python benchmarks/pruning.py --trials 10 --pruned-trials 24   # pruned searches go on past 10 trials
 
-Every side is one fresh process that calls ``run_search`` as ``hpsearch run`` does (with
-its progress lines and dashboard notes), on the same data subset (sms_spam by default),
-sampler, trials and epochs; only the pruner differs. Two kinds of preset:
+Every side is one fresh process that calls ``run_search`` (with a progress line per epoch
+in its log, and without the dashboard notes ``hpsearch run`` adds, on every side alike), on
+the same data subset (sms_spam by default), sampler, trials and epochs; only the pruner
+differs. Two kinds of preset:
 
 hpsearch's own ``[pruner]`` settings (the figure is of the code a user runs):
 
@@ -79,7 +80,8 @@ CONFIGS = {
     "best-auc-updates-se1": "[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 3\nwarmup_epochs = 0\n",
     # ... judging from the second trial on: one complete trial is a reference already.
     "best-auc-updates-se1-s1": "[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 1\nwarmup_epochs = 0\n",
-    "best-auc-updates-se1-s1-p2": "early_stopping_patience = 2\n[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 1\nwarmup_epochs = 0\n",
+    "best-auc-updates-se1-s1-p2": "early_stopping_patience = 2\n"
+    "[pruner]\nname = 'best'\nmargin_se = 1.0\nstartup_trials = 1\nwarmup_epochs = 0\n",
     "best-auc-updates-se05-s1": "[pruner]\nname = 'best'\nmargin_se = 0.5\nstartup_trials = 1\nwarmup_epochs = 0\n",
     "halving": "[pruner]\nname = 'halving'\nreduction_factor = 3\n",
     "hyperband": "[pruner]\nname = 'hyperband'\nreduction_factor = 3\n",
@@ -150,13 +152,15 @@ def main() -> None:
     p.add_argument(
         "--pruners",
         default="none,median",
-        help=f"comma-separated presets: {', '.join(PRESETS)}; any of them with {GROUPED} trains on length-grouped batches",
+        help=f"comma-separated presets: {', '.join(PRESETS)}; "
+        f"any of them with {GROUPED} trains on length-grouped batches",
     )
     p.add_argument(
         "--baseline",
         default=None,
         metavar="FILE",
-        help="take the sides named in --reuse from this earlier result file instead of running them (epochs and F1 are deterministic)",
+        help="take the sides named in --reuse from this earlier result file instead of running them "
+        "(epochs and F1 are deterministic)",
     )
     p.add_argument("--reuse", default="none", help="comma-separated presets to take from --baseline (default none)")
     p.add_argument("--seeds", default="42", help="comma-separated TPE seeds; every pruner runs once with each")
@@ -172,7 +176,8 @@ def main() -> None:
     unknown = [n for n in names if preset_text(n) is None]
     if unknown:
         p.error(
-            f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}, each optionally with {GROUPED}"
+            f"unknown pruner preset {unknown[0]!r}; expected one of {', '.join(PRESETS)}, "
+            f"each optionally with {GROUPED}"
         )
     seeds = [int(x) for x in args.seeds.split(",")]
     reused = _reused_runs(Path(args.baseline), args.reuse.split(","), seeds) if args.baseline else []
@@ -223,7 +228,8 @@ def main() -> None:
             out["seed"] = int(seed or seeds[0])
             runs.append(out)
             print(
-                f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}",
+                f"{key:>14}: {out['wall_s']:.1f} s, {out['epochs_trained']} epochs, {out['pruned']} pruned, "
+                f"best val F1 {out['best_val_f1']:.4f}, mean load {out['load1_mean']}",
                 file=sys.stderr,
             )
     runs += reused
@@ -347,7 +353,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
             "workdir": f"{args.workdir}/studies",
         },
     )
-    listeners, callbacks, pruner = h.run_listeners(config), [h.epoch_gate()], None
+    listeners, callbacks, pruner = [h.progress_listener()], [h.epoch_gate()], None
     spec = research_spec(args.preset)
     if spec is not None:
         import _research_pruners as research

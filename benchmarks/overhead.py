@@ -8,17 +8,19 @@ Both sides train the same fixed list of trial configurations (no pruning) of the
 on the same tokenised data with the same batch sizes and epochs, one fresh process each:
 
 * hpsearch: the real ``hpsearch run`` command (in a child process, with timers wrapped
-  around its stages), on a study into which the fixed configurations were enqueued.
-  Its figure is the child's whole wall time, interpreter start and imports included.
+  around the library calls it makes), on a study into which the fixed configurations were
+  enqueued. Its figure is the child's whole wall time, interpreter start and imports included.
 * floor: a minimal loop written here: a deep copy of the same base model, fused AdamW with
   the Trainer's parameter groups, the linear schedule, gradient clipping at 1.0, the same
   data collator, and an evaluation each epoch under ``torch.inference_mode()``. Its figure
   is the time of its training and evaluation steps alone (data and model made untimed).
 
 Both evaluate in batches of the recipe's ``per_device_eval_batch_size`` and run with the
-heap settings hpsearch makes for a CPU search (``configure_allocator``). The ratio
-hpsearch / floor is the overhead (target at most 1.10). The hpsearch side's buckets say
-where the rest goes.
+heap settings hpsearch makes for a CPU search (the floor gets them through glibc's
+environment, ``_harness.HEAP_SETTINGS_ENV``). The ratio hpsearch / floor is the overhead
+(target at most 1.10). The hpsearch side's buckets say where the rest goes: each is a call
+into a library (transformers, torch, Optuna's storage and sampler, the dashboard's notes,
+``gc``), timed from outside hpsearch; what hpsearch does between them is "hpsearch (other)".
 """
 
 from __future__ import annotations
@@ -84,12 +86,14 @@ def _parent(args: argparse.Namespace) -> None:
                     src=src,
                     cwd=work,
                     log=logs / f"{r}-{name}.log",
+                    env=h.HEAP_SETTINGS_ENV if role == "floor" else None,
                 )
             for name, out in lockstep.run().items():
                 out["side"], out["round"] = name, r
                 runs.append(out)
                 print(
-                    f"round {r} {name:>10}: {out['wall_s']:.1f} s wall, {out['cpu_s']:.1f} s CPU, steps {out.get('steps_s', float('nan')):.1f} s, mean load {out['load1_mean']}",
+                    f"round {r} {name:>10}: {out['wall_s']:.1f} s wall, {out['cpu_s']:.1f} s CPU, "
+                    f"steps {out.get('steps_s', float('nan')):.1f} s, mean load {out['load1_mean']}",
                     file=sys.stderr,
                 )
     summary = _summarise(runs, [s for s, _ in sides])
@@ -141,7 +145,7 @@ def _summarise(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
         "floor_steps_cpu_s": [f["steps_cpu_s"] for f in floors.values()],
         "floor_best_f1": max(f["best_f1"] for f in floors.values()),
     }
-    own_work = ("benchmark: enqueue fixed configurations", "benchmark: read results")
+    own_work = ("benchmark: enqueue fixed configurations", "benchmark: read results", "benchmark: storage")
     for side in sides:
         if side == "floor":
             continue
@@ -176,79 +180,30 @@ def _summarise(runs: list[dict[str, Any]], sides: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- hpsearch side
 
-# What `hpsearch run` imports anyway, loaded up front so that each stage's bucket holds its
-# own work rather than the first import that happened to fall into it.
-HPSEARCH_MODULES = (
-    "hpsearch.cli",
-    "hpsearch.data",
-    "hpsearch.schema",
-    "hpsearch.training.metrics",
-    "hpsearch.training.modeling",
-    "hpsearch.training.objective",
-    "hpsearch.search.bestmodel",
-    "hpsearch.search.loop",
-    "hpsearch.search.storage",
-    "hpsearch.search.study",
-    "hpsearch.search.workers",
-    "hpsearch.views.dashboard",
-    "hpsearch.views.progress",
-)
-# Timers by hpsearch's names: (module, "function" or "Class.method", bucket). A name that is
-# gone after a refactor is skipped and listed in the result's "not_hooked", so that it shows
-# as a missing bucket (its time lands in the caller's) rather than as a wrong figure.
-HOOKS = (
-    ("hpsearch.data", "load_task", "data: read files"),
-    ("hpsearch.data", "tokenize_task", "tokenisation"),
-    ("hpsearch.training.modeling", "load_tokenizer", "tokenizer load"),
-    ("hpsearch.training.modeling", "load_base_model", "model load"),
-    ("hpsearch.search.study", "check_resumable", "storage"),
-    ("hpsearch.search.study", "create_or_resume", "storage"),
-    ("hpsearch.search.study", "requeue_lost_recipe", "storage"),
-    ("hpsearch.search.workers", "fail_dead_trials", "storage"),
-    ("hpsearch.search.loop", "run_search", "run_search (other)"),
-    ("hpsearch.search.storage", "check_url", "run_search (other)"),
-    ("hpsearch.training.objective", "Objective.run", "trial (other)"),
-    ("hpsearch.training.objective", "Objective._trainer", "trainer setup (copy model, TrainingArguments, Trainer)"),
-    ("hpsearch.training.objective", "_release_memory", "memory release (gc)"),
-    ("hpsearch.training.objective", "EpochCallback.on_evaluate", "epoch callback"),
-    ("hpsearch.training.metrics", "MetricsComputer.__call__", "metrics"),
-    ("hpsearch.training.metrics", "classification_metrics", "metrics"),
-    ("hpsearch.search.bestmodel", "BestModelStore.offer", "checkpoint (best model write)"),
-    ("hpsearch.search.bestmodel", "BestModelStore.recover", "checkpoint (best model write)"),
-    ("hpsearch.views.dashboard", "DashboardNotes.run_start", "dashboard notes and plot after each trial"),
-    ("hpsearch.views.dashboard", "DashboardNotes.trial_end", "dashboard notes and plot after each trial"),
-)
-
 
 def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
-    import importlib
-
     t0 = time.perf_counter()
     b = h.Buckets()
-    missing: list[str] = []
     with b.bucket("imports"):
         import datasets  # noqa: F401
         import optuna
+        import optuna_dashboard
         import sklearn.metrics  # noqa: F401
         import torch  # noqa: F401
         import transformers
         import transformers.models.bert.modeling_bert  # noqa: F401
         from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments  # noqa: F401
 
-        for name in HPSEARCH_MODULES:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                missing.append(name)
-    import hpsearch.cli
-    import hpsearch.training.objective
-    from hpsearch import schema
+        import hpsearch
+        import hpsearch.cli
+        from hpsearch import schema
 
-    missing += _instrument(b, transformers, optuna)
+        # What the command uses anyway, loaded here so that its import is not counted as work.
+        for name in ("load_task", "tokenize_task", "load_tokenizer", "load_base_model", "run_search"):
+            getattr(hpsearch, name)
+    _instrument(b, transformers, optuna, optuna_dashboard)
     _enqueue_fixed_configs(b, optuna, args.trials)
-    _take_turns(b, hpsearch.training.objective.EpochCallback)
-    if missing:
-        print(f"not timed apart (gone from hpsearch): {', '.join(missing)}", file=sys.stderr)
+    h.gate_each_epoch_in_every_trainer(b)
     argv = [
         "run",
         "--dataset",
@@ -276,7 +231,7 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if args.model:
         argv += ["--model", args.model]
-    with b.bucket("cli and reporting"):
+    with b.bucket("hpsearch (other)"):
         code = hpsearch.cli.main(argv)
     if code:
         raise SystemExit(f"hpsearch run exited {code}")
@@ -302,21 +257,10 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
         "in_process_s": round(in_process, 3),
         "steps_s": round(steps, 3),
         "buckets": b.as_dict(),
-        "not_hooked": missing,
         "best_f1": max(r[-1]["f1"] for r in rows),
         "f1_by_trial": [[round(e["f1"], 4) for e in r] for r in rows],
         "epochs_trained": sum(len(r) for r in rows),
     }
-
-
-def _take_turns(b: h.Buckets, callback: type) -> None:
-    """At each epoch, hand the machine to the other side (the wait is timed apart)."""
-
-    def on_epoch_begin(self: Any, *args: Any, **kwargs: Any) -> None:
-        with b.bucket("benchmark: waiting for turn"):
-            h.gate()
-
-    callback.on_epoch_begin = on_epoch_begin
 
 
 def _enqueue_fixed_configs(b: h.Buckets, optuna: Any, trials: int) -> None:
@@ -345,17 +289,25 @@ def _enqueue_fixed_configs(b: h.Buckets, optuna: Any, trials: int) -> None:
     optuna.study.Study.ask = ask_fixed
 
 
-def _instrument(b: h.Buckets, transformers: Any, optuna: Any) -> list[str]:
-    """Timers around every stage of a run; the innermost bucket running owns each second.
-    Returns the hooks whose name hpsearch no longer has."""
+def _instrument(b: h.Buckets, transformers: Any, optuna: Any, optuna_dashboard: Any) -> None:
+    """Timers around the library calls of a run; the innermost bucket running owns each second."""
+    import gc
+
     import accelerate
     import torch
 
-    missing = [f"{module}.{name}" for module, name, bucket in HOOKS if not _hook(b, module, name, bucket)]
-    _hook_open_storage(b)
     b.wrap(optuna.study.Study, "optimize", "optuna (ask, tell, sampler)")
     b.wrap(optuna.study.Study, "ask", "optuna (ask, tell, sampler)")
     b.wrap(optuna.study.Study, "tell", "optuna (ask, tell, sampler)")
+    # Every call that reaches the database, whichever hpsearch or Optuna layer makes it; not
+    # the benchmark's own (enqueueing, reading back), which are timed apart.
+    rdb = optuna.storages.RDBStorage
+    for name in [n for n in vars(rdb) if not n.startswith("_") and callable(vars(rdb)[n])]:
+        b.wrap(
+            rdb,
+            name,
+            lambda *a, **k: "benchmark: storage" if (b.current() or "").startswith("benchmark:") else "storage",
+        )
     b.wrap(transformers.Trainer, "train", "train loop (Trainer)")
     b.wrap(transformers.Trainer, "training_step", "training steps")
     b.wrap(
@@ -365,51 +317,13 @@ def _instrument(b: h.Buckets, transformers: Any, optuna: Any) -> list[str]:
             "evaluation (test set of kept model)" if k.get("metric_key_prefix") == "test" else "evaluation (per epoch)"
         ),
     )
+    b.wrap(transformers.Trainer, "save_model", "checkpoint (best model write)")
     b.wrap(transformers.DataCollatorWithPadding, "__call__", "collate")
     b.wrap(torch.optim.AdamW, "step", "optimizer step")
     b.wrap(accelerate.Accelerator, "clip_grad_norm_", "grad clipping")
-    return missing
-
-
-def _hook(b: h.Buckets, module_name: str, name: str, bucket: str) -> bool:
-    """Time ``module.name`` (a function, or a method as ``Class.method``); False if either is gone."""
-    module = sys.modules.get(module_name)
-    if module is None:
-        return False
-    if "." in name:
-        cls = getattr(module, name.split(".")[0], None)
-        return cls is not None and b.wrap(cls, name.split(".")[1], bucket)
-    original = getattr(module, name, None)
-    if original is None:
-        return False
-    _replace_everywhere(original, b.timed(original, bucket))
-    return True
-
-
-def _replace_everywhere(original: Any, replacement: Any) -> None:
-    """Put ``replacement`` wherever an hpsearch module holds ``original``: a module that
-    imported a function by name calls its own copy of the reference, not its home module's."""
-    for module in list(sys.modules.values()):
-        if module is None or not module.__name__.startswith("hpsearch"):
-            continue
-        for attr, value in list(vars(module).items()):
-            if value is original:
-                setattr(module, attr, replacement)
-
-
-def _hook_open_storage(b: h.Buckets) -> None:
-    """Time opening the storage, and every call on the storage it returns, method by method."""
-    import hpsearch.search.storage
-
-    original = hpsearch.search.storage.open_storage
-
-    def open_storage(*a: Any, **k: Any) -> Any:
-        with b.bucket("storage"):
-            storage = original(*a, **k)
-        b.wrap_public_methods(storage, "storage", detail=True)
-        return storage
-
-    _replace_everywhere(original, open_storage)
+    b.wrap(optuna_dashboard, "save_note", "dashboard notes and plot after each trial")
+    b.wrap(optuna_dashboard, "save_plotly_graph_object", "dashboard notes and plot after each trial")
+    b.wrap(gc, "collect", "memory release (gc)")
 
 
 # --------------------------------------------------------------------------- floor side
@@ -422,12 +336,10 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
     from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup, set_seed
 
-    from hpsearch import load_config
-    from hpsearch.data import load_task, tokenize_task
-    from hpsearch.training.metrics import classification_metrics
-    from hpsearch.training.modeling import configure_allocator, load_base_model, load_tokenizer, resolve_model
+    from hpsearch import load_base_model, load_config, load_task, load_tokenizer, resolve_model, tokenize_task
 
-    configure_allocator()  # the heap setting hpsearch makes for a CPU search, so the floor has it too
+    # The floor runs with the heap settings hpsearch makes for a CPU search (its parent put
+    # them in its environment), so that they do not flatter the ratio.
     overrides = {
         "dataset": args.dataset,
         "max_train_samples": args.train,
@@ -497,7 +409,6 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
                         collate,
                         config.recipe.per_device_eval_batch_size,
                         task.average,
-                        classification_metrics,
                         b,
                     )
                 )
@@ -514,11 +425,10 @@ def _floor_child(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _evaluate(
-    model: Any, dataset: Any, collate: Any, batch: int, average: str, metrics: Any, b: h.Buckets
-) -> dict[str, float]:
+def _evaluate(model: Any, dataset: Any, collate: Any, batch: int, average: str, b: h.Buckets) -> dict[str, float]:
     import numpy as np
     import torch
+    from sklearn.metrics import precision_recall_fscore_support
 
     model.eval()
     predictions, labels = [], []
@@ -534,7 +444,11 @@ def _evaluate(
             labels.append(inputs["labels"].numpy())
     model.train()
     with b.bucket("metrics"):
-        return metrics(np.concatenate(labels), np.concatenate(predictions), average)
+        # F1 as hpsearch computes it: a class never predicted counts as precision 0
+        _, _, f1, _ = precision_recall_fscore_support(
+            np.concatenate(labels), np.concatenate(predictions), average=average, zero_division=0
+        )
+        return {"f1": float(f1)}
 
 
 if __name__ == "__main__":

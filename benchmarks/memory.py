@@ -4,23 +4,24 @@
     python benchmarks/memory.py --trials 20 --epochs 1
     python benchmarks/memory.py --model PATH     # any local model folder instead
     python benchmarks/memory.py --model default  # hpsearch's default model (the packaged MiniLM)
-    python benchmarks/memory.py --model PATH --without-trim   # as before hpsearch trimmed the heap
+    MALLOC_MMAP_MAX_=65536 python benchmarks/memory.py --model default   # glibc's own heap settings
 
 One in-process ``run_search`` (the built-in dataset, pruner none, so every trial trains
 the same number of epochs); a run listener reads VmRSS from /proc/self/status when each
 trial has ended and its memory was released. Growth is judged from the second trial on: the
 first pays one-time costs (lazy imports, the first optimiser, allocator pools).
 
-hpsearch hands freed memory back to the system after each trial (glibc's ``malloc_trim``);
-``--without-trim`` turns that off, to see what the allocator keeps without it. hpsearch's
-heap settings (``configure_allocator``) stay on either way; ``MALLOC_MMAP_MAX_=65536`` in
-the environment, glibc's own default, leaves them off.
+hpsearch hands freed memory back to the system after each trial (glibc's ``malloc_trim``)
+and, on a CPU, sets glibc's heap settings for the search (docs/configuration.md, "The
+process"); ``MALLOC_MMAP_MAX_=65536`` in the environment, glibc's own default, leaves those
+settings off. (What the trim is for, measured by switching it off, is in HISTORY.md.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,8 +29,7 @@ from typing import Any
 
 import _harness as h
 
-from hpsearch import schema
-from hpsearch.search.events import RunListener
+from hpsearch import RunListener, schema
 
 
 class RssListener(RunListener):
@@ -55,7 +55,7 @@ def tiny_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from hpsearch.training.modeling import packaged_default_model
+    from hpsearch import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)
@@ -80,20 +80,9 @@ def main() -> None:
         "--model", default=None, help="model folder, or 'default' for hpsearch's own (default: a tiny BERT made here)"
     )
     p.add_argument("--max-length", type=int, default=32)
-    p.add_argument("--without-trim", action="store_true", help="do not hand freed memory back after each trial")
     args = p.parse_args()
 
-    import hpsearch.training.objective as objective
     from hpsearch import load_config, run_search
-
-    if args.without_trim:
-        # The trim after each trial reaches glibc through the objective module's own name
-        # for it; configure_allocator keeps its own, so the heap settings stay as they run.
-        if not hasattr(objective, "glibc"):
-            raise SystemExit(
-                "--without-trim: hpsearch.training.objective no longer calls glibc(); find where the trial's malloc_trim moved and patch that name here"
-            )
-        objective.glibc = lambda: None
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         model = args.model or str(tiny_model(Path(tmp) / "tiny-bert"))
@@ -132,6 +121,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": h.loadavg(),
         "settings": vars(args),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "summary": summary,
     }
     path = h.save("memory", payload)

@@ -2,10 +2,9 @@
 
     python benchmarks/micro.py gc           # gc.collect() with the libraries loaded, before and after gc.freeze()
     python benchmarks/micro.py exit         # interpreter exit after a search, with and without gc.freeze at exit
-    python benchmarks/micro.py eval         # evaluation: batch 32/64/128/256, no_grad against inference_mode
     python benchmarks/micro.py bf16         # CPU training steps: fp32 against bf16 autocast (AMX)
     python benchmarks/micro.py sampler      # one epoch: random batches against the Trainer's length-grouped ones
-    python benchmarks/micro.py allocator    # one epoch of the default run: glibc's defaults against hpsearch's heap settings
+    python benchmarks/micro.py allocator    # one epoch of the default run: glibc's defaults against hpsearch's heap
     python benchmarks/micro.py profile      # torch.profiler over 10 training steps of the default run's recipe trial
     python benchmarks/micro.py gemm         # the rate (GFLOPS) of fp32 matrix products of MiniLM's shapes on this CPU
 
@@ -33,7 +32,6 @@ def main() -> None:
         choices=(
             "gc",
             "exit",
-            "eval",
             "bf16",
             "sampler",
             "allocator",
@@ -57,7 +55,6 @@ def main() -> None:
     result = {
         "gc": _gc,
         "exit": _exit,
-        "eval": _eval,
         "bf16": _bf16,
         "sampler": _sampler,
         "allocator": _allocator,
@@ -81,9 +78,7 @@ def _load(overrides: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     """The model, tokenizer, tokenised splits and task of a configuration, made as hpsearch makes them."""
     from transformers.utils import logging as hf_logging
 
-    from hpsearch import load_config
-    from hpsearch.data import load_task, tokenize_task
-    from hpsearch.training.modeling import load_base_model, load_tokenizer, resolve_model
+    from hpsearch import load_base_model, load_config, load_task, load_tokenizer, resolve_model, tokenize_task
 
     hf_logging.set_verbosity_error()
     config = load_config(overrides=overrides)
@@ -102,13 +97,13 @@ def _sms(train: int, evaluate: int, max_length: int) -> tuple[Any, Any, Any, Any
 
 
 def _default_run_rows() -> tuple[Any, list[dict[str, Any]], Any]:
-    """The default run's model, tokenised training rows and collator, threads set as hpsearch sets them."""
+    """The default run's model, tokenised training rows and collator, with a thread per CPU
+    this process may use, as hpsearch trains on a CPU (docs/configuration.md, "The process")."""
+    import torch
     from transformers import DataCollatorWithPadding
 
-    from hpsearch.training.modeling import configure_threads
-
     model, tokenizer, data, _ = _load({})
-    configure_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     rows = [data["train"][i] for i in range(len(data["train"]))]
     return model, rows, DataCollatorWithPadding(tokenizer)
 
@@ -195,32 +190,6 @@ def _exit_child(freeze: bool) -> None:
     if freeze:
         atexit.register(gc.freeze)
     print("END", time.time(), flush=True)
-
-
-def _eval(repeats: int) -> dict[str, Any]:
-    import torch
-    from transformers import DataCollatorWithPadding
-
-    model, tokenizer, data, _ = _sms(16, 400, 128)
-    model.eval()
-    collate = DataCollatorWithPadding(tokenizer)
-    rows = [data["validation"][i] for i in range(len(data["validation"]))]  # sorted by length, as hpsearch does
-
-    def timed(batch: int, mode: str) -> float:
-        context = torch.inference_mode if mode == "inference_mode" else torch.no_grad
-        t = time.perf_counter()
-        with context():
-            for start in range(0, len(rows), batch):
-                model(**collate(rows[start : start + batch]))
-        return round(time.perf_counter() - t, 3)
-
-    keys = [(64, "no_grad"), (64, "inference_mode"), (32, "no_grad"), (128, "no_grad"), (256, "no_grad")]
-    timed(64, "no_grad")  # warm-up
-    out: dict[str, list[float]] = {}
-    for i in range(repeats):
-        for batch, mode in keys if i % 2 == 0 else list(reversed(keys)):
-            out.setdefault(f"batch {batch} {mode}", []).append(timed(batch, mode))
-    return {"rows": len(rows), "max_length": 128, "eval_s": out}
 
 
 def _bf16(repeats: int) -> dict[str, Any]:
@@ -342,32 +311,35 @@ def _sampler(repeats: int) -> dict[str, Any]:
 
 
 def _allocator(repeats: int) -> dict[str, Any]:
-    """Epochs of the default run's recipe trial, in children with and without ``configure_allocator``.
+    """Epochs of the default run's recipe trial, in children with glibc's defaults and with
+    hpsearch's heap settings for a CPU search (``_harness.HEAP_SETTINGS_ENV``).
 
     glibc's allocator settings are per process and cannot be fully put back (setting one
-    freezes its dynamic mmap threshold), so each side runs in its own child, the two
-    alternating. Each child trains the packaged MiniLM on the built-in data as hpsearch's
-    recipe trial does (batch 8, fused AdamW, clipping at 1.0, the Trainer's shuffling seed):
-    one warm-up epoch, then two timed, counting the process's minor page faults, and it
-    prints its peak resident size and a digest of the final weights, so that the two sides
-    can be checked bit for bit.
+    freezes its dynamic mmap threshold), so each side runs in its own child, started with the
+    settings in its environment or without, the two alternating. Each child trains the
+    packaged MiniLM on the built-in data as hpsearch's recipe trial does (batch 8, fused
+    AdamW, clipping at 1.0, the Trainer's shuffling seed): one warm-up epoch, then two timed,
+    counting the process's minor page faults, and it prints its peak resident size and a
+    digest of the final weights, so that the two sides can be checked bit for bit.
     """
     out: dict[str, dict[str, list[Any]]] = {
         side: {"epoch_s": [], "page_faults": [], "peak_rss_mib": [], "weights_sha256": []}
-        for side in ("glibc defaults", "configure_allocator")
+        for side in ("glibc defaults", "hpsearch heap settings")
     }
     for i in range(repeats):
         for configured in (False, True) if i % 2 == 0 else (True, False):
+            glibc_defaults = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
             proc = subprocess.run(
                 [sys.executable, __file__, "allocator-child", *(["--configured"] if configured else [])],
                 capture_output=True,
                 text=True,
+                env={**glibc_defaults, **(h.HEAP_SETTINGS_ENV if configured else {})},
             )
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not lines:
                 raise SystemExit(proc.stderr[-3000:])
             child = json.loads(lines[-1])
-            side = out["configure_allocator" if configured else "glibc defaults"]
+            side = out["hpsearch heap settings" if configured else "glibc defaults"]
             side["epoch_s"] += child["epoch_s"]
             side["page_faults"] += child["page_faults"]
             side["weights_sha256"].append(child["weights_sha256"])
@@ -383,11 +355,9 @@ def _allocator_child(configured: bool) -> None:
 
     import torch
 
-    from hpsearch.training.modeling import configure_allocator
-
+    if configured != all(os.environ.get(k) == v for k, v in h.HEAP_SETTINGS_ENV.items()):
+        raise SystemExit(f"allocator-child --configured={configured}, but the environment holds other heap settings")
     model, rows, collate = _default_run_rows()
-    if configured and not configure_allocator():
-        raise SystemExit("configure_allocator() did not apply here (not glibc, CUDA, or a MALLOC_* variable set)")
 
     def faults() -> int:
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
@@ -425,8 +395,9 @@ def _profile(repeats: int) -> dict[str, Any]:
     """Where a training step of the default run goes: torch.profiler over 10 steps, glibc's defaults.
 
     The recipe trial's steps (built-in data, MiniLM, batch 8, fused AdamW, clipping at 1.0)
-    after one warm-up epoch, in this process, which has not called ``configure_allocator``;
-    operators are grouped by input shape, so a fixed per-step cost shows by its tensor.
+    after one warm-up epoch, in this process, with the heap settings of its environment
+    (glibc's defaults unless a ``MALLOC_*`` variable is set); operators are grouped by input
+    shape, so a fixed per-step cost shows by its tensor.
     """
     import copy
 

@@ -14,12 +14,13 @@ the built-in data) in a fresh folder and study, injects one fault at a random mo
 - the storage opens without repair (SQLite: ``PRAGMA integrity_check``).
 
 Faults: ``sigint``, ``sigterm`` (one worker); ``kill9`` (one of two workers); ``sigstop``
-(one of two workers frozen past the heartbeat grace, then resumed; the grace is cut to 5 s
-in these workers); ``restart`` (the server restarted mid-trial: PostgreSQL, and a Redis of
-the script's own that keeps its data on disk); ``enospc`` (``OSError(ENOSPC)`` injected at the
-best model's first save); ``concurrent`` (``card``, ``report`` and ``trials`` run over and over
-while the workers run). The matrix prints cells passed out of repetitions and the median
-time the resuming command took, and is saved under ``benchmarks/results/``.
+(one of two workers frozen past hpsearch's heartbeat grace, :data:`FROZEN_S`, then resumed;
+the workers run with hpsearch's own heartbeat settings); ``restart`` (the server restarted
+mid-trial: PostgreSQL, and a Redis of the script's own that keeps its data on disk);
+``enospc`` (``OSError(ENOSPC)`` injected at the best model's first save); ``concurrent``
+(``card``, ``report`` and ``trials`` run over and over while the workers run). The matrix
+prints cells passed out of repetitions and the median time the resuming command took, and
+is saved under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _harness
+
+if TYPE_CHECKING:
+    import optuna
 
 STORAGES = ("sqlite", "journal", "postgresql", "redis")
 FAULTS = ("sigint", "sigterm", "kill9", "sigstop", "restart", "enospc", "concurrent")
@@ -59,11 +63,12 @@ RUN = (
     "32",
 )
 PG = "postgresql://postgres@127.0.0.1:5432/test"
-# Worker processes with hooks a fault needs: a short heartbeat grace, a full disk at the save.
+# A running trial's heartbeat is refreshed every 30 s and a trial silent for 120 s counts as
+# dead (docs/workers.md); a worker frozen this long has certainly been given up by the other.
+FROZEN_S = 120 + 30 + 10
+# Worker processes, with the hook one fault needs: a full disk at the first save.
 _WORKER = """
 import errno, sys
-from hpsearch.search import workers
-workers.GRACE_SECONDS, workers.HEARTBEAT_SECONDS = 5.0, 1.0
 if {enospc!r}:
     from transformers import Trainer
     real, seen = Trainer.save_model, []
@@ -101,10 +106,8 @@ def main() -> None:
                 "recover_s": round(statistics.median(r["recover_s"] for r in passed), 1) if passed else None,
                 "failures": [r["problems"] for r in cell if not r["ok"]],
             }
-            print(
-                f"{fault:<11} {storage:<11} {len(passed)}/{args.reps}  recover {matrix[f'{fault}/{storage}']['recover_s']} s",
-                flush=True,
-            )
+            recover = matrix[f"{fault}/{storage}"]["recover_s"]
+            print(f"{fault:<11} {storage:<11} {len(passed)}/{args.reps}  recover {recover} s", flush=True)
     path = _harness.save(
         "faults",
         {"machine": _harness.machine(), "command": _harness.command_line(), "seed": args.seed, "matrix": matrix},
@@ -116,7 +119,7 @@ def _tiny_model(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from hpsearch.training.modeling import packaged_default_model
+    from hpsearch import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)
@@ -185,7 +188,7 @@ def _inject(fault: str, folder: Path, argv: list[str], rng: random.Random, redis
             victim.kill()
         else:
             victim.send_signal(signal.SIGSTOP)
-            time.sleep(8)  # past the 5 s grace: the other worker fails the frozen one's trial
+            time.sleep(FROZEN_S)  # past the grace: the other worker fails the frozen one's trial
             victim.send_signal(signal.SIGCONT)
         for p in procs:
             p.wait(timeout=600)
@@ -275,10 +278,8 @@ def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
     from hpsearch import schema
 
     hf_logging.disable_progress_bar()
-    from hpsearch.search.storage import open_storage
-
     problems = [] if code == 0 else [f"the resuming command exited {code}"]
-    trials = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False)).trials
+    trials = optuna.load_study(study_name=study_name, storage=_storage(url)).trials
     if schema.count_finished(trials) != TOTAL:
         problems.append(f"{schema.count_finished(trials)} finished trials, not {TOTAL}")
     recipes = [t.number for t in trials if schema.is_recipe(t) and t.state.name == "COMPLETE"]
@@ -307,6 +308,22 @@ def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
             if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
                 problems.append("SQLite integrity_check failed")
     return problems
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    """The storage at one of this script's URLs, opened with Optuna as any reader of it would."""
+    import warnings
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    if url.startswith("journal:"):
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
+    if url.startswith("redis://"):
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver here is psycopg2.
+    return optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg2://", 1))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Seed confirmation on sms_spam: is the search's best trial still the best by mean?
 
-    python benchmarks/confirm.py                              # 3 searches (sampler seeds 42..44), 20 trials each, then --top 3 --seeds 5
-    python benchmarks/confirm.py --searches 1 --trials 8      # a quicker look
-    python benchmarks/confirm.py --max-train-samples 512 --max-eval-samples 256   # bounded, as RESULTS section 11 reports
+    python benchmarks/confirm.py                          # 3 searches (seeds 42..44), 20 trials, --top 3 --seeds 5
+    python benchmarks/confirm.py --searches 1 --trials 8  # a quicker look
+    python benchmarks/confirm.py --max-train-samples 512 --max-eval-samples 256   # bounded, as RESULTS section 11
 
 Each search is a real ``hpsearch run`` in an empty folder on ``../shared/data/sms_spam``
 (read in place, never copied), followed by ``hpsearch confirm``; both are timed as whole
-processes. Read back from the storage they wrote (:func:`hpsearch.search.seeds.open_confirmation`):
+processes. Read back with ``hpsearch trials --json``, whose records carry each confirmed
+configuration's seed runs:
 
 - whether the search's best trial is still the winner by mean;
 - the seed standard deviation (the mean over configurations of their standard deviation
@@ -47,37 +48,51 @@ def _timed(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def _figures(folder: Path) -> dict[str, Any]:
-    import optuna
-
-    from hpsearch.search.seeds import open_confirmation
-
-    url = f"sqlite:///{folder / 'studies' / 'hpsearch.db'}"
-    search = optuna.load_study(study_name="hpsearch", storage=url)
-    confirmation = open_confirmation(search, url)
-    configs = [c for c in confirmation.configs if c.validation is not None]
-    stds = [c.validation.std for c in configs if c.validation.std is not None]
-    means = [c.validation.mean for c in configs]
-    values = [t.value for t in search.trials if t.value is not None]
-    recipe = confirmation.recipe
-    comparison = confirmation.comparison()
+def _figures(folder: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The figures, from the trial records ``hpsearch trials --json`` prints for the study."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "trials", "--json"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"`hpsearch trials --json` exited {done.returncode}: {done.stderr[-2000:]}")
+    records = json.loads(done.stdout)
+    confirmed = [r for r in records if r.get("confirmation")]
+    winner = next((r for r in confirmed if r["confirmation"]["winner"]), None)
+    recipe = next((r for r in confirmed if r.get("recipe")), None)
+    stds = [r["confirmation"]["std"] for r in confirmed if r["confirmation"]["std"] is not None]
+    means = [r["confirmation"]["mean"] for r in confirmed if r["confirmation"]["mean"] is not None]
+    values = [r["value"] for r in records if r["value"] is not None]
+    search_best = next((r["number"] for r in records if r["best"]), None)
+    seeds = recipe["confirmation"]["seeds"] if recipe else 0
     return {
-        "search_best": confirmation.search_best,
-        "winner": confirmation.winner.trial,
-        "search_best_still_best": confirmation.winner.trial == confirmation.search_best,
+        "search_best": search_best,
+        "winner": winner["number"] if winner else None,
+        "search_best_still_best": winner is not None and winner["number"] == search_best,
         "seed_std_mean": statistics.fmean(stds) if stds else None,
         "between_config_std": statistics.stdev(means) if len(means) > 1 else None,
         "search_value_range": [min(values), max(values)],
-        "recipe_failure_rate": recipe.failures / len(recipe.complete) if recipe and recipe.complete else None,
-        "winner_vs_recipe": None
-        if comparison is None
-        else {
-            "difference": comparison.difference,
-            "low": comparison.low,
-            "high": comparison.high,
-            "p": comparison.p_value,
-        },
-        "configurations": [c.to_dict() for c in confirmation.configs],
+        "recipe_failure_rate": recipe["confirmation"]["failures"] / seeds if seeds else None,
+        "winner_vs_recipe": _welch(winner, recipe) if winner is not recipe else None,
+        "configurations": [{"trial": r["number"], **r["confirmation"]} for r in confirmed],
+    }
+
+
+def _welch(winner: dict[str, Any] | None, recipe: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The winner's seed scores against the recipe's: difference of means, Welch's 95% interval and p."""
+    from scipy.stats import ttest_ind
+
+    if winner is None or recipe is None:
+        return None
+    a, b = ([x["value"] for x in r["confirmation"]["runs"] if x["value"] is not None] for r in (winner, recipe))
+    if len(a) < 2 or len(b) < 2:
+        return None
+    result = ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(0.95)
+    return {
+        "difference": statistics.fmean(a) - statistics.fmean(b),
+        "low": float(interval.low),
+        "high": float(interval.high),
+        "p": float(result.pvalue),
     }
 
 
@@ -124,7 +139,7 @@ def main() -> None:
             confirm_s = _timed(
                 ["confirm", "--top", str(args.top), "--seeds", str(args.seeds)], folder, env, folder / "confirm.err"
             )
-            figures = _figures(folder)
+            figures = _figures(folder, env)
             runs.append(
                 {
                     "sampler_seed": 42 + i,
@@ -136,7 +151,8 @@ def main() -> None:
                 }
             )
             print(
-                f"sampler seed {42 + i}: search {search_s:.0f} s, confirm {confirm_s:.0f} s; search best {figures['search_best']}, winner {figures['winner']}",
+                f"sampler seed {42 + i}: search {search_s:.0f} s, confirm {confirm_s:.0f} s; "
+                f"search best {figures['search_best']}, winner {figures['winner']}",
                 flush=True,
             )
         # Written after every search, so that a run cut short keeps the searches it finished.

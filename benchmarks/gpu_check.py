@@ -18,7 +18,9 @@ exists, else hpsearch's built-in task. Steps, each a real ``hpsearch run`` in a 
 
 Training samples per second inside hpsearch against a bare Trainer is
 ``benchmarks/gpu_throughput.py`` (run it beside this). Everything is printed and saved as
-``benchmarks/results/gpu_check-<time>.json``.
+``benchmarks/results/gpu_check-<time>.json``, or where ``--out`` says; a dry run measures
+nothing, so it saves into its temporary folder unless ``--out`` says otherwise, and leaves
+``benchmarks/results/`` as it was.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny model, 1 trial per step, on the CPU")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train", type=int, default=2048, help="training rows")
-    parser.add_argument("--out", type=Path, default=None, help="where to save the JSON (default benchmarks/results/)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to save the JSON (default benchmarks/results/; a dry run: its temporary folder)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     model = _model(work / "model", tiny=args.dry_run)
@@ -90,6 +97,8 @@ def main() -> None:
             continue  # the CPU dry run checks the plumbing, not the levers
         result["levers"][name] = _search(work / f"lever-{name}", [*base, "--trials", "1"], recipe=recipe)
         _print(f"lever {name}", result["levers"][name])
+    if args.out is None and args.dry_run:
+        args.out = work / "gpu_check-dry-run.json"
     path = _harness.save("gpu_check", result) if args.out is None else _write(args.out, result)
     print(f"saved {path}")
 
@@ -99,7 +108,7 @@ def _model(folder: Path, *, tiny: bool) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from hpsearch.training.modeling import packaged_default_model
+    from hpsearch import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(packaged_default_model()))
     torch.manual_seed(0)

@@ -119,7 +119,8 @@ def _parent(args: argparse.Namespace) -> None:
                 out["side"], out["round"] = side, r
                 runs.append(out)
                 print(
-                    f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s (per trial {out['samples_per_s']}), {out['device']}",
+                    f"round {r} {side:>8}: {out['steady_samples_per_s']:.1f} samples/s "
+                    f"(per trial {out['samples_per_s']}), {out['device']}",
                     file=sys.stderr,
                 )
                 if out.get("profile"):
@@ -130,7 +131,9 @@ def _parent(args: argparse.Namespace) -> None:
         "bf16": runs[0]["bf16"],
         "hpsearch_samples_per_s": by_side["hpsearch"],
         "trainer_samples_per_s": by_side["trainer"],
-        "ratio_hpsearch_to_trainer": [round(a / b, 3) for a, b in zip(by_side["hpsearch"], by_side["trainer"])],
+        "ratio_hpsearch_to_trainer": [
+            round(a / b, 3) for a, b in zip(by_side["hpsearch"], by_side["trainer"], strict=False)
+        ],
         "hpsearch_train_s": [x["steady_train_s"] for x in runs if x["side"] == "hpsearch"],
         "trainer_train_s": [x["steady_train_s"] for x in runs if x["side"] == "trainer"],
     }
@@ -158,7 +161,7 @@ def _make_model(folder: Path, *, tiny: bool, tokenizer_dir: str | None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from hpsearch.training.modeling import packaged_default_model
+    from hpsearch import packaged_default_model
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or str(packaged_default_model()))
     torch.manual_seed(0)
@@ -193,12 +196,14 @@ def _make_data(folder: Path, rows: int) -> Path:
 
 def _print_profile(side: str, prof: dict[str, Any]) -> None:
     print(
-        f"  {side} profile: {prof['steps']} steps, {prof['step_ms']} ms a step, {prof['kernels_per_step']} kernel launches a step",
+        f"  {side} profile: {prof['steps']} steps, {prof['step_ms']} ms a step, "
+        f"{prof['kernels_per_step']} kernel launches a step",
         file=sys.stderr,
     )
     for row in prof["top"][:12]:
         print(
-            f"    {row['self_cpu_ms_per_step']:8.2f} ms host {row['self_device_ms_per_step']:8.2f} ms device {row['calls_per_step']:7.1f} calls  {row['name']}",
+            f"    {row['self_cpu_ms_per_step']:8.2f} ms host {row['self_device_ms_per_step']:8.2f} ms device "
+            f"{row['calls_per_step']:7.1f} calls  {row['name']}",
             file=sys.stderr,
         )
 
@@ -365,7 +370,8 @@ def _hpsearch_child(args: argparse.Namespace) -> dict[str, Any]:
     # A scalar in [space] fixes the parameter: one configuration, nothing searched.
     toml.write_text(
         f"[recipe]\nper_device_eval_batch_size = {EVAL_BATCH}\n"
-        f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\nwarmup_ratio = 0.0\nweight_decay = 0.0\n",
+        f"[space]\nper_device_train_batch_size = {args.batch}\nlearning_rate = 5e-05\n"
+        "warmup_ratio = 0.0\nweight_decay = 0.0\n",
         encoding="utf-8",
     )
     config = load_config(
@@ -393,8 +399,7 @@ def _trainer_child(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from hpsearch import load_config
-    from hpsearch.data import load_task, tokenize_task
+    from hpsearch import load_config, load_task, tokenize_task
 
     hf_logging.set_verbosity_error()
     config = load_config(overrides={"model": args.model_dir, "dataset": args.data_dir, "max_length": args.max_length})

@@ -8,6 +8,7 @@ import re
 import optuna
 import pytest
 from conftest import tiny_run_args, validation_f1_of, write_rows
+from transformers import TrainerCallback
 
 from hpsearch import schema
 
@@ -189,19 +190,35 @@ def test_sentence_pairs_and_three_classes(workdir, tiny_model, cli):
     assert info.average == "macro"
 
 
-@pytest.mark.parametrize("rule", ["last", "best"])
-def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, cli, rule):
-    # A learning rate high enough for the tiny model to move, so the epochs differ.
-    config = workdir / "c.toml"
-    config.write_text("[recipe]\nlearning_rate = 3e-3\n", encoding="utf-8")
-    code, _, err = cli(
-        *tiny_run_args(tiny_model, "--config", config, "--trials", "1", "--epochs", "3", "--checkpoint", rule)
-    )
-    assert code == 0, err
+class CallsEveryExample(TrainerCallback):
+    """Before epoch ``e`` is evaluated, sets the classifier to call every example class
+    ``labels[e - 1]``, so that each epoch's model, and its score, is known in advance."""
+
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        import torch
+
+        classifier = model.get_submodule("classifier")
+        with torch.no_grad():
+            classifier.weight.zero_()
+            classifier.bias.copy_(torch.eye(2)[self.labels[round(state.epoch) - 1]])
+
+
+@pytest.mark.parametrize(("rule", "epoch"), [("last", 2), ("best", 1)])
+def test_the_kept_model_scores_the_trials_value(workdir, tiny_model, rule, epoch):
+    from hpsearch import load_config, run_search
+
+    overrides = {"model": str(tiny_model), "max_length": 32, "trials": 1, "epochs": 2, "pruner": "none"}
+    config = load_config(None, {**overrides, "max_train_samples": 32, "checkpoint": rule})
+    run_search(config, callbacks=[CallsEveryExample([1, 0])])
     trial = _study().trials[0]
-    rows = trial.user_attrs["epochs"]
-    shipped = rows[-1] if rule == "last" else max(rows, key=lambda r: r["f1"])
-    assert trial.user_attrs["shipped_epoch"] == shipped["epoch"]
+    # Epoch 1 calls every validation example positive (49 of 100 are), epoch 2 negative: the
+    # epochs score differently, so a model of the wrong epoch would score the wrong value.
+    assert [r["f1"] for r in trial.user_attrs["epochs"]] == [pytest.approx(2 * 49 / (2 * 49 + 51)), 0.0]
+    shipped = trial.user_attrs["epochs"][epoch - 1]
+    assert trial.user_attrs["shipped_epoch"] == epoch
     assert trial.value == shipped["f1"]
     folder = workdir / "studies" / "hpsearch" / "best-model"
     assert validation_f1_of(folder) == pytest.approx(trial.value, abs=1e-9)

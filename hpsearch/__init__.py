@@ -1,11 +1,17 @@
 """hpsearch: search the hyperparameters of a transformers fine-tune around a base recipe.
 
-The data flow, a module or package each: :mod:`~hpsearch.config` (the recipe, the search
-space and every setting) → :mod:`~hpsearch.data` → :mod:`hpsearch.training` (space, model,
-metrics, the objective: one Trainer fine-tune per trial) → :mod:`hpsearch.search` (storage,
-locks, workers, pruners, the study and its loop, the best model) → :mod:`hpsearch.card` and
-:mod:`hpsearch.views` (progress, trials, plots, report, dashboard) → :mod:`~hpsearch.cli`.
-Everything stored goes through :mod:`~hpsearch.schema`.
+The data flows one way: the configuration (:mod:`~hpsearch.config`: the recipe, the space,
+every setting) → the data (:mod:`~hpsearch.data`) → one Trainer fine-tune per trial
+(:mod:`hpsearch.training`) → the study, its workers and its confirmation
+(:mod:`hpsearch.search`) → what people read (:mod:`hpsearch.views`: progress, trials,
+plots, report, dashboard; :mod:`hpsearch.card`: the model card) → :mod:`~hpsearch.cli`.
+Everything stored goes through :mod:`~hpsearch.schema`; the statistics that judge a
+result (scores, intervals, seeds, the verdict) are :mod:`hpsearch.analysis`, read-only.
+
+Layers, lowest first; a module imports only from layers below its own (tests/test_layout.py):
+
+    errors → builtin, checks, files, formatting, hub → schema → config → layout, events → bestmodel
+    → analysis → data → training → search → views → card → cli → __main__
 
 Heavy libraries (torch, transformers) are imported only where training happens.
 """
@@ -23,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "HpsearchError",
+    "Marker",
     "ModelError",
     "Param",
     "PrunerConfig",
@@ -47,6 +54,7 @@ __all__ = [
 
 # Public names defined in modules that `import hpsearch` does not load: the module of each.
 _LAZY = {
+    "Marker": "hpsearch.bestmodel",
     "RunInfo": "hpsearch.events",
     "RunListener": "hpsearch.events",
     "load_base_model": "hpsearch.training.modeling",
@@ -64,11 +72,11 @@ def __getattr__(name: str):  # lazy: `import hpsearch` stays light
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "run_search":
-        from hpsearch.search.loop import run_search
+        from hpsearch.search.run import run_search
 
         return run_search
     if name == "run_confirm":
-        from hpsearch.search.confirm import run_confirm
+        from hpsearch.search.run import run_confirm
 
         return run_confirm
     raise AttributeError(name)

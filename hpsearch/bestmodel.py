@@ -8,16 +8,45 @@ puts back. Several workers on one machine share the lock.
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
-from hpsearch.files import fsync_tree
+from hpsearch.files import fsync_tree, write_atomically
 from hpsearch.layout import BEST_MODEL, best_model_in
-from hpsearch.schema import Marker
+
+MARKER_FILE = "hpsearch.json"  # inside the folder: the Marker
+
+
+@dataclass(frozen=True)
+class Marker:
+    """``best-model/hpsearch.json``: which trial the kept model is, and its shipped score."""
+
+    trial: int
+    value: float
+    epoch: int
+    objective: str
+    # After `hpsearch confirm`: the folder holds the confirmed winner's run with this seed.
+    # Written only when set, so a search's marker reads as it always has.
+    confirmed: bool = False
+    seed: int | None = None
+
+    def write(self, folder: Path) -> None:
+        fields = {k: v for k, v in asdict(self).items() if k not in ("confirmed", "seed") or v not in (False, None)}
+        write_atomically(Path(folder) / MARKER_FILE, json.dumps(fields, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Marker | None:
+        """The marker in ``folder``, or None when there is no (readable) kept model."""
+        try:
+            return cls(**json.loads((Path(folder) / MARKER_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 class BestModelStore:
@@ -107,4 +136,3 @@ def _better(new: Marker, current: Marker) -> bool:
     With several workers a later trial can finish first, so ties are decided by number.
     """
     return new.value > current.value or (new.value == current.value and new.trial < current.trial)
-

@@ -8,6 +8,13 @@ import math
 from hpsearch.errors import ConfigError
 
 
+def metric_name(spec: str) -> str:
+    """The name a metric's numbers are stored under: ``./metrics/balanced_accuracy.py`` and
+    ``someone/balanced_accuracy`` both give ``balanced_accuracy``."""
+    last = spec.rstrip("/\\").replace("\\", "/").split("/")[-1]
+    return last[: -len(".py")] if last.endswith(".py") else last
+
+
 def check_at_least(key: str, value: int, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
@@ -43,8 +50,6 @@ def unknown(full: str, key: str, known: list[str] | set[str]) -> str:
 
 
 def check_metrics(metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
-    from hpsearch.training.evaluate_metrics import metric_name
-
     names = [metric_name(m) for m in metrics]
     for spec, name in zip(metrics, names, strict=True):
         if not name.strip():
@@ -57,8 +62,6 @@ def check_metrics(metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
 
 def check_objective(objective: str, metrics: tuple[str, ...], builtin: tuple[str, ...]) -> None:
     """A built-in score, or an added metric's stored name (``name`` or ``name_<key>``)."""
-    from hpsearch.training.evaluate_metrics import metric_name
-
     names = [metric_name(m) for m in metrics]
     if objective in builtin or any(objective == n or objective.startswith(n + "_") for n in names):
         return

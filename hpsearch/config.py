@@ -38,6 +38,10 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The dataset used when none is named: a small binary task the tool makes itself.
 BUILTIN_DATASET = "builtin"
 DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
+# `hpsearch confirm`: the leading configurations it trains again, and the seeds of each
+# (the recipe's seed and the next ones, the original trial included).
+DEFAULT_CONFIRM_TOP = 3
+DEFAULT_SEEDS = 5
 
 PRUNERS = ("best", "median", "halving", "hyperband", "none")
 # Start-up trials by rule: "best" judges once one trial has finished; the median needs a few.
@@ -46,21 +50,9 @@ SAMPLERS = ("tpe", "random", "qmc")
 OBJECTIVES = METRICS
 # TrainingArguments that hpsearch sets itself, for every trial: a [recipe] value for one of
 # them would contradict it.
-RESERVED_TRAINING_ARGUMENTS = (
-    "output_dir",
-    "eval_strategy",
-    "save_strategy",
-    "logging_strategy",
-    "report_to",
-    "run_name",
-    "fp16",
-    "bf16",
-    "tf32",
-    "use_cpu",
-    "disable_tqdm",
-    "log_level",
-    "logging_nan_inf_filter",
-    "load_best_model_at_end",
+RESERVED_TRAINING_ARGUMENTS = tuple(
+    "output_dir eval_strategy save_strategy logging_strategy report_to run_name fp16 bf16 tf32 use_cpu disable_tqdm "
+    "log_level logging_nan_inf_filter load_best_model_at_end".split()
 )
 CHECKPOINT_RULES = ("last", "best")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -325,6 +317,19 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     return _build(data)
 
 
+def config_from_dict(values: Mapping[str, Any]) -> SearchConfig:
+    """The configuration a :meth:`SearchConfig.to_dict` snapshot describes: what a study stores
+    and what a pool's worker is handed, checked as a file's values are."""
+    plain = {k: v for k, v in values.items() if k not in ("pruner", "sampler") and v is not None}
+    # The snapshot lists the whole space; a default parameter missing from it was fixed at its recipe value.
+    left_out = {p.name: values["recipe"][p.name] for p in DEFAULT_SPACE if p.name not in values["space"]}
+    plain["space"] = {**values["space"], **left_out}
+    config = load_config(None, plain)
+    return dataclasses.replace(
+        config, pruner=PrunerConfig(**values["pruner"]), sampler=SamplerConfig(**values["sampler"])
+    )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing TOML file to --config")
@@ -442,6 +447,3 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return value
     names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
     raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
-
-
-# --------------------------------------------------------------------------- checks

@@ -9,22 +9,22 @@ once per run, so that no trial pays for it again.
 from __future__ import annotations
 
 import contextlib
-import random
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.builtin import builtin_reviews
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
 from hpsearch.errors import DataError, first_line
+from hpsearch.hub import is_offline
 from hpsearch.schema import DataFacts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import datasets
-    import pandas as pd
 
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
 # The `datasets` builder and its options for each kind; the "json" builder reads both a
@@ -142,45 +142,6 @@ def _quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------- sources
 
 
-def builtin_reviews(seed: int = 20240605) -> dict[str, pd.DataFrame]:
-    """A small binary sentiment task the tool makes itself, the same on every machine.
-
-    Short product reviews whose label a bag of words cannot read off: negation flips a
-    word ("not great"), a "but" clause overrides the first, and 8% of labels are noise.
-    300 train, 100 validation and 100 test rows; labels are the strings "negative" and
-    "positive".
-    """
-    import pandas as pd
-
-    rng = random.Random(seed)
-    good = ["great", "excellent", "reliable", "sturdy", "comfortable", "fast", "useful", "pleasant", "solid", "lovely"]
-    bad = ["terrible", "flimsy", "slow", "useless", "noisy", "awful", "fragile", "clumsy", "poor", "disappointing"]
-    nouns = ["blender", "kettle", "lamp", "backpack", "keyboard", "charger", "jacket", "speaker", "chair", "tent"]
-    adverbs = ["", "", "really ", "quite ", "very ", "rather ", "surprisingly "]
-    negations = ["not ", "never ", "hardly ", "far from "]
-
-    def clause(noun: str) -> tuple[str, int]:
-        positive = rng.random() < 0.5
-        negated = rng.random() < 0.3
-        word = rng.choice(good if positive else bad)
-        adverb = "" if negated else rng.choice(adverbs)
-        text = f"the {noun} is {rng.choice(negations) if negated else ''}{adverb}{word}"
-        return text, int(positive != negated)
-
-    rows = []
-    for _ in range(500):
-        noun = rng.choice(nouns)
-        text, label = clause(noun)
-        if rng.random() < 0.35:
-            second, label = clause(rng.choice(["price", "battery", "finish", "design", "handle", noun]))
-            text = f"{text}, but {second}"
-        if rng.random() < 0.08:
-            label = 1 - label
-        rows.append({"text": text.capitalize() + ".", "label": ("negative", "positive")[label]})
-    frame = pd.DataFrame(rows)
-    return {"train": frame.iloc[:300], "validation": frame.iloc[300:400], "test": frame.iloc[400:]}
-
-
 def _read_local(path: Path) -> dict[str, datasets.Dataset]:
     if path.is_file():
         return {"train": _read_file(path)}
@@ -236,8 +197,6 @@ def _read_hub(name: str, config_name: str | None) -> dict[str, datasets.Dataset]
         # In memory, so that encoding, carving and sampling write nothing into the cache.
         loaded = datasets.load_dataset(name, config_name, keep_in_memory=True)
     except Exception as e:  # offline, unknown name, missing config: all end here
-        from hpsearch.training.hub import is_offline
-
         first = first_line(e)
         if is_offline():
             raise DataError(

@@ -33,6 +33,9 @@ class RunInfo:
     # The study's lock (see hpsearch.search.locks): take it for writes that several workers
     # must not interleave, such as the study's dashboard note.
     lock: Callable[[], AbstractContextManager[None]]
+    # "search" (the study's trials) or "confirm" (runs of the sibling ``<study>.confirm``): a
+    # chained run (``run --confirm-top``) tells the same listeners about one, then the other.
+    kind: str = "search"
 
 
 class RunListener:

@@ -18,18 +18,15 @@ See ``docs/schema.md`` for the full layout.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TypedDict
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StorageError
-from hpsearch.files import write_atomically
 
 SCHEMA_VERSION = 2
 
@@ -53,28 +50,13 @@ DEVICE = "device"  # what trained it: {"name": ..., "peak_memory_mib": ... (CUDA
 CONFIRMS = "confirms"  # the search trial whose configuration the run trains again
 SEED = "run_seed"  # the seed the run trains with
 
-TRIAL_KEYS = (
-    EPOCHS,
-    RECIPE,
-    WORKER,
-    HEARTBEAT,
-    TRAINING_ARGS,
-    SHIPPED_EPOCH,
-    CHECKPOINT_RULE,
-    STOPPED_EARLY,
-    PRUNED_REASON,
-    FAIL_REASON,
-    KEPT_MODEL,
-    TEST_METRICS,
-    DEVICE,
-    CONFIRMS,
-    SEED,
-)
+# Every trial attribute hpsearch writes.
+TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY)
+TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, CONFIRMS, SEED)
 
 CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
 CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
 
-MARKER_FILE = "hpsearch.json"  # inside best-model/: the Marker
 INTERRUPTED = "interrupted"  # the fail reason of a trial stopped by Ctrl-C or SIGTERM
 
 # The scores of every epoch row, in the card's order, with their labels.
@@ -188,32 +170,6 @@ class StudySettings:
         fields = dict(value)
         fields["data"] = DataFacts(**fields["data"])
         return cls(**fields)
-
-
-@dataclass(frozen=True)
-class Marker:
-    """``best-model/hpsearch.json``: which trial the kept model is, and its shipped score."""
-
-    trial: int
-    value: float
-    epoch: int
-    objective: str
-    # After `hpsearch confirm`: the folder holds the confirmed winner's run with this seed.
-    # Written only when set, so a search's marker reads as it always has.
-    confirmed: bool = False
-    seed: int | None = None
-
-    def write(self, folder: Path) -> None:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("confirmed", "seed") or v not in (False, None)}
-        write_atomically(Path(folder) / MARKER_FILE, json.dumps(fields, indent=2) + "\n")
-
-    @classmethod
-    def read(cls, folder: Path) -> Marker | None:
-        """The marker in ``folder``, or None when there is no (readable) kept model."""
-        try:
-            return cls(**json.loads((Path(folder) / MARKER_FILE).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None
 
 
 # --------------------------------------------------------------------------- study

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -119,6 +122,24 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return run
 
 
+def hpsearch_argv(*args: str, hook: str = "") -> list[str]:
+    """The command line of ``hpsearch ARGS`` in a new process; ``hook``, Python source, runs
+    there first (to hold a library call at a point the test waits for, say)."""
+    if not hook:
+        return [sys.executable, "-m", "hpsearch", *args]
+    code = f"{hook}\nimport sys\nfrom hpsearch.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return [sys.executable, "-c", code, *args]
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float) -> None:
+    """Until ``path`` exists; fails at once if ``proc`` exits first, and after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the process exited with {proc.returncode} before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path.name} did not appear in {timeout:g} s"
+        time.sleep(0.05)
+
+
 def tiny_run_args(model: Path, *extra: str) -> list[str]:
     """Flags for a fast real search: tiny model, built-in data, short texts."""
     return ["run", "--model", str(model), "--max-length", "32", *extra]
@@ -131,7 +152,7 @@ def validation_f1_of(folder: Path) -> float:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from hpsearch.analysis.scores import classification_metrics
-    from hpsearch.data import builtin_reviews
+    from hpsearch.builtin import builtin_reviews
 
     frame = builtin_reviews()["validation"]
     tokenizer = AutoTokenizer.from_pretrained(folder)

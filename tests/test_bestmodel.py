@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpsearch.bestmodel import BestModelStore
-from hpsearch.schema import Marker
+from hpsearch.bestmodel import BestModelStore, Marker
 
 
 def _marker(trial: int, value: float) -> Marker:

@@ -30,6 +30,7 @@ from optuna.trial import TrialState, create_trial
 import hpsearch.views.plots as plots
 from hpsearch import schema
 from hpsearch.analysis.scores import classification_metrics
+from hpsearch.bestmodel import MARKER_FILE, Marker
 from hpsearch.card.facts import CardFacts, gather
 from hpsearch.card.markdown import RESULTS_HEADER, md_cell, md_inline, md_text
 from hpsearch.card.render import MARKER, write_card
@@ -338,7 +339,7 @@ def test_whole_card_matches_the_golden_file(golden):
 def test_card_modules_read_storage_only_through_the_schema():
     # A stored key spelled anywhere but hpsearch/schema.py would drift from it; the keys of
     # the stored configuration (SearchConfig.to_dict(), e.g. "recipe") are not storage keys.
-    keys = (set(schema.TRIAL_KEYS) | {schema.STUDY_KEY, schema.MARKER_FILE}) - set(SearchConfig().to_dict())
+    keys = (set(schema.TRIAL_KEYS) | {schema.STUDY_KEY, MARKER_FILE}) - set(SearchConfig().to_dict())
     folder = Path(schema.__file__).parent / "card"
     for path in sorted(folder.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
@@ -718,7 +719,7 @@ def test_default_output_is_best_model_or_trial_folder(golden):
 def test_best_model_folder_holding_another_trial_is_an_error(golden):
     folder = Path("studies/hpsearch/best-model")
     folder.mkdir(parents=True)
-    schema.Marker(trial=0, value=0.58, epoch=5, objective="f1").write(folder)
+    Marker(trial=0, value=0.58, epoch=5, objective="f1").write(folder)
     with pytest.raises(
         CardError,
         match=r"holds the model of trial 0, but the best trial in storage is 1; run `hpsearch card 1 --output PATH`",

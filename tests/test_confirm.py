@@ -14,22 +14,20 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy.exc
-from conftest import tiny_run_args, write_rows
+from conftest import hpsearch_argv, tiny_run_args, wait_for_file, write_rows
 from optuna.trial import TrialState
 from test_card import no_png  # noqa: F401  (a fixture)
 
 from hpsearch import schema
 from hpsearch.analysis.scores import failure
 from hpsearch.analysis.seeds import ConfigStats, SeedRun, compare, pick_winner
-from hpsearch.card.confirmation_section import spread_text
+from hpsearch.bestmodel import MARKER_FILE, Marker
+from hpsearch.formatting import spread_text
 from hpsearch.search.study import open_confirmation
 
 URL = "sqlite:///studies/hpsearch.db"
@@ -120,7 +118,7 @@ def test_best_model_holds_the_winner_s_best_run_and_its_marker_says_confirmed(st
     assert cli("confirm", "--top", "2", "--seeds", "3")[0] == 0
     search, _ = _studies()
     confirmation = open_confirmation(search, URL)
-    marker = schema.Marker.read(study_copy / "studies" / "hpsearch" / "best-model")
+    marker = Marker.read(study_copy / "studies" / "hpsearch" / "best-model")
     winner = confirmation.winner
     assert marker.confirmed and marker.trial == winner.trial
     shipped = next(r for r in winner.runs if r.seed == marker.seed)
@@ -150,7 +148,7 @@ def test_the_card_s_confirmation_table_agrees_with_storage(study_copy, cli):
         assert cells[2] == spread_text(c.validation)
         assert cells[5] == spread_text(c.test)
         assert cells[6] == f"{c.failures} of {len(c.complete)}"
-    marker = schema.Marker.read(study_copy / "studies" / "hpsearch" / "best-model")
+    marker = Marker.read(study_copy / "studies" / "hpsearch" / "best-model")
     assert f"the winner's run with seed {marker.seed}" in section
 
 
@@ -190,28 +188,64 @@ def test_trials_report_and_dashboard_note_say_confirmed(study_copy, cli):
 def test_a_marker_says_confirmed_and_the_seed_only_when_set(tmp_path):
     import json
 
-    plain = schema.Marker(trial=3, value=0.8, epoch=2, objective="f1")
+    plain = Marker(trial=3, value=0.8, epoch=2, objective="f1")
     plain.write(tmp_path)
-    assert json.loads((tmp_path / schema.MARKER_FILE).read_text()) == {
+    assert json.loads((tmp_path / MARKER_FILE).read_text()) == {
         "trial": 3,
         "value": 0.8,
         "epoch": 2,
         "objective": "f1",
     }
-    assert schema.Marker.read(tmp_path) == plain
-    confirmed = schema.Marker(trial=3, value=0.8, epoch=2, objective="f1", confirmed=True, seed=44)
+    assert Marker.read(tmp_path) == plain
+    confirmed = Marker(trial=3, value=0.8, epoch=2, objective="f1", confirmed=True, seed=44)
     confirmed.write(tmp_path)
-    assert schema.Marker.read(tmp_path) == confirmed
+    assert Marker.read(tmp_path) == confirmed
 
 
 # --------------------------------------------------------------------------- as processes
 
 
-def _confirm_process(cwd: Path, log: str, *args: str) -> subprocess.Popen:
+# Hooks run in a confirmation process before hpsearch (conftest.hpsearch_argv). Training is
+# held at a point the test waits for, so that no step depends on how fast a run goes.
+HOLD_TRAINING = """
+import time
+from pathlib import Path
+import transformers
+
+def held(self, *args, **kwargs):
+    Path("training").touch()  # a run is in its Trainer's train(): a signal now lands mid-run
+    time.sleep(600)
+
+transformers.Trainer.train = held
+"""
+MEET_AT_FIRST_RUN = """
+import os, time
+from pathlib import Path
+import transformers
+
+train = transformers.Trainer.train
+
+def met(self, *args, **kwargs):
+    # A worker's first run trains only once the other worker has started a run too (or 240 s
+    # have passed), so that a worker that starts late still finds runs left to take.
+    mine = Path("started") / str(os.getpid())
+    if not mine.exists():
+        mine.parent.mkdir(exist_ok=True)
+        mine.touch()
+        deadline = time.monotonic() + 240
+        while len(list(mine.parent.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return train(self, *args, **kwargs)
+
+transformers.Trainer.train = met
+"""
+
+
+def _confirm_process(cwd: Path, log: str, *args: str, hook: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "hpsearch", "confirm", *args],
+            hpsearch_argv("confirm", *args, hook=hook),
             cwd=cwd,
             env=env,
             stdout=out,
@@ -229,35 +263,18 @@ def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
         pytest.fail(f"{log} did not finish in {TIMEOUT} s: {(cwd / f'{log}.err').read_text()[-2000:]}")
 
 
-def _a_run_is_under_way() -> bool:
-    """Whether storage shows a confirmation run under way; False when it cannot tell yet."""
-    try:
-        confirm = _studies()[1]
-        return any(t.state == TrialState.RUNNING for t in confirm.get_trials(deepcopy=False))
-    except KeyError:  # not made yet
-        return False
-    except sqlalchemy.exc.OperationalError:  # "database is locked": a writer, perhaps frozen mid-write, holds the file
-        return False
-
-
 def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_copy, cli):
-    proc = _confirm_process(study_copy, "first", "--top", "2", "--seeds", "3")
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        while not _a_run_is_under_way():
-            assert proc.poll() is None and time.monotonic() < deadline, (study_copy / "first.err").read_text()[-2000:]
-            time.sleep(0.01)
-        # Freeze the process, then look again: a tiny run may have ended in between, and the
-        # signal must land while one is still under way.
-        os.kill(proc.pid, signal.SIGSTOP)
-        if _a_run_is_under_way():
-            proc.send_signal(signal.SIGINT)
-            os.kill(proc.pid, signal.SIGCONT)
-            break
-        os.kill(proc.pid, signal.SIGCONT)
+    proc = _confirm_process(study_copy, "first", "--top", "2", "--seeds", "3", hook=HOLD_TRAINING)
+    try:
+        wait_for_file(study_copy / "training", proc, TIMEOUT)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError((study_copy / "first.err").read_text()[-2000:]) from None
+    proc.send_signal(signal.SIGINT)
     assert _wait(proc, study_copy, "first") == 130
-    interrupted = [t for t in _studies()[1].trials if t.state == TrialState.FAIL]
-    assert [schema.fail_reason(t) for t in interrupted] in ([], [schema.INTERRUPTED])
+    trials = _studies()[1].trials
+    assert [t.user_attrs.get(schema.FAIL_REASON) for t in trials if t.state == TrialState.FAIL] == [schema.INTERRUPTED]
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
 
     code, out, err = cli("confirm", "--top", "2", "--seeds", "3")
     assert code == 0, err
@@ -265,10 +282,12 @@ def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_c
     runs = _complete_runs(confirm)
     assert set(runs) == _expected_runs(search, 2, 3)
     assert set(runs.values()) == {1}
+    assert len(confirm.trials) == len(runs) + 1  # the interrupted run stays, failed
 
 
 def test_two_workers_share_a_confirmation_without_running_anything_twice(study_copy):
-    procs = [_confirm_process(study_copy, f"w{i}", "--top", "2", "--seeds", "3") for i in range(2)]
+    args = ("--top", "2", "--seeds", "3")
+    procs = [_confirm_process(study_copy, f"w{i}", *args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
     codes = [_wait(p, study_copy, f"w{i}") for i, p in enumerate(procs)]
     assert codes == [0, 0], [(study_copy / f"w{i}.err").read_text()[-1500:] for i in range(2)]
     search, confirm = _studies()
@@ -276,8 +295,8 @@ def test_two_workers_share_a_confirmation_without_running_anything_twice(study_c
     assert set(runs) == _expected_runs(search, 2, 3)
     assert set(runs.values()) == {1}
     assert len(confirm.trials) == len(runs)  # nothing failed, nothing queued twice
-    workers = {schema.worker(t) for t in confirm.trials}
-    assert len(workers) >= 1
+    # both workers ran runs
+    assert {schema.worker(t).rpartition(":")[2] for t in confirm.trials} == {str(p.pid) for p in procs}
 
 
 def test_run_with_confirm_top_searches_then_confirms_and_ends_with_one_verdict(tiny_model, workdir, cli):
@@ -292,7 +311,7 @@ def test_run_with_confirm_top_searches_then_confirms_and_ends_with_one_verdict(t
     lines = out.strip().splitlines()
     assert lines[-1].startswith("Verdict: ")  # last, and once: the search's summary leaves it to the confirmation
     assert sum(line.startswith("Verdict: ") for line in lines) == 1
-    marker = schema.Marker.read(workdir / "studies" / "hpsearch" / "best-model")
+    marker = Marker.read(workdir / "studies" / "hpsearch" / "best-model")
     assert marker.confirmed and marker.trial == open_confirmation(search, URL).winner.trial
 
 
@@ -321,7 +340,7 @@ def test_a_bad_chain_is_one_line_before_any_training(tiny_model, workdir, cli, f
 
 
 def test_a_search_on_shuffled_labels_ends_with_the_verdict_in_the_output_and_the_card(tiny_model, workdir, cli):
-    from hpsearch.data import builtin_reviews
+    from hpsearch.builtin import builtin_reviews
 
     rng = random.Random(0)
     for split, frame in builtin_reviews().items():
@@ -431,7 +450,8 @@ def test_the_comparison_with_the_recipe_gives_welch_s_interval():
 # --------------------------------------------------------------------------- a hand-made confirmation in the card
 
 
-def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread(workdir, no_png):
+@pytest.mark.usefixtures("no_png")
+def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread(workdir):
     """The golden study of test_card plus crafted runs: the recipe has the best single run
     (seed 43), trial 1's configuration the best mean, and its seed 44 run is the one shipped."""
     from huggingface_hub import ModelCard
@@ -472,7 +492,7 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
     assert (shipped.seed, shipped.original) == (44, False)
     folder = workdir / "studies" / "hpsearch" / "best-model"
     folder.mkdir(parents=True)
-    schema.Marker(trial=1, value=shipped.value, epoch=2, objective="f1", confirmed=True, seed=44).write(folder)
+    Marker(trial=1, value=shipped.value, epoch=2, objective="f1", confirmed=True, seed=44).write(folder)
 
     text = _card(config)
     card = ModelCard(text)
@@ -490,22 +510,22 @@ def test_the_card_of_a_confirmed_winner_describes_its_shipped_run_and_the_spread
 
 
 def test_install_swaps_in_the_decided_model_and_leaves_the_folder_when_nothing_is_decided(tmp_path):
-    from hpsearch.bestmodel import BestModelStore
+    from hpsearch.bestmodel import BestModelStore, Marker
 
     store = BestModelStore(tmp_path / "study")
     source = tmp_path / "run"
     source.mkdir()
     (source / "model.safetensors").write_text("seed 44", encoding="utf-8")
-    searched = schema.Marker(trial=1, value=0.7, epoch=2, objective="f1")
+    searched = Marker(trial=1, value=0.7, epoch=2, objective="f1")
     store.offer(
         searched,
         lambda folder: (folder.mkdir(), (folder / "model.safetensors").write_text("seed 42", encoding="utf-8")),
     )
     assert store.install(lambda current: None) == searched
-    target = schema.Marker(trial=1, value=0.65, epoch=3, objective="f1", confirmed=True, seed=44)
+    target = Marker(trial=1, value=0.65, epoch=3, objective="f1", confirmed=True, seed=44)
     assert store.install(lambda current: (target, source)) == target  # lower than the search's: swapped in all the same
     assert (store.folder / "model.safetensors").read_text(encoding="utf-8") == "seed 44"
-    assert schema.Marker.read(store.folder) == target
+    assert Marker.read(store.folder) == target
     assert sorted(p.name for p in store.study_dir.iterdir()) == [
         ".best-model.lock",
         "best-model",

@@ -28,17 +28,11 @@ from optuna.trial import TrialState
 from test_trials import FAIL_REASON, PRUNED_REASON, SPACE, URL, handmade_study, new_study, rows
 
 from hpsearch import schema
+from hpsearch.bestmodel import Marker
 from hpsearch.config import SearchConfig
 from hpsearch.events import RunInfo
-from hpsearch.views.dashboard import (
-    DashboardNotes,
-    artifact_store,
-    card_artifacts,
-    refresh,
-    save_epoch_plot,
-    upload_card_artifacts,
-    write_note,
-)
+from hpsearch.views.artifacts import artifact_store, card_artifacts, upload_card_artifacts
+from hpsearch.views.dashboard import DashboardNotes, refresh, save_epoch_plot, write_note
 from hpsearch.views.notes import epoch_note
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # enough of a PNG for a MIME type and a byte compare
@@ -111,7 +105,7 @@ def kept_model(workdir: Path, trial: int, *files: str) -> Path:
     """A best-model folder as the run leaves it, with a card and plots as `hpsearch card` writes them."""
     folder = workdir / "studies" / "hpsearch" / "best-model"
     folder.mkdir(parents=True, exist_ok=True)
-    schema.Marker(trial=trial, value=0.82, epoch=2, objective="f1").write(folder)
+    Marker(trial=trial, value=0.82, epoch=2, objective="f1").write(folder)
     (folder / "model.safetensors").write_bytes(b"weights")
     for name in files:
         (folder / name).write_bytes(PNG if name.endswith(".png") else f"# card of trial {trial}\n".encode())
@@ -323,8 +317,7 @@ def test_dashboard_reads_a_real_runs_study(workdir, tiny_model, cli):
 def test_a_running_search_refreshes_the_study_note_after_every_trial(workdir, tiny_model):
     from transformers import TrainerCallback
 
-    from hpsearch import load_config
-    from hpsearch.search.loop import run_search
+    from hpsearch import load_config, run_search
 
     seen: dict[int, str] = {}
 

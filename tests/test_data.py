@@ -9,7 +9,8 @@ import pytest
 from conftest import write_rows
 
 from hpsearch import DataError, load_config
-from hpsearch.data import builtin_reviews, load_task, tokenize_task
+from hpsearch.builtin import builtin_reviews
+from hpsearch.data import load_task, tokenize_task
 
 # sha256 of the built-in task's splits as JSON: runs on the built-in data are reproducible
 # only while its rows, labels, split boundaries and order stay exactly these.

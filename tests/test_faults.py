@@ -17,6 +17,7 @@ from conftest import free_port, missing_service, tiny_run_args
 from optuna.trial import TrialState
 
 from hpsearch import load_config, run_search, schema
+from hpsearch.bestmodel import Marker
 
 
 def test_a_full_disk_at_the_save_fails_that_trial_and_keeps_the_kept_model_whole(workdir, tiny_model, monkeypatch):
@@ -42,7 +43,7 @@ def test_a_full_disk_at_the_save_fails_that_trial_and_keeps_the_kept_model_whole
     assert schema.is_recipe(recipe_again) and schema.kept_model(recipe_again)
     assert schema.count_finished(study.trials) == 2
     folder = workdir / "studies" / "hpsearch"
-    assert schema.Marker.read(folder / "best-model").trial == recipe_again.number
+    assert Marker.read(folder / "best-model").trial == recipe_again.number
     assert [p.name for p in folder.iterdir() if p.name.startswith((".best-model.tmp", "best-model.old"))] == []
     from hpsearch.cli import main
 

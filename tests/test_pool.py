@@ -18,8 +18,9 @@ from test_storage import deleted_afterwards, storage_url, unique_name
 from transformers import TrainerCallback
 
 from hpsearch import schema
+from hpsearch.config import load_config
 from hpsearch.errors import ConfigError
-from hpsearch.search.pool import plan, worker_argv
+from hpsearch.search.pool import WorkerSettings, plan
 from hpsearch.search.storage import open_storage
 
 FAST = ("--epochs", "1", "--pruner", "none", "--max-train-samples", "32", "--max-eval-samples", "16")
@@ -121,9 +122,13 @@ def test_a_pool_that_cannot_be_is_one_line(kwargs, message):
         plan(per_device=1, cpus=2, **kwargs)
 
 
-def test_workers_run_the_parents_command_without_the_pool_flags():
-    argv = ["run", "--workers", "2", "--trials", "4", "--devices=all", "--workers-per-device", "2", "--epochs", "1"]
-    assert worker_argv(argv) == ["run", "--trials", "4", "--epochs", "1"]
+def test_a_worker_receives_the_parents_resolved_settings_not_its_command_line(tmp_path):
+    toml = tmp_path / "hpsearch.toml"
+    toml.write_text('trials = 4\n[space]\nweight_decay = 0.01\n[pruner]\nname = "median"\n', encoding="utf-8")
+    config = load_config(toml, {"epochs": 1, "study": "s"})
+    sent = WorkerSettings(config, confirm_top=2, seeds=3)
+    sent.write(tmp_path / "settings.json")
+    assert WorkerSettings.read(tmp_path / "settings.json") == sent  # file and flags already applied
 
 
 def test_a_chained_confirmation_runs_on_the_same_workers_after_the_search(workdir, tiny_model):
@@ -136,7 +141,7 @@ def test_a_chained_confirmation_runs_on_the_same_workers_after_the_search(workdi
     leader = max((t for t in search.trials if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
     assert sorted(runs) == sorted({(leader.number, 43), (schema.recipe_trial(search.trials).number, 43)})
     assert str(proc.pid) not in {schema.worker(t).rsplit(":", 1)[-1] for t in confirm.trials}  # run by the workers
-    assert "\nconfirming the top 1 and the recipe with 2 seeds on the same workers\n" in err
+    assert "\nonce the search is done they confirm the top 1 and the recipe with 2 seeds\n" in err
     assert out.count("study: hpsearch in") == 1 and "confirmed winner: trial" in out
     assert out.strip().splitlines()[-1].startswith("Verdict: ")
 

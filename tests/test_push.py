@@ -55,7 +55,7 @@ def test_push_takes_only_best(cli, workdir):
 def test_push_uploads_exactly_the_listed_files_in_one_commit(best_model, cli, monkeypatch):
     import huggingface_hub
 
-    import hpsearch.training.hub as hub
+    import hpsearch.hub as hub
 
     calls = []
     monkeypatch.setattr(hub, "offline_if_unreachable", lambda: False)

@@ -325,8 +325,8 @@ def _check(step: Step, code: int, out: str, err: str) -> None:
 
 def _readers_files(folder: Path, tiny_model: Path) -> None:
     """The files the docs expect a reader to bring (``my-*``, ``my_*``)."""
+    from hpsearch.builtin import builtin_reviews
     from hpsearch.card.render import default_template_path
-    from hpsearch.data import builtin_reviews
 
     shutil.copytree(tiny_model, folder / "my-model")
     (folder / "my-data").mkdir()

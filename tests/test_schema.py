@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from hpsearch import schema
+from hpsearch.bestmodel import MARKER_FILE
 from hpsearch.errors import StorageError
 
 PACKAGE = Path(schema.__file__).parent
@@ -22,7 +23,7 @@ def storage_access(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in STORAGE_ACCESS:
             found.append(f"line {node.lineno}: .{node.attr}")
-        if isinstance(node, ast.Constant) and node.value in (schema.MARKER_FILE, schema.STUDY_KEY + ".json"):
+        if isinstance(node, ast.Constant) and node.value in (MARKER_FILE, schema.STUDY_KEY + ".json"):
             found.append(f"line {node.lineno}: {node.value!r}")
     return sorted(found)
 

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
 from hpsearch.analysis.seeds import Confirmation
+from hpsearch.bestmodel import Marker
 from hpsearch.errors import CardError
 from hpsearch.schema import DataFacts, EpochRow, StudySettings
 from hpsearch.search.storage import redact
@@ -97,7 +98,7 @@ def gather(
     *,
     storage: str,
     confirmation: Confirmation | None = None,
-    shipped: schema.Marker | None = None,
+    shipped: Marker | None = None,
 ) -> CardFacts:
     """Pick the trial ("best" or a number) and read what the card needs from storage.
 

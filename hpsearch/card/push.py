@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpsearch.bestmodel import MARKER_FILE
 from hpsearch.card.render import MARKER
 from hpsearch.errors import CardError, first_line
-from hpsearch.schema import MARKER_FILE
+from hpsearch.hub import offline_if_unreachable
 
 # What stays behind: the kept-model marker is hpsearch's bookkeeping, not the model's.
 _LEFT_OUT = (MARKER_FILE,)
@@ -50,8 +51,6 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False) -> str:
             Hub refused; nothing was uploaded.
     """
     from huggingface_hub import HfApi
-
-    from hpsearch.training.hub import offline_if_unreachable
 
     files = push_files(folder)
     if offline_if_unreachable():

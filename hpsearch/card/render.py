@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch import schema
 from hpsearch.analysis.verdict import verdict
+from hpsearch.bestmodel import Marker
 from hpsearch.card.confirmation_section import confirmation_facts, with_seed_spread
 from hpsearch.card.facts import CardFacts, gather, metric_label
 from hpsearch.card.markdown import md_cell, md_code, md_inline, md_text, results_header, results_table
@@ -40,7 +41,11 @@ from hpsearch.card.trust import single_class_epochs, trust_facts
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
 from hpsearch.formatting import fmt_metric, format_param, is_number
-from hpsearch.schema import METRICS, Marker
+from hpsearch.layout import StudyLayout
+from hpsearch.schema import METRICS
+from hpsearch.search.study import load_study, open_confirmation
+from hpsearch.views import plots
+from hpsearch.views.artifacts import artifact_dir, upload_card_artifacts
 
 MARKER = "<!-- hpsearch:card -->"  # in every card hpsearch writes: the README is ours to replace
 TEMPLATE_NAME = "model_card.md.j2"
@@ -86,20 +91,16 @@ def write_card(
         StorageError: The storage or the study is missing, or the study was not made by
             ``hpsearch run`` or was written in another schema version.
     """
-    from hpsearch.search.study import load_study
-
     with warnings.catch_warnings():  # opening an RDB storage notes its experimental heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = load_study(config.study, config.storage)
-    from hpsearch.search.study import open_confirmation
-
     confirmation = open_confirmation(study, config.storage)
     facts = gather(
         study,
         trial,
         storage=config.storage,
         confirmation=confirmation,
-        shipped=Marker.read(Path(config.workdir) / config.study / "best-model"),
+        shipped=Marker.read(StudyLayout.of(config).best_model),
     )
     path = Path(output) if output is not None else default_output(config, facts)
     replacing_ours = _check_output(path, force)
@@ -130,10 +131,10 @@ def write_card(
 
 def default_output(config: SearchConfig, facts: CardFacts) -> Path:
     """``studies/<study>/best-model/README.md`` for best, ``.../trial-<N>/README.md`` otherwise."""
-    folder = Path(config.workdir) / config.study
+    layout = StudyLayout.of(config)
     if not facts.is_best:
-        return folder / f"trial-{facts.trial.number}" / "README.md"
-    best = folder / "best-model"
+        return layout.trial_card(facts.trial.number) / "README.md"
+    best = layout.best_model
     marker = Marker.read(best)
     if marker is not None and marker.trial != facts.trial.number:
         raise CardError(
@@ -378,8 +379,6 @@ def _scratch(folder: Path) -> Path:
 
 def _make_plots(study: optuna.Study, facts: CardFacts, scratch: Path) -> tuple[list[dict[str, str]], str | None]:
     """PNG files of the card's plots in ``scratch``; or none, and why."""
-    from hpsearch.views import plots
-
     figs = plots.figures(study, names=CARD_PLOTS)
     try:
         paths = plots.render_pngs(figs, scratch)
@@ -417,8 +416,6 @@ def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]], 
 
 def _upload(config: SearchConfig, study: optuna.Study, trial: FrozenTrial, paths: list[Path]) -> None:
     """Attach the card and its plots to the study as Optuna artifacts, named after the trial."""
-    from hpsearch.views.dashboard import artifact_dir, upload_card_artifacts
-
     try:
         upload_card_artifacts(study, trial.number, paths, artifact_dir=artifact_dir(config))
     except Exception as e:

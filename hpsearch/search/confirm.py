@@ -2,7 +2,7 @@
 
 The search picks the best of N single-seed trials on one validation split; for BERT-sized
 fine-tunes the seed alone moves the score as much as the search does (Dodge et al. 2020).
-:func:`run_confirm` trains the ``top`` best complete trials' parameters, and the recipe's,
+:func:`confirm` trains the ``top`` best complete trials' parameters, and the recipe's,
 with ``seeds`` seeds each (the recipe's seed and the next ones: 42, 43, ...); a
 configuration's original trial is the run of its own seed. The runs are trials of a
 sibling study, ``<study>.confirm``, in the same storage, so they are resumable units of
@@ -15,7 +15,7 @@ read: its sampler, pruner, trials and best trial stay as they were.
 Every run trains every epoch with the search's early-stopping and checkpoint rules but no
 pruner, and is scored on the test split. Per configuration the best run's model is kept
 under ``studies/<study>/confirm/trial-<N>/best-model/``; once every run is complete, the
-winner by mean (:mod:`hpsearch.search.seeds`) has its best run swapped into
+winner by mean (:mod:`hpsearch.analysis.seeds`) has its best run swapped into
 ``studies/<study>/best-model/``, whose marker then says ``confirmed`` and the seed.
 """
 
@@ -34,17 +34,18 @@ from optuna.trial import TrialState
 
 from hpsearch import schema
 from hpsearch.analysis.seeds import Confirmation, original_seed, plan_configurations, read_confirmation, seeds_for
-from hpsearch.config import BUILTIN_DATASET, PrunerConfig, SamplerConfig, SearchConfig, load_config
+from hpsearch.bestmodel import BestModelStore, Marker
+from hpsearch.config import DEFAULT_CONFIRM_TOP, DEFAULT_SEEDS, PrunerConfig, SearchConfig
 from hpsearch.errors import ConfigError
 from hpsearch.events import Listeners, RunInfo, RunListener
+from hpsearch.layout import StudyLayout
 from hpsearch.search.locks import study_lock
-from hpsearch.search.storage import check_url, open_storage
-from hpsearch.search.study import load_study, study_dir
+from hpsearch.search.loop import frozen_heap, work
+from hpsearch.search.setup import Prepared
+from hpsearch.search.signals import interrupts
+from hpsearch.search.storage import open_storage
 from hpsearch.search.workers import fail_dead_trials
-
-DEFAULT_TOP = 3
-DEFAULT_SEEDS = 5
-CONFIRM_FOLDER = "confirm"  # studies/<study>/confirm/trial-<N>/best-model/: each configuration's best run
+from hpsearch.training.objective import Objective, Outcome, Resources
 
 
 @dataclass
@@ -57,102 +58,72 @@ class ConfirmResult:
     not_shipped: str | None = None  # why best-model/ was left as it was
 
 
-def search_config(stored: dict[str, Any], *, storage: str, workdir: str) -> SearchConfig:
-    """The search's configuration rebuilt from its stored settings (storage and folder as given now)."""
-    values = {k: v for k, v in stored.items() if k not in ("pruner", "sampler", "storage", "workdir") and v is not None}
-    config = load_config(None, values | {"storage": storage, "workdir": workdir})
-    return dataclasses.replace(
-        config, pruner=PrunerConfig(**stored["pruner"]), sampler=SamplerConfig(**stored["sampler"])
-    )
-
-
-def run_confirm(
+def confirm(
+    prepared: Prepared,
+    search: optuna.Study,
     *,
-    study: str,
-    storage: str,
-    workdir: str,
-    top: int = DEFAULT_TOP,
+    top: int = DEFAULT_CONFIRM_TOP,
     seeds: int = DEFAULT_SEEDS,
     listeners: Sequence[RunListener] = (),
 ) -> ConfirmResult:
-    """Run (or resume) the confirmation of ``study``, in this process; several may share it.
+    """Run (or join) the confirmation of the search study ``search``, from what ``prepare`` made.
 
     Raises:
-        HpsearchError: Bad input or a study without complete trials, before any work.
+        ConfigError: A study without complete trials.
         SearchStopped: ``max_failures`` runs in a row failed.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running run is recorded as failed.
     """
-    from hpsearch.bestmodel import BestModelStore
-    from hpsearch.data import load_task, tokenize_task
-    from hpsearch.search.loop import frozen_heap, interrupts, quiet_libraries, work
-    from hpsearch.training.evaluate_metrics import prepare_metrics
-    from hpsearch.training.hub import offline_if_unreachable
-    from hpsearch.training.modeling import (
-        configure_allocator,
-        configure_threads,
-        load_base_model,
-        load_tokenizer,
-        resolve_model,
-    )
-    from hpsearch.training.objective import Resources
-
-    if top < 1 or seeds < 1:
-        raise ConfigError(f"--top and --seeds: expected at least 1, got --top {top} --seeds {seeds}")
-    check_url(storage)
-    search = load_study(study, storage)
-    settings = schema.read_settings(search)
-    config = search_config(settings.config, storage=storage, workdir=workdir)
-    configurations, recipe = plan_configurations(search.get_trials(deepcopy=False), top)
-    if not configurations:
-        raise ConfigError(f"study {study!r} has no complete trial to confirm; run `hpsearch run` first")
-    plan = schema.ConfirmPlan(
-        top=top, seeds=seeds_for(config.recipe.seed, seeds), configurations=configurations, recipe=recipe
-    )
-
-    source = resolve_model(config.model)
-    if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
-        offline_if_unreachable()
-    quiet_libraries()
-    task = load_task(config)
-    metrics = prepare_metrics(
-        config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels
-    )
-    tokenizer = load_tokenizer(source, config)
-    tokenized = tokenize_task(task, tokenizer, config.max_length)
-    base_model = load_base_model(source, config, task.label_names)
-    configure_threads()
-    configure_allocator()
-
-    opened = open_storage(storage, create=False)
-    confirm = _create_or_join(opened, schema.confirm_study_name(study), config.objective)
+    config = prepared.config
+    plan = make_plan(search, top=top, seeds=seeds, base_seed=config.recipe.seed)
+    layout = StudyLayout.of(config)
+    opened = open_storage(config.storage, create=False)
+    runs = _create_or_join(opened, schema.confirm_study_name(search.study_name), config.objective)
     units = planned_units(search, plan)
-    lock = functools.partial(_lock_and_enqueue, confirm, opened, storage, search, units, plan)
-    folder = study_dir(config) / CONFIRM_FOLDER
+    lock = functools.partial(_lock_and_enqueue, runs, opened, config.storage, search, units, plan)
     listener = Listeners(listeners)
     # The loop stops at a total of complete trials; runs of an earlier plan that this one
     # does not need count toward it too.
     planned = {(n, s) for n, s, _ in units}
     extra = sum(
         t.state == TrialState.COMPLETE and (schema.confirms(t), schema.run_seed(t)) not in planned
-        for t in confirm.get_trials(deepcopy=False)
+        for t in runs.get_trials(deepcopy=False)
     )
-    loop_config = dataclasses.replace(config, study=confirm.study_name, trials=max(1, extra + len(units)), timeout=None)
-    before = _complete(confirm)
-    listener.run_start(RunInfo(study=confirm, config=loop_config, data=task.facts(), finished=before, lock=lock))
-    runner = _Runs(
-        config, Resources(task, tokenized, tokenizer, base_model, metrics), folder, listener, confirm.study_name
+    loop_config = dataclasses.replace(config, study=runs.study_name, trials=max(1, extra + len(units)), timeout=None)
+    before = _complete(runs)
+    listener.run_start(
+        RunInfo(study=runs, config=loop_config, data=prepared.data, finished=before, lock=lock, kind="confirm")
     )
+    runner = _Runs(config, prepared.resources, layout, listener, runs.study_name)
     with interrupts(), frozen_heap():
-        stopped = work(confirm, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
-    best = BestModelStore(study_dir(config))
-    result = ConfirmResult(None, best.folder, _complete(confirm) - before, stopped)
+        stopped = work(runs, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
+    best = BestModelStore(layout.root)
+    result = ConfirmResult(None, best.folder, _complete(runs) - before, stopped)
     if not units:  # --seeds 1: nothing to run, but the plan is stored all the same
         with lock():
             pass
-    result.confirmation = read_confirmation(search, confirm)
+    result.confirmation = read_confirmation(search, runs)
     if stopped is None and result.confirmation is not None and result.confirmation.done:
-        result.shipped_seed, result.not_shipped = ship_winner(result.confirmation, best, folder)
+        result.shipped_seed, result.not_shipped = ship_winner(result.confirmation, best, layout)
     return result
+
+
+def check_counts(*, top: int, seeds: int) -> None:
+    """Refuse ``top`` or ``seeds`` below 1 (:class:`ConfigError`)."""
+    if top < 1 or seeds < 1:
+        raise ConfigError(f"--top and --seeds: expected at least 1, got --top {top} --seeds {seeds}")
+
+
+def make_plan(search: optuna.Study, *, top: int, seeds: int, base_seed: int) -> schema.ConfirmPlan:
+    """The ``top`` best complete trials and the recipe, with ``seeds`` seeds from ``base_seed``.
+
+    Raises:
+        ConfigError: ``top`` or ``seeds`` below 1, or a study without complete trials.
+    """
+    check_counts(top=top, seeds=seeds)
+    configurations, recipe = plan_configurations(search.get_trials(deepcopy=False), top)
+    if not configurations:
+        raise ConfigError(f"study {search.study_name!r} has no complete trial to confirm; run `hpsearch run` first")
+    return schema.ConfirmPlan(top=top, seeds=seeds_for(base_seed, seeds), configurations=configurations, recipe=recipe)
 
 
 def planned_units(search: optuna.Study, plan: schema.ConfirmPlan) -> list[tuple[int, int, dict[str, Any]]]:
@@ -166,23 +137,21 @@ def planned_units(search: optuna.Study, plan: schema.ConfirmPlan) -> list[tuple[
     return out
 
 
-def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[int | None, str | None]:
+def ship_winner(confirmation: Confirmation, best: BestModelStore, layout: StudyLayout) -> tuple[int | None, str | None]:
     """Swap the winner's best run whose weights exist into ``best-model/``; (its seed, None),
     or (None, why not). Workers that finish together decide one after the other, under the
     best model's lock, so the last one finds the winner there already."""
-    from hpsearch.bestmodel import BestModelStore
-
     winner = confirmation.winner
     if winner is None:
         return None, "no configuration has a complete run"
     best.recover()
-    kept = BestModelStore(folder / f"trial-{winner.trial}")
+    kept = BestModelStore(layout.confirm_root(winner.trial))
     kept.recover()
     marker = kept.marker()
     unit = next((r for r in winner.runs if marker is not None and not r.original and r.trial == marker.trial), None)
     original = next((r for r in winner.complete if r.original), None)
 
-    def decide(current: schema.Marker | None) -> tuple[schema.Marker, Path | None] | None:
+    def decide(current: Marker | None) -> tuple[Marker, Path | None] | None:
         candidates = []  # (value, seed, epoch, folder to copy, or None for the model already there)
         if (
             original is not None
@@ -196,7 +165,7 @@ def ship_winner(confirmation: Confirmation, best: Any, folder: Path) -> tuple[in
         if not candidates:
             return None
         value, seed, epoch, source = max(candidates, key=lambda c: (c[0], -c[1]))
-        return schema.Marker(
+        return Marker(
             trial=winner.trial, value=value, epoch=epoch, objective=confirmation.objective, confirmed=True, seed=seed
         ), source
 
@@ -216,20 +185,12 @@ class _Runs:
     """The loop's objective: trains a confirmation run with its configuration's seed."""
 
     def __init__(
-        self, config: SearchConfig, resources: Any, folder: Path, listener: RunListener, study_name: str
+        self, config: SearchConfig, resources: Resources, layout: StudyLayout, listener: RunListener, study_name: str
     ) -> None:
-        self.config, self.resources, self.folder, self.listener, self.study_name = (
-            config,
-            resources,
-            folder,
-            listener,
-            study_name,
-        )
+        self.config, self.resources, self.layout = config, resources, layout
+        self.listener, self.study_name = listener, study_name
 
-    def run(self, trial: optuna.Trial) -> Any:
-        from hpsearch.bestmodel import BestModelStore
-        from hpsearch.training.objective import Objective
-
+    def run(self, trial: optuna.Trial) -> Outcome:
         number, seed = schema.confirms(trial), schema.run_seed(trial)
         config = dataclasses.replace(
             self.config,
@@ -238,7 +199,7 @@ class _Runs:
             pruner=PrunerConfig(name="none"),
         )
         try:
-            store = BestModelStore(self.folder / f"trial-{number}")
+            store = BestModelStore(self.layout.confirm_root(number))
             store.recover()
             return Objective(config, self.resources, store, listener=self.listener, test_every_run=True).run(trial)
         except KeyboardInterrupt:  # also when it lands before the Trainer starts

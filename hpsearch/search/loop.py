@@ -1,21 +1,18 @@
-"""The search: check every input, open the study, then one loop until the total is reached.
+"""The search: open the study, then one loop until the total is reached.
 
-:func:`run_search` checks the inputs before it touches storage, makes what every trial
-shares once (data, tokens, tokenizer, base model), creates or resumes the study, and runs
-the worker loop, :func:`work` and :func:`next_trial`: ask for a trial under the study lock (only while the total
-needs one), train it, tell Optuna the outcome, and decide whether to go on. Ctrl-C or
-SIGTERM records the running trial as failed ("interrupted"); the same command resumes.
+:func:`search` starts from what :func:`hpsearch.search.setup.prepare` made, creates or
+resumes the study, and runs the worker loop, :func:`work` and :func:`next_trial`: ask for a
+trial under the study lock (only while the total needs one), train it, tell Optuna the
+outcome, and decide whether to go on. Ctrl-C or SIGTERM records the running trial as failed
+("interrupted"); the same command resumes. The confirmation (:mod:`hpsearch.search.confirm`)
+runs its units of work through the same loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
-import os
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,100 +23,67 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch import schema
-from hpsearch.config import BUILTIN_DATASET, SearchConfig
+from hpsearch.bestmodel import BestModelStore
+from hpsearch.config import SearchConfig
 from hpsearch.errors import SearchStopped
 from hpsearch.events import Listeners, RunInfo, RunListener
+from hpsearch.layout import StudyLayout
 from hpsearch.search.locks import retrying_study_lock
-from hpsearch.search.storage import check_url, open_storage, with_retries
-from hpsearch.search.study import check_resumable, create_or_resume, requeue_lost_recipe, study_dir
+from hpsearch.search.setup import Prepared
+from hpsearch.search.signals import interrupts
+from hpsearch.search.storage import open_storage, with_retries
+from hpsearch.search.study import create_or_resume, requeue_lost_recipe
 from hpsearch.search.workers import fail_dead_trials, heartbeat, worker_id
+from hpsearch.training.objective import Objective
 
 # Seconds between looks at the study while the trials other workers run may reach the total.
 POLL_SECONDS = 2.0
 
 
-@dataclass
-class RunResult:
+@dataclass(frozen=True)
+class SearchPass:
+    """What one worker's search did."""
+
     study: optuna.Study
     best_model_dir: Path
     newly_finished: int
-    stopped: str | None = None  # why the run ended before the total, if it did
+    stopped: str | None = None  # why it ended before the total, if it did
 
 
-def run_search(
-    config: SearchConfig,
+def search(
+    prepared: Prepared,
     *,
     listeners: Sequence[RunListener] = (),
     callbacks: Sequence[Any] = (),
     pruner: optuna.pruners.BasePruner | None = None,
-) -> RunResult:
-    """Run (or resume) the search that ``config`` describes, in this process.
-
-    Args:
-        config: The resolved configuration.
-        listeners: Receive the run's events (progress, dashboard notes).
-        callbacks: Extra ``transformers.TrainerCallback`` objects for every trial.
-        pruner: Replaces the configured pruner (research runs in benchmarks/).
+) -> SearchPass:
+    """Create or resume the study, then run the worker loop until the total is reached.
 
     Raises:
-        HpsearchError: Bad input, found before any study, folder or file is made.
         SearchStopped: ``max_failures`` trials in a row failed.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
     """
-    from hpsearch.bestmodel import BestModelStore
-    from hpsearch.data import load_task, tokenize_task
-    from hpsearch.training.evaluate_metrics import prepare_metrics
-    from hpsearch.training.hub import offline_if_unreachable
-    from hpsearch.training.modeling import (
-        configure_allocator,
-        configure_threads,
-        load_base_model,
-        load_tokenizer,
-        resolve_model,
-        resolve_precision,
-    )
-    from hpsearch.training.objective import Objective, Resources
-    from hpsearch.training.space import check_training_argument_names, recipe_params
-    from hpsearch.training.trackers import check_trackers
-
-    # Every input first, so that a typo is reported as itself, with nothing written.
-    check_url(config.storage)
-    # Stored resolved, so that a study resumed on other hardware is refused, not mixed.
-    config = dataclasses.replace(config, precision=resolve_precision(config.precision).name)
-    source = resolve_model(config.model)
-    if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
-        offline_if_unreachable()
-    quiet_libraries()
-    check_training_argument_names(config.recipe, config.space)
-    recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
-    task = load_task(config)
-    metrics = prepare_metrics(
-        config.metrics, config.objective, labels=task.splits["validation"]["label"], n_labels=task.num_labels
-    )
-    check_trackers(config.report_to)
-    tokenizer = load_tokenizer(source, config)
-    check_resumable(config)
-    tokenized = tokenize_task(task, tokenizer, config.max_length)
-    base_model = load_base_model(source, config, task.label_names)
-    configure_threads()
-    configure_allocator()
-
+    config = prepared.config
     storage = with_retries(open_storage(config.storage, create=True), config.storage, config.storage_timeout)
-    data = task.facts()
-    study = create_or_resume(storage, config, recipe=recipe, data=data, base_model=source.base_model, pruner=pruner)
+    study = create_or_resume(
+        storage,
+        config,
+        recipe=prepared.recipe,
+        data=prepared.data,
+        base_model=prepared.source.base_model,
+        pruner=pruner,
+    )
     lock = functools.partial(retrying_study_lock, storage, config.storage, config.study, seconds=config.storage_timeout)
-    best = BestModelStore(study_dir(config))
+    best = BestModelStore(StudyLayout.of(config).root)
     best.recover()
     listener = Listeners(listeners)
     before = schema.count_finished(study.get_trials(deepcopy=False))
-    listener.run_start(RunInfo(study=study, config=config, data=data, finished=before, lock=lock))
-    objective = Objective(
-        config, Resources(task, tokenized, tokenizer, base_model, metrics), best, listener=listener, callbacks=callbacks
-    )
+    listener.run_start(RunInfo(study=study, config=config, data=prepared.data, finished=before, lock=lock))
+    objective = Objective(config, prepared.resources, best, listener=listener, callbacks=callbacks)
     with interrupts(), frozen_heap():
-        stopped = work(study, objective, config, lock=lock, listener=listener, recipe=recipe)
+        stopped = work(study, objective, config, lock=lock, listener=listener, recipe=prepared.recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))
-    return RunResult(study, best.folder, after - before, stopped)
+    return SearchPass(study, best.folder, after - before, stopped)
 
 
 def work(
@@ -202,36 +166,6 @@ def next_trial(
 
 
 @contextlib.contextmanager
-def on_stop_signals(handler: Any) -> Iterator[None]:
-    """Run ``handler`` on SIGINT and SIGTERM inside the block, then put the previous ones back.
-
-    Set explicitly rather than left to Python's default: a process that a non-interactive
-    shell starts in the background inherits SIGINT ignored, and would not stop on Ctrl-C.
-    """
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def interrupts() -> contextlib.AbstractContextManager[None]:
-    """Ctrl-C and SIGTERM end the running trial as failed; a second one exits at once."""
-    hits = {"n": 0}
-
-    def handler(signum: int, frame: Any) -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
-            sys.stderr.write("hpsearch: second interrupt, exiting now; the next run marks the open trial failed\n")
-            sys.stderr.flush()
-            os._exit(130)
-        raise KeyboardInterrupt
-
-    return on_stop_signals(handler)
-
-
-@contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Hide what lives for the whole run (libraries, data, the base model) from the collector.
 
@@ -245,17 +179,3 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def quiet_libraries() -> None:
-    """Keep transformers' and Optuna's chatter out of the progress display."""
-    import warnings
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*enqueue.*")

@@ -1,33 +1,38 @@
 """Several workers from one command: ``--workers N`` on the CPU, ``--devices`` on GPUs.
 
-The parent starts one ``hpsearch run`` process per worker with the same settings, each
-pinned to its device with ``CUDA_VISIBLE_DEVICES`` (or given its share of the CPU cores),
-and relays their progress lines on its stderr, each prefixed with the worker's label
-(``[cuda:1]``, ``[worker 2]``). The workers share the study as any workers do
-(:mod:`hpsearch.search.loop`): together they stop at exactly the total. Ctrl-C or SIGTERM
-on the parent reaches every worker once, so each records its running trial as interrupted.
+The parent writes its resolved settings to a file (:class:`WorkerSettings`: the
+configuration, and the confirmation to chain, if any) and starts one ``hpsearch run
+--worker-settings FILE`` process per worker, each pinned to its device with
+``CUDA_VISIBLE_DEVICES`` (or given its share of the CPU cores), and relays their progress
+lines on its stderr, each prefixed with the worker's label (``[cuda:1]``, ``[worker 2]``).
+The workers share the study as any workers do (:mod:`hpsearch.search.loop`): together they
+stop at exactly the total, then confirm together where asked. Ctrl-C or SIGTERM on the
+parent reaches every worker once, so each records its running trial as interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
+from hpsearch.config import DEFAULT_SEEDS, SearchConfig, config_from_dict
 from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.files import write_atomically
 
 # Set in a worker's environment: its label. A worker prints progress only; the parent
 # prints the table of trials once every worker has ended.
 WORKER_LABEL_ENV = "HPSEARCH_WORKER_LABEL"
-# The flags that ask for a pool; a worker gets the parent's command line without them.
-POOL_FLAGS = {"--workers": 1, "--devices": 1, "--workers-per-device": 1}
 _PR_SET_PDEATHSIG = 1  # prctl(2): a signal for the child when its parent dies
 
 
@@ -88,23 +93,28 @@ def _device_indices(text: str, available: int) -> list[int]:
     return indices
 
 
-def worker_argv(argv: Sequence[str], drop: Mapping[str, int] = POOL_FLAGS) -> list[str]:
-    """The parent's ``run`` arguments without the flags in ``drop`` (flag: values it takes)."""
-    out, skip = [], 0
-    for arg in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = arg.split("=", 1)[0]
-        if name in drop:
-            skip = 0 if "=" in arg else drop[name]
-            continue
-        out.append(arg)
-    return out
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What every worker of a pool runs: the parent's resolved configuration and chain."""
+
+    config: SearchConfig
+    confirm_top: int | None = None  # confirm this many leaders once the search holds its total
+    seeds: int = DEFAULT_SEEDS
+
+    def write(self, path: Path) -> None:
+        body = {"config": self.config.to_dict(), "confirm_top": self.confirm_top, "seeds": self.seeds}
+        write_atomically(path, json.dumps(body, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> WorkerSettings:
+        body = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(config_from_dict(body["config"]), body["confirm_top"], body["seeds"])
 
 
-def run_pool(workers: Sequence[Worker], argv: Sequence[str], *, write: Callable[[str], None]) -> None:
-    """Start the workers, relay their lines through ``write``, and wait for them all.
+def run_pool(
+    workers: Sequence[Worker], settings: WorkerSettings, *, write: Callable[[str], None], verbose: bool = False
+) -> None:
+    """Start the workers on ``settings``, relay their lines through ``write``, and wait for them all.
 
     Raises:
         KeyboardInterrupt: Ctrl-C or SIGTERM reached the parent; each worker got it once.
@@ -120,16 +130,20 @@ def run_pool(workers: Sequence[Worker], argv: Sequence[str], *, write: Callable[
             with lock:
                 write(f"{worker.label} {line}")
 
-    procs = [_start(w, argv) for w in workers]
-    threads = [
-        threading.Thread(target=relay, args=(w, p.stderr), daemon=True) for w, p in zip(workers, procs, strict=True)
-    ]
-    for t in threads:
-        t.start()
-    with _forward_stops(procs) as stopped:
-        codes = [p.wait() for p in procs]
-    for t in threads:
-        t.join()
+    with tempfile.TemporaryDirectory(prefix="hpsearch-pool-") as folder:
+        path = Path(folder) / "settings.json"
+        settings.write(path)
+        argv = ["run", "--worker-settings", str(path), *(["--verbose"] if verbose else [])]
+        procs = [_start(w, argv) for w in workers]
+        threads = [
+            threading.Thread(target=relay, args=(w, p.stderr), daemon=True) for w, p in zip(workers, procs, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        with _forward_stops(procs) as stopped:
+            codes = [p.wait() for p in procs]
+        for t in threads:
+            t.join()
     if stopped:
         raise KeyboardInterrupt
     errors = {last.get(w.label, "") for w in workers}

@@ -31,11 +31,6 @@ _FLAG_NAMES = {"recipe.num_train_epochs": "epochs", "pruner.name": "pruner", "sa
 _SETUP_WAIT = 10.0
 
 
-def study_dir(config: SearchConfig) -> Path:
-    """``studies/<study>/``: the best model, artifacts and other files of one study."""
-    return Path(config.workdir) / config.study
-
-
 def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
     if config.name == "tpe":
         return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)

@@ -25,15 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from hpsearch.checks import metric_name
 from hpsearch.errors import ConfigError, first_line
-from hpsearch.schema import ROW_KEYS
-
-
-def metric_name(spec: str) -> str:
-    """The name a metric's numbers are stored under: ``./metrics/balanced_accuracy.py`` and
-    ``someone/balanced_accuracy`` both give ``balanced_accuracy``."""
-    last = spec.rstrip("/\\").replace("\\", "/").split("/")[-1]
-    return last[: -len(".py")] if last.endswith(".py") else last
+from hpsearch.hub import is_offline
+from hpsearch.schema import METRICS, ROW_KEYS
 
 
 def is_local(spec: str) -> bool:
@@ -108,8 +103,6 @@ def prepare_metrics(specs: Sequence[str], objective: str, *, labels: Sequence[in
     Raises:
         ConfigError: As :func:`load_metrics`, or an objective no metric stores.
     """
-    from hpsearch.schema import METRICS
-
     metrics = load_metrics(specs, labels=labels, n_labels=n_labels)
     average = "binary" if n_labels == 2 else "macro"
     references = np.asarray(labels, dtype=np.int64)
@@ -127,8 +120,6 @@ def modules_cache() -> Path:
 
 
 def _load(spec: str) -> Any:
-    from hpsearch.training.hub import is_offline
-
     local = is_local(spec)
     path = Path(spec).expanduser()
     if local and not path.exists():

@@ -13,6 +13,7 @@ from typing import Any
 
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import ConfigError, ModelError, first_line
+from hpsearch.hub import is_offline
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,6 @@ def _load(source: ModelSource, load: Any) -> Any:
         first = first_line(e)
         if source.local:
             raise ModelError(f"model folder {source.location!r} cannot be loaded: {first}") from None
-        from hpsearch.training.hub import is_offline
-
         if is_offline():
             raise ModelError(
                 f"model {source.location!r} is not a local folder, not in the Hugging Face cache, and the Hub "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import gc
 import math
-import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,17 +25,18 @@ from transformers import TrainerCallback
 
 from hpsearch import schema
 from hpsearch.analysis.scores import predicted_class
-from hpsearch.bestmodel import BestModelStore
+from hpsearch.bestmodel import BestModelStore, Marker
 from hpsearch.config import SearchConfig
 from hpsearch.data import Task
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.events import RunListener
+from hpsearch.formatting import count
+from hpsearch.layout import StudyLayout
 from hpsearch.schema import METRICS, EpochRow
-from hpsearch.search.pruners import BestTrialPruner
 from hpsearch.training.metrics import MetricsComputer
 from hpsearch.training.modeling import device_name, glibc, resolve_precision
 from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
-from hpsearch.training.trackers import StepCallback, runs_folder, runs_to
+from hpsearch.training.trackers import StepCallback, runs_to
 
 
 class NonFiniteLoss(Exception):
@@ -159,9 +159,7 @@ class Objective:
             compute_metrics=epoch_cb.metrics,
             callbacks=[epoch_cb, StepCallback(trial, self.listener), *self.callbacks],
         )
-        runs_to(
-            trainer, runs_folder(self.config.workdir, self.config.study) / f"trial-{trial.number}", params=trial.params
-        )
+        runs_to(trainer, StudyLayout.of(self.config).runs / f"trial-{trial.number}", params=trial.params)
         trainer.remove_callback(PrinterCallback)  # progress is ours; the Trainer's log dicts are noise
         return trainer
 
@@ -198,7 +196,7 @@ class Objective:
 
         try:
             kept = self.best.offer(
-                schema.Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save
+                Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save
             )
         except OSError as e:
             # A full disk, say: the kept model stays as it was, and a trial whose better model
@@ -278,7 +276,10 @@ class EpochCallback(TrainerCallback):
             self.pruned_reason = self._why_pruned(epoch, row[self.objective])
             control.should_training_stop = True
         elif epoch < args.num_train_epochs and self._plateaued(row, best_before):
-            self.stopped_reason = f"stopped early after epoch {epoch}: {self.objective} had not beaten {best_before:.4f} for {_count(self.patience, 'epoch')}"
+            self.stopped_reason = (
+                f"stopped early after epoch {epoch}: {self.objective} had not beaten {best_before:.4f} "
+                f"for {count(self.patience, 'epoch')}"
+            )
             control.should_training_stop = True
         self.listener.epoch(self.trial, row, pruned=self.pruned_reason, stopped=self.stopped_reason)
 
@@ -306,20 +307,17 @@ class EpochCallback(TrainerCallback):
         return self._stalled >= self.patience
 
     def _why_pruned(self, epoch: int, value: float) -> str:
-        """The criterion first: ``pruned at epoch 1: roc_auc 0.7451 < 0.8852 - 0.0603 (trial 0 at <=38 updates)``."""
+        """The criterion first: ``pruned at epoch 1: roc_auc 0.7451 < 0.8852 - 0.0603 (trial 0 at <=38 updates)``.
+
+        A pruner that can say why it pruned has a method ``explain(study, rows, objective)``
+        returning the reason (``hpsearch.search.pruners``); any other is named by its setting.
+        """
         study = self.trial.study
-        pruner = study.pruner
-        text = f"pruned at epoch {epoch}"
-        if isinstance(pruner, BestTrialPruner):
-            verdict = pruner.judge(study, self.rows)
-            if verdict is not None:
-                return f"{text}: roc_auc {verdict.value:.4f} < {verdict.best:.4f} - {verdict.margin:.4f} (trial {verdict.best_trial} at <={verdict.updates} updates)"
-        if self.pruner_name == "median":
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            at_epoch = [t.intermediate_values[epoch] for t in done if epoch in t.intermediate_values]
-            if at_epoch:
-                return f"{text}: {self.objective} {value:.4f} < median {statistics.median(at_epoch):.4f} of {_count(len(at_epoch), 'complete trial')}"
-        return f"{text}: {self.objective} {value:.4f} (by the {self.pruner_name} pruner)"
+        explain = getattr(study.pruner, "explain", None)
+        reason = explain(study, self.rows, self.objective) if explain is not None else None
+        if reason is None:
+            reason = f"{self.objective} {value:.4f} (by the {self.pruner_name} pruner)"
+        return f"pruned at epoch {epoch}: {reason}"
 
 
 def _train(trainer: Any) -> str | None:
@@ -348,10 +346,6 @@ def _train(trainer: Any) -> str | None:
 def _prefixed(metrics: dict[str, float], prefix: str, *, added: Sequence[str] = ()) -> dict[str, float]:
     out = {k[len(prefix) + 1 :]: float(v) for k, v in metrics.items() if k.startswith(prefix + "_")}
     return {k: v for k, v in out.items() if k in (*METRICS, "loss", *added)}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _reset_peak_memory() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import Param, Recipe
+from hpsearch.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -29,8 +30,6 @@ def suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, Any]:
 
 def recipe_params(recipe: Recipe, space: tuple[Param, ...]) -> dict[str, Any]:
     """The recipe's own value of every searched parameter: trial 0 of every study."""
-    from hpsearch.errors import ConfigError
-
     values = recipe.values()
     defaults = _training_arguments_defaults()
     params = {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
@@ -57,8 +56,6 @@ def training_arguments_kwargs(values: dict[str, Any]) -> dict[str, Any]:
 
 def check_training_argument_names(recipe: Recipe, space: tuple[Param, ...]) -> None:
     """Every fixed or searched name must be a TrainingArguments parameter."""
-    from hpsearch.errors import ConfigError
-
     known = set(_training_arguments_defaults()) | set(_ALIASES)
     for name in [*recipe.extra, *(p.name for p in space)]:
         if name not in known:

@@ -52,11 +52,6 @@ def check_trackers(report_to: Sequence[str]) -> None:
         )
 
 
-def runs_folder(workdir: str | Path, study: str) -> Path:
-    """Where TensorBoard's runs of a study go: ``<workdir>/<study>/runs/``."""
-    return Path(workdir) / study / "runs"
-
-
 def runs_to(trainer: Any, folder: Path, *, params: dict[str, Any]) -> None:
     """Point the trainer's TensorBoard callback, if it has one, at ``folder``, and log the
     trial's searched ``params`` to TensorBoard's HParams view when training starts."""

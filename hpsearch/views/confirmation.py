@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hpsearch import schema
 from hpsearch.analysis.seeds import Confirmation
-from hpsearch.events import RunListener
+from hpsearch.events import RunInfo, RunListener
 from hpsearch.formatting import format_params, spread_text
 
 if TYPE_CHECKING:
@@ -124,10 +125,14 @@ class SeedLines(RunListener):
 
     def __init__(self, console: Any) -> None:
         self.console = console
+        self.active = False
+
+    def run_start(self, run: RunInfo) -> None:
+        self.active = run.kind == "confirm"
 
     def trial_start(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
-        from hpsearch import schema
-
+        if not self.active:
+            return
         self.console.print(
             f"confirmation run {trial.number}: trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}",
             markup=False,

@@ -16,7 +16,7 @@ Optuna's public functions:
 - a note on every trial a run finishes, with its per-epoch validation metrics as a table;
 - the per-epoch curves of every trial, as a plot on the study page;
 - the kept model's card and plots as artifacts of the study, stored under
-  ``studies/<study>/artifacts/`` (:func:`upload_card_artifacts`). They belong to a trial,
+  ``studies/<study>/artifacts/`` (:mod:`hpsearch.views.artifacts`). They belong to a trial,
   but Optuna takes no attribute on a finished trial, so the study holds them, each named
   after its trial (``trial-3-README.md``).
 
@@ -28,34 +28,28 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
-from hpsearch import schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.events import RunInfo, RunListener
-from hpsearch.search.loop import on_stop_signals
+from hpsearch.search.signals import on_stop_signals
 from hpsearch.search.storage import open_storage, redact
-from hpsearch.search.study import load_study, study_dir
-from hpsearch.views.notes import best_model_dir, epoch_note, study_note
+from hpsearch.search.study import load_study, open_confirmation
+from hpsearch.views.artifacts import artifact_store, upload_kept_card
+from hpsearch.views.notes import epoch_note, study_note
+from hpsearch.views.plots import epoch_curves
 
-ARTIFACTS_DIR = "artifacts"  # studies/<study>/artifacts/: the artifact store's files
 EPOCH_PLOT_ID = "epochs"  # the per-epoch curves' id among the study's dashboard plots
-_CARD_FILES = ("README.md",)
-_PLOT_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
 
 
 class DashboardError(HpsearchError):
@@ -164,15 +158,19 @@ class DashboardNotes(RunListener):
     def __init__(self, config: SearchConfig) -> None:
         self.config = config
         self.failed = False
+        self._active = True
         self._lock: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
         self._figure: str | None = None  # the epoch plot's JSON as last saved, to skip an unchanged one
 
     def run_start(self, run: RunInfo) -> None:
-        self._lock = run.lock
-        self._guarded(lambda: self._refresh(run.study))
+        self._active = run.kind == "search"  # the notes are the search study's
+        if self._active:
+            self._lock = run.lock
+            self._guarded(lambda: self._refresh(run.study))
 
     def trial_end(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
-        self._guarded(lambda: self._after_trial(trial, frozen))
+        if self._active:
+            self._guarded(lambda: self._after_trial(trial, frozen))
 
     def _after_trial(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
         import optuna_dashboard
@@ -211,8 +209,6 @@ def refresh(study: optuna.Study, config: SearchConfig, *, figure: str | None = N
     Returns:
         The epoch plot's JSON now saved.
     """
-    from hpsearch.search.study import open_confirmation
-
     names = upload_kept_card(study, config)
     text = save_epoch_plot(study, previous=figure)
     write_note(study, workdir=config.workdir, card=names, confirmation=open_confirmation(study, config.storage))
@@ -241,113 +237,8 @@ def save_epoch_plot(study: optuna.Study, *, previous: str | None = None) -> str:
     """
     import optuna_dashboard
 
-    from hpsearch.views.plots import epoch_curves
-
     figure = epoch_curves(study)
     text = figure.to_json()
     if text != previous:
         optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=EPOCH_PLOT_ID)
     return text
-
-
-# --------------------------------------------------------------------------- artifacts
-
-
-def artifact_dir(config: SearchConfig) -> Path:
-    """``studies/<study>/artifacts/``: where the artifact store keeps the files."""
-    return study_dir(config) / ARTIFACTS_DIR
-
-
-def artifact_store(config: SearchConfig) -> optuna.artifacts.FileSystemArtifactStore:
-    """The study's artifact store (its folder is made by the first upload)."""
-    return optuna.artifacts.FileSystemArtifactStore(artifact_dir(config))
-
-
-def card_files(folder: Path) -> list[Path]:
-    """A card folder's README.md and the plots beside it (not the weights or the tokenizer)."""
-    folder = Path(folder)
-    if not (folder / "README.md").is_file():
-        return []
-    plots = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _PLOT_SUFFIXES)
-    return [folder / name for name in _CARD_FILES if (folder / name).is_file()] + plots
-
-
-def artifact_name(trial_number: int, path: str | Path) -> str:
-    """What the dashboard lists a trial's card file as: ``trial-3-README.md``."""
-    return f"trial-{trial_number}-{Path(path).name}"
-
-
-def upload_kept_card(study: optuna.Study, config: SearchConfig) -> list[str]:
-    """Upload the kept model's card and plots, if written; returns their artifact names."""
-    folder = best_model_dir(study, config.workdir)
-    marker = schema.Marker.read(folder)
-    files = card_files(folder)
-    # A folder left from an older study of the same name may name a trial this one lacks.
-    if marker is None or not files or marker.trial >= len(study.get_trials(deepcopy=False)):
-        return []
-    return list(upload_card_artifacts(study, marker.trial, files, artifact_dir=artifact_dir(config)))
-
-
-def upload_card_artifacts(
-    study: optuna.Study, trial_number: int, paths: Iterable[str | Path], *, artifact_dir: Path
-) -> dict[str, str]:
-    """Attach a trial's card files to the study as artifacts the dashboard lists and serves.
-
-    Each file is listed as :func:`artifact_name` (``trial-3-README.md``). A file whose
-    content the study already holds under that name is not uploaded again, so refreshing
-    an unchanged card adds nothing; a rewritten card adds its new version.
-
-    Args:
-        study: The study, opened on its storage.
-        trial_number: The trial the files belong to.
-        paths: The files.
-        artifact_dir: The artifact store's folder, ``studies/<study>/artifacts``
-            (:func:`artifact_dir`); :func:`serve` reads from the same folder.
-
-    Returns:
-        Artifact name → artifact id.
-    """
-    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
-    store = optuna.artifacts.FileSystemArtifactStore(artifact_dir)
-    files = {artifact_name(trial_number, path): Path(path) for path in paths}
-    held = _held_digests(study, store, set(files))
-    uploaded = {}
-    with tempfile.TemporaryDirectory(prefix="hpsearch-upload-") as scratch:
-        for name, path in files.items():
-            digest = _digest(path.read_bytes())
-            if (name, digest) in held:
-                uploaded[name] = held[name, digest]
-                continue
-            # upload_artifact lists a file by its base name: give the copy the listed one.
-            copy = Path(scratch) / name
-            shutil.copyfile(path, copy)
-            mimetype = "text/markdown" if path.suffix.lower() == ".md" else None
-            uploaded[name] = optuna.artifacts.upload_artifact(
-                artifact_store=store, file_path=str(copy), study_or_trial=study, mimetype=mimetype
-            )
-    return uploaded
-
-
-def card_artifacts(study: optuna.Study) -> list[optuna.artifacts.ArtifactMeta]:
-    """The study's artifacts (those :func:`upload_card_artifacts` added among them)."""
-    return optuna.artifacts.get_all_artifact_meta(study)
-
-
-def _held_digests(
-    study: optuna.Study, store: optuna.artifacts.FileSystemArtifactStore, names: set[str]
-) -> dict[tuple[str, str], str]:
-    """(name, sha256) → artifact id, for the study's artifacts of these names whose file the store still has."""
-    held = {}
-    for meta in card_artifacts(study):
-        if meta.filename not in names:
-            continue
-        try:
-            with store.open_reader(meta.artifact_id) as f:
-                held[meta.filename, _digest(f.read())] = meta.artifact_id
-        except (OSError, ArtifactNotFound):
-            continue  # its file is gone: upload again
-    return held
-
-
-def _digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()

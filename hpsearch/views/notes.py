@@ -14,19 +14,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
+from hpsearch.bestmodel import Marker
 from hpsearch.config import Param
 from hpsearch.formatting import fixed4, format_param, param_label
+from hpsearch.layout import StudyLayout
 from hpsearch.search.storage import redact
+from hpsearch.views.confirmation import note_lines
 
-BEST_MODEL_DIR = "best-model"  # studies/<study>/best-model/: the kept model, its marker and card
 # The epoch table's columns after epoch and step: the losses, then the card's metrics.
 _COLUMNS = ("train_loss", "eval_loss", *schema.METRICS)
 
 
 def best_model_dir(study: optuna.Study, workdir: str | Path | None = None) -> Path:
-    """``<workdir>/<study>/best-model``; ``workdir`` defaults to the one the study was run with."""
+    """The kept model's folder; ``workdir`` defaults to the one the study was run with."""
     root = workdir if workdir is not None else schema.read_settings(study).config["workdir"]
-    return Path(root) / study.study_name / BEST_MODEL_DIR
+    return StudyLayout(Path(root), study.study_name).best_model
 
 
 def study_note(
@@ -55,8 +57,6 @@ def study_note(
     lines += ["### Result", "", *_result_lines(best, recipe, objective), "", _counts(trials), ""]
     lines += _best_model_lines(study, best_model_dir(study, workdir), card)
     if confirmation is not None:  # hpsearch.search.seeds.Confirmation, after `hpsearch confirm`
-        from hpsearch.views.confirmation import note_lines
-
         lines += ["", *note_lines(confirmation)]
     lines += ["", "### Recipe", "", "| argument | value |", "|---|---|"]
     lines += [f"| `{k}` | {format_param(v)} |" for k, v in config["recipe"].items()]
@@ -123,7 +123,7 @@ def _result_lines(best: FrozenTrial | None, recipe: FrozenTrial | None, objectiv
 
 
 def _best_model_lines(study: optuna.Study, folder: Path, card: list[str] | None) -> list[str]:
-    marker = schema.Marker.read(folder)
+    marker = Marker.read(folder)
     if marker is None:
         return ["No model has been kept yet."]
     if card:
@@ -140,5 +140,3 @@ def _counts(trials: list[FrozenTrial]) -> str:
     # complete, pruned and failed always; running and waiting only when there are some
     parts = [f"{n} {schema.STATE_NAMES[s]}" for s, n in counts.items() if n or s in order[:3]]
     return f"Trials: {len(trials)} in all: " + ", ".join(parts) + "."
-
-

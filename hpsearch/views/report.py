@@ -22,15 +22,17 @@ from typing import Any
 
 import optuna
 
-from hpsearch import schema
+from hpsearch import __version__, schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.formatting import format_param, param_label
+from hpsearch.layout import StudyLayout
 from hpsearch.search.storage import redact
-from hpsearch.search.study import load_study, study_dir
+from hpsearch.search.study import load_study, open_confirmation
+from hpsearch.views.confirmation import outcome_lines, rows
+from hpsearch.views.plots import figures
 from hpsearch.views.trials import trial_records
 
-REPORT_NAME = "report.html"  # in studies/<study>/ unless --output says otherwise
 _TITLES = {
     "history": "Optimisation history",
     "epochs": "Per-epoch validation curves",
@@ -65,8 +67,6 @@ def write_report(config: SearchConfig, *, output: str | Path | None = None) -> P
         StorageError: The storage or the study does not exist.
         ReportError: The file cannot be written there.
     """
-    from hpsearch.search.study import open_confirmation
-
     study = load_study(config.study, config.storage)
     path = _target(config, output)
     html = render_report(study, confirmation=open_confirmation(study, config.storage))
@@ -78,8 +78,6 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
     """The report's HTML text; ``confirmation`` (hpsearch.search.seeds) adds its table."""
     import jinja2
     import plotly.io as pio
-
-    from hpsearch.views.plots import figures
 
     with warnings.catch_warnings():  # Optuna warns about experimental plots and empty studies
         warnings.simplefilter("ignore")
@@ -98,8 +96,6 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     seeds = None
     if confirmation is not None:
-        from hpsearch.views.confirmation import outcome_lines, rows
-
         seeds = {
             "done": confirmation.done,
             "pending": confirmation.pending,
@@ -115,8 +111,6 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
 
 
 def _summary(study: optuna.Study) -> dict[str, Any]:
-    from hpsearch import __version__
-
     settings = schema.read_settings(study)
     objective = schema.objective_metric_name(settings.objective)
     records = trial_records(study)
@@ -170,9 +164,9 @@ def _row(record: dict[str, Any], params: list[str]) -> dict[str, Any]:
 
 
 def _target(config: SearchConfig, output: str | Path | None) -> Path:
-    path = Path(output) if output is not None else study_dir(config) / REPORT_NAME
+    path = Path(output) if output is not None else StudyLayout.of(config).report
     if path.is_dir():
-        path = path / REPORT_NAME
+        path = path / StudyLayout.of(config).report.name
     return path
 
 

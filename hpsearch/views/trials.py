@@ -150,5 +150,3 @@ def _duration(record: dict[str, Any]) -> str:
         start = datetime.datetime.fromisoformat(record["datetime_start"])
         return human_seconds((datetime.datetime.now() - start).total_seconds())
     return ""
-
-

@@ -107,7 +107,8 @@ def load_task(config: SearchConfig) -> Task:
         name, hub_id = Path(config.dataset).name or config.dataset, None
     elif looks_like_path(config.dataset):
         raise DataError(
-            f"dataset path {config.dataset!r} does not exist; pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file"
+            f"dataset path {config.dataset!r} does not exist; "
+            "pass an existing folder or CSV/TSV/JSON/JSONL/Parquet file"
         )
     else:
         data = _read_hub(config.dataset, config.dataset_config)
@@ -269,11 +270,13 @@ def _text_columns(columns: list[str], config: SearchConfig) -> tuple[str, str | 
     if config.text_column is not None:
         if config.text_column not in columns:
             raise DataError(
-                f"text column {config.text_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+                f"text column {config.text_column!r} is not in the data; "
+                f"its columns are: {', '.join(map(str, columns))}"
             )
         if config.text_pair_column is not None and config.text_pair_column not in columns:
             raise DataError(
-                f"text pair column {config.text_pair_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+                f"text pair column {config.text_pair_column!r} is not in the data; "
+                f"its columns are: {', '.join(map(str, columns))}"
             )
         return config.text_column, config.text_pair_column
     if "sentence1" in columns and "sentence2" in columns:
@@ -291,14 +294,16 @@ def _label_column(columns: list[str], config: SearchConfig) -> str:
     if config.label_column is not None:
         if config.label_column not in columns:
             raise DataError(
-                f"label column {config.label_column!r} is not in the data; its columns are: {', '.join(map(str, columns))}"
+                f"label column {config.label_column!r} is not in the data; "
+                f"its columns are: {', '.join(map(str, columns))}"
             )
         return config.label_column
     for candidate in _LABEL_CANDIDATES:
         if candidate in columns:
             return candidate
     raise DataError(
-        f"no label column found (looked for label, labels); its columns are: {', '.join(map(str, columns))}; name one with --label-column"
+        f"no label column found (looked for label, labels); its columns are: {', '.join(map(str, columns))}; "
+        "name one with --label-column"
     )
 
 

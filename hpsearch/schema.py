@@ -159,7 +159,8 @@ class StudySettings:
     def from_dict(cls, study_name: str, value: Any) -> StudySettings:
         if not isinstance(value, dict):
             raise StorageError(
-                f"study {study_name!r} was not made by `hpsearch run` (it has no {STUDY_KEY!r} attribute); pass the --study that `hpsearch run` made"
+                f"study {study_name!r} was not made by `hpsearch run` (it has no {STUDY_KEY!r} attribute); "
+                "pass the --study that `hpsearch run` made"
             )
         version = value.get("schema")
         if version != SCHEMA_VERSION:

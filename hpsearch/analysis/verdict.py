@@ -64,10 +64,16 @@ def _baseline_clause(settings: StudySettings, shipped: dict[str, Any] | None) ->
     label, scores = constant_baseline(counts, data.average)
     name = data.label_names[label]
     if is_number(shipped.get("f1")) and scores["f1"] >= shipped["f1"]:
-        return f"calling every example `{name}` scores validation F1 {scores['f1']:.4f}, at least this model's {shipped['f1']:.4f}"
+        return (
+            f"calling every example `{name}` scores validation F1 {scores['f1']:.4f}, "
+            f"at least this model's {shipped['f1']:.4f}"
+        )
     majority = max(counts) / sum(counts) if sum(counts) else 0.0
     if is_number(shipped.get("accuracy")) and majority >= shipped["accuracy"]:
-        return f"calling every example the majority class scores validation accuracy {majority:.4f}, at least this model's {shipped['accuracy']:.4f}"
+        return (
+            f"calling every example the majority class scores validation accuracy {majority:.4f}, "
+            f"at least this model's {shipped['accuracy']:.4f}"
+        )
     return None
 
 
@@ -97,8 +103,9 @@ def _noise_clause(
     if interval is None or recipe.value < interval[0]:
         return None
     return (
-        f"the best trial's lead over the base recipe ({best.value - recipe.value:+.4f} validation {label}) is within the noise "
-        f"of one validation split (its 95% interval {interval[0]:.4f} to {interval[1]:.4f} holds the recipe's {recipe.value:.4f})"
+        f"the best trial's lead over the base recipe ({best.value - recipe.value:+.4f} validation {label}) "
+        f"is within the noise of one validation split "
+        f"(its 95% interval {interval[0]:.4f} to {interval[1]:.4f} holds the recipe's {recipe.value:.4f})"
     )
 
 

@@ -144,7 +144,10 @@ def describe_pruner(pruner: dict[str, Any], objective: str, epochs: int) -> str:
         settings = f"({count(pruner['startup_trials'], 'startup trial')}, warm-up {count(warmup, 'epoch')})"
         start = f"from epoch {warmup + 1} on, a trial stops when"
         if name == "median":
-            return f"MedianPruner {settings}: {start} its validation {metric_label(objective)} is below the median of the complete trials at the same epoch"
+            return (
+                f"MedianPruner {settings}: {start} its validation {metric_label(objective)} "
+                "is below the median of the complete trials at the same epoch"
+            )
         margin = pruner["margin_se"]
         by = f" by more than {count(margin, 'standard error')} of the difference (Hanley and McNeil)" if margin else ""
         return (

@@ -116,7 +116,10 @@ def optimizer_line(args: dict[str, Any]) -> str:
     extra = args.get("optim_args") or _NO_OPTIMIZER_ARGS
     if "adam" not in name.lower():
         return f"Use {name} and the args are:\n{extra}"
-    return f"Use {name} with betas=({args['adam_beta1']},{args['adam_beta2']}) and epsilon={args['adam_epsilon']} and optimizer_args={extra}"
+    return (
+        f"Use {name} with betas=({args['adam_beta1']},{args['adam_beta2']}) "
+        f"and epsilon={args['adam_epsilon']} and optimizer_args={extra}"
+    )
 
 
 def _planned_epochs(facts: CardFacts) -> int | None:

@@ -72,7 +72,8 @@ class BestTrialPruner(BasePruner):
     def __init__(self, *, startup_trials: int = 1, warmup_epochs: int = 0, margin_se: float = 1.0) -> None:
         if startup_trials < 0 or warmup_epochs < 0 or not margin_se >= 0:
             raise ValueError(
-                f"startup_trials, warmup_epochs and margin_se must be >= 0; got {startup_trials}, {warmup_epochs} and {margin_se}"
+                "startup_trials, warmup_epochs and margin_se must be >= 0; "
+                f"got {startup_trials}, {warmup_epochs} and {margin_se}"
             )
         self.startup_trials = startup_trials
         self.warmup_epochs = warmup_epochs
@@ -122,7 +123,10 @@ class MedianPruner(optuna.pruners.MedianPruner):
         at_epoch = [t.intermediate_values[epoch] for t in done if epoch in t.intermediate_values]
         if not at_epoch:
             return None
-        return f"{objective} {value:.4f} < median {statistics.median(at_epoch):.4f} of {count(len(at_epoch), 'complete trial')}"
+        return (
+            f"{objective} {value:.4f} < median {statistics.median(at_epoch):.4f} "
+            f"of {count(len(at_epoch), 'complete trial')}"
+        )
 
 
 def _row_within(trial: FrozenTrial, updates: int) -> EpochRow | None:

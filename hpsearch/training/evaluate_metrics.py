@@ -85,7 +85,8 @@ def load_metrics(specs: Sequence[str], *, labels: Sequence[int], n_labels: int) 
             ) from None
         if not keys:
             raise ConfigError(
-                f"metric {spec!r} returned no number for class ids (predictions, references); pass a classification metric"
+                f"metric {spec!r} returned no number for class ids (predictions, references); "
+                "pass a classification metric"
             )
         taken = sorted(k for k in keys if k in ROW_KEYS)
         if taken:
@@ -124,7 +125,8 @@ def _load(spec: str) -> Any:
     path = Path(spec).expanduser()
     if local and not path.exists():
         raise ConfigError(
-            f"metric {spec!r}: no folder or .py file at {path.resolve()}; pass a local evaluate module, or a Hub metric name"
+            f"metric {spec!r}: no folder or .py file at {path.resolve()}; "
+            "pass a local evaluate module, or a Hub metric name"
         )
     offline = is_offline()
     import evaluate

@@ -48,7 +48,8 @@ def check_trackers(report_to: Sequence[str]) -> None:
     missing = [n for n in names if n not in available and n not in ("azure_ml", "flyte")]
     if missing:
         raise ConfigError(
-            f"report_to: {missing[0]} is not installed; install its package (pip install {missing[0]}) or drop it from report_to"
+            f"report_to: {missing[0]} is not installed; "
+            f"install its package (pip install {missing[0]}) or drop it from report_to"
         )
 
 

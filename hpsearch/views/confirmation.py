@@ -93,7 +93,8 @@ def outcome_lines(confirmation: Confirmation) -> list[str]:
     if not confirmation.done or winner is None:
         return [f"{confirmation.pending} planned runs are not complete; run the same command to finish them"]
     lines = [
-        f"confirmed winner: trial {winner.trial}'s configuration ({format_params(winner.params)}), {confirmation.objective} {spread_text(winner.validation)} over {len(winner.complete)} seeds"
+        f"confirmed winner: trial {winner.trial}'s configuration ({format_params(winner.params)}), "
+        f"{confirmation.objective} {spread_text(winner.validation)} over {len(winner.complete)} seeds"
     ]
     if winner.trial == confirmation.search_best:
         lines.append(f"it is the search's best trial too (trial {confirmation.search_best})")
@@ -114,7 +115,8 @@ def outcome_lines(confirmation: Confirmation) -> list[str]:
         judged = "within seed noise" if comparison.within_noise else "larger than the seed noise"
         p = "" if comparison.p_value is None else f", p = {comparison.p_value:.3f}"
         lines.append(
-            f"against the recipe (trial {confirmation.recipe.trial}): difference of means {comparison.difference:+.4f}, "
+            f"against the recipe (trial {confirmation.recipe.trial}): "
+            f"difference of means {comparison.difference:+.4f}, "
             f"95% interval {comparison.low:+.4f} to {comparison.high:+.4f} ({comparison.method}{p}): {judged}"
         )
     return lines
@@ -134,7 +136,8 @@ class SeedLines(RunListener):
         if not self.active:
             return
         self.console.print(
-            f"confirmation run {trial.number}: trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}",
+            f"confirmation run {trial.number}: "
+            f"trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}",
             markup=False,
         )
 
@@ -181,11 +184,13 @@ def note_lines(confirmation: Confirmation | None) -> list[str]:
     lines = [
         f"### Seed confirmation ({state})",
         "",
-        f"| trial | seeds | {confirmation.objective} mean ± std | min | max | test mean ± std | failures | runs (seed:score) | note |",
+        f"| trial | seeds | {confirmation.objective} mean ± std | min | max "
+        "| test mean ± std | failures | runs (seed:score) | note |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['trial']} | {r['seeds']} | {r['mean']} | {r['min']} | {r['max']} | {r['test']} | {r['failures']} | {r['runs']} | {r['note']} |"
+        f"| {r['trial']} | {r['seeds']} | {r['mean']} | {r['min']} | {r['max']} "
+        f"| {r['test']} | {r['failures']} | {r['runs']} | {r['note']} |"
         for r in rows(confirmation)
     ]
     return [*lines, "", *(f"- {line}" for line in outcome_lines(confirmation)), ""]

@@ -70,7 +70,8 @@ def study_note(
             )
     lines += [
         "",
-        f"Storage: `{redact(config['storage'])}`. Per-epoch metrics: each trial's note and its `{schema.EPOCHS}` attribute.",
+        f"Storage: `{redact(config['storage'])}`. "
+        f"Per-epoch metrics: each trial's note and its `{schema.EPOCHS}` attribute.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -203,7 +203,10 @@ def _engine_problem(error: Exception) -> str | None:
     text = str(error)
     chrome = type(error).__name__ == "ChromeNotFoundError" or "chrome" in text.lower()
     if chrome:
-        return "kaleido found no Chrome or Chromium to render PNG files (install one, e.g. `plotly_get_chrome` or `apt-get install chromium`)"
+        return (
+            "kaleido found no Chrome or Chromium to render PNG files "
+            "(install one, e.g. `plotly_get_chrome` or `apt-get install chromium`)"
+        )
     if "kaleido" in text.lower() and isinstance(error, RuntimeError | ImportError | ValueError):
         first = (text.strip().splitlines() or [type(error).__name__])[0]
         return f"no PNG engine: {first}"

@@ -52,10 +52,12 @@ class ConsoleReporter(RunListener):
         self.objective, self.epochs = config.objective, config.epochs
         sizes = " / ".join(f"{n} {split}" for split, n in data.sizes.items())
         self.console.print(
-            f"[bold]study[/] {config.study} in {redact(config.storage)}: {run.finished} of {config.trials} trials finished"
+            f"[bold]study[/] {config.study} in {redact(config.storage)}: "
+            f"{run.finished} of {config.trials} trials finished"
         )
         self.console.print(
-            f"[bold]model[/] {config.model}   [bold]data[/] {data.name} ({sizes}; {len(data.label_names)} classes, {data.average} {config.objective})"
+            f"[bold]model[/] {config.model}   [bold]data[/] {data.name} "
+            f"({sizes}; {len(data.label_names)} classes, {data.average} {config.objective})"
         )
         for note in data.notes:
             self.console.print(f"[yellow]note[/] {note}")

@@ -14,9 +14,8 @@ report.
 from __future__ import annotations
 
 import datetime
-import os
-import tempfile
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import optuna
 from hpsearch import __version__, schema
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
+from hpsearch.files import write_atomically
 from hpsearch.formatting import format_param, param_label
 from hpsearch.layout import StudyLayout
 from hpsearch.search.storage import redact
@@ -33,6 +33,7 @@ from hpsearch.views.confirmation import outcome_lines, rows
 from hpsearch.views.plots import figures
 from hpsearch.views.trials import trial_records
 
+_TEMPLATE_NAME = "report.html.j2"
 _TITLES = {
     "history": "Optimisation history",
     "epochs": "Per-epoch validation curves",
@@ -43,7 +44,10 @@ _TITLES = {
 }
 _CAPTIONS = {
     "history": "Each complete trial's objective, and the best so far.",
-    "epochs": "Every trial's validation objective after each epoch; pruned trials are dashed and end with ✕ where they stopped.",
+    "epochs": (
+        "Every trial's validation objective after each epoch; "
+        "pruned trials are dashed and end with ✕ where they stopped."
+    ),
     "importances": "How much of the objective's variation each parameter explains (fANOVA over complete trials).",
     "parallel": "Each complete trial's parameters and objective, one line per trial.",
     "slice": "The objective against each parameter.",
@@ -92,7 +96,8 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
             config={"responsive": True, "displaylogo": False},
             default_height="520px",
         )
-        plots.append({"name": name, "title": _TITLES.get(name, name), "caption": _CAPTIONS.get(name, ""), "html": div})
+        title, caption = _TITLES.get(name, name), _CAPTIONS.get(name, "")
+        plots.append({"name": name, "title": title, "caption": caption, "html": div})
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     seeds = None
     if confirmation is not None:
@@ -102,9 +107,14 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
             "rows": rows(confirmation),
             "lines": outcome_lines(confirmation),
         }
-    return env.from_string(_TEMPLATE).render(
+    return env.from_string(_template()).render(
         **_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds
     )
+
+
+def _template() -> str:
+    """The page's Jinja2 template, ``hpsearch/views/templates/report.html.j2``."""
+    return resources.files(__package__).joinpath("templates", _TEMPLATE_NAME).read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- summary
@@ -174,104 +184,12 @@ def _write_atomically(path: Path, text: str) -> None:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise ReportError(
-            f"cannot write the report to {str(path)!r}: {str(blocker)!r} is a file, not a folder; pass --output with a writable file path"
+            f"cannot write the report to {str(path)!r}: {str(blocker)!r} is a file, not a folder; "
+            "pass --output with a writable file path"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, text)  # permissions from the umask, as for any new file: a report is for sharing
     except OSError as e:
         raise ReportError(
             f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path"
         ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for sharing
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise ReportError(
-            f"cannot write the report to {str(path)!r}: {e.strerror}; pass --output with a writable file path"
-        ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="hpsearch {{ version }}">
-<title>hpsearch report: {{ study }}</title>
-<style>
-  body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1200px; padding: 1.5rem; color: #222; }
-  h1 { font-size: 1.6rem; margin-bottom: .2rem; }
-  h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .3rem; }
-  .meta { color: #666; font-size: .9rem; }
-  .cards { display: flex; flex-wrap: wrap; gap: 1rem; margin: 1rem 0; }
-  .card { border: 1px solid #ddd; border-radius: 6px; padding: .7rem 1rem; min-width: 11rem; }
-  .card b { display: block; font-size: 1.4rem; }
-  table { border-collapse: collapse; font-size: .85rem; width: 100%; }
-  th, td { border-bottom: 1px solid #eee; padding: .3rem .5rem; text-align: right; white-space: nowrap; }
-  th:last-child, td:last-child, td.state, th.state { text-align: left; white-space: normal; }
-  tr.best { background: #fff3f3; font-weight: 600; }
-  .caption { color: #555; font-size: .9rem; margin: .3rem 0 .6rem; }
-  .plot { min-height: 520px; }
-</style>
-</head>
-<body>
-<h1>hpsearch study <code>{{ study }}</code></h1>
-<div class="meta">Objective: {{ objective }}, maximised · model {{ model }} · data {{ data }} · storage {{ storage }} · written {{ generated }} by hpsearch {{ version }}</div>
-<div class="cards" id="summary">
-  <div class="card">best trial<b>{% if best %}#{{ best.number }}: {{ "%.4f"|format(best.value) }}{% else %}none yet{% endif %}</b>{{ objective }}</div>
-  <div class="card">recipe trial<b>{% if recipe and recipe.value is not none %}#{{ recipe.number }}: {{ "%.4f"|format(recipe.value) }}{% elif recipe %}#{{ recipe.number }}: {{ recipe.state }}{% else %}none{% endif %}</b>{{ comparison or "no comparison yet" }}</div>
-  <div class="card">trials<b>{{ total }}</b>{{ counts.complete }} complete · {{ counts.pruned }} pruned · {{ counts.failed }} failed{% if counts.running %} · {{ counts.running }} running{% endif %}</div>
-</div>
-{% if best %}
-<p>Best parameters: {% for name, value in best.params.items() %}<code>{{ name }}={{ value }}</code>{{ ", " if not loop.last }}{% endfor %}.</p>
-{% endif %}
-{% if seeds %}
-<h2 id="confirmation">Seed confirmation ({{ "confirmed" if seeds.done else seeds.pending ~ " runs to go" }})</h2>
-<table>
-<thead><tr><th>trial</th><th>seeds</th><th>{{ objective }} mean ± std</th><th>min</th><th>max</th><th>test mean ± std</th><th>failures</th><th>runs (seed:score)</th><th>note</th></tr></thead>
-<tbody>
-{% for r in seeds.rows %}
-<tr{% if r.winner %} class="best"{% endif %}><td>{{ r.trial }}</td><td>{{ r.seeds }}</td><td>{{ r.mean }}</td><td>{{ r.min }}</td><td>{{ r.max }}</td><td>{{ r.test }}</td><td>{{ r.failures }}</td><td>{{ r.runs }}</td><td>{{ r.note }}</td></tr>
-{% endfor %}
-</tbody>
-</table>
-{% for line in seeds.lines %}
-<p>{{ line }}</p>
-{% endfor %}
-{% endif %}
-{% for plot in plots %}
-<h2 id="{{ plot.name }}">{{ plot.title }}</h2>
-<div class="caption">{{ plot.caption }}</div>
-<div class="plot">{{ plot.html|safe }}</div>
-{% endfor %}
-{% if "importances" in missing %}
-<h2 id="importances">Parameter importances</h2>
-<div class="caption">Not yet: importances need two complete trials whose parameters differ.</div>
-{% endif %}
-<h2 id="trials">Trials</h2>
-<table>
-<thead><tr><th>#</th><th class="state">state</th><th>{{ objective }}</th><th title="epochs the trial trained">epochs</th><th title="the epoch whose model and score the trial ships">shipped</th>{% for p in params %}<th title="{{ p.name }}">{{ p.label }}</th>{% endfor %}<th>time</th><th>note</th></tr></thead>
-<tbody>
-{% for r in rows %}
-<tr{% if r.best %} class="best"{% endif %}><td>{{ r.number }}</td><td class="state">{{ r.state }}</td><td>{{ r.value }}</td><td>{{ r.trained }}</td><td>{{ r.shipped }}</td>{% for v in r.params %}<td>{{ v }}</td>{% endfor %}<td>{{ r.duration }}</td><td>{{ r.note }}</td></tr>
-{% endfor %}
-</tbody>
-</table>
-</body>
-</html>
-"""

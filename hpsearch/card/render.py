@@ -40,6 +40,7 @@ from hpsearch.card.trial_section import hyperparameters, metric_summary, trial_f
 from hpsearch.card.trust import single_class_epochs, trust_facts
 from hpsearch.config import DEFAULT_MODEL, SearchConfig
 from hpsearch.errors import CardError, first_line
+from hpsearch.files import write_atomically
 from hpsearch.formatting import fmt_metric, format_param, is_number
 from hpsearch.layout import StudyLayout
 from hpsearch.schema import METRICS
@@ -403,12 +404,7 @@ def _install(path: Path, text: str, scratch: Path, plots: list[dict[str, str]], 
             stale = path.parent / f"{name}.png"
             if stale not in written:
                 stale.unlink(missing_ok=True)
-        tmp = scratch / "README.md"
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, text)  # last: a README that is there names plots that are there
     except OSError as e:
         raise CardError(f"cannot write {str(path)!r}: {e.strerror or e}; pass a writable --output") from None
     return [path, *written]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +14,11 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import hpsearch_argv, tiny_run_args, wait_for_file
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
-from hpsearch import SearchStopped, StorageError, load_config, run_search
+from hpsearch import SearchStopped, StorageError, load_config, run_search, schema
 from hpsearch.search.storage import open_storage
 
 STORAGE = "sqlite:///studies/hpsearch.db"
@@ -186,19 +188,64 @@ def test_an_interrupt_mid_trial_records_it_failed_and_the_same_command_resumes(t
     assert len(study.trials) == 4  # the interrupted trial stays, failed, and is not counted
 
 
-def test_a_second_interrupt_exits_at_once_and_the_next_run_cleans_up(tmp_path, tiny_model):
-    proc = _spawn(tmp_path, tiny_model, trials=2, epochs=50)
-    _wait_for_running_epoch(tmp_path, proc, trial_number=0)
-    # Two signals back to back: the second lands while the first is being handled.
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    url = f"sqlite:///{tmp_path}/studies/hpsearch.db"
-    study = optuna.load_study(study_name="hpsearch", storage=url)
-    assert study.trials[0].state in (TrialState.FAIL, TrialState.RUNNING)
-    # the next run marks a trial left running by a dead worker failed, and does not count it
-    from hpsearch.search.workers import fail_dead_trials
+# Run first in the process (conftest.hpsearch_argv): its first trial trains until a signal
+# comes, and then takes its time to stop, as a Trainer writing a checkpoint would.
+SLOW_TO_STOP = """
+import time
+from pathlib import Path
+import transformers
 
-    fail_dead_trials(study)
-    assert optuna.load_study(study_name="hpsearch", storage=url).trials[0].state == TrialState.FAIL
+def held(self, *args, **kwargs):
+    Path("training").touch()
+    try:
+        time.sleep(600)
+    except KeyboardInterrupt:
+        Path("stopping").touch()  # the first interrupt is being handled
+        time.sleep(600)
+        raise
+
+transformers.Trainer.train = held
+"""
+
+
+def test_a_second_interrupt_exits_at_once_and_the_next_run_cleans_up(tmp_path, tiny_model, cli, monkeypatch):
+    args = tiny_run_args(tiny_model, "--pruner", "none", "--trials", "1", "--epochs", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        hpsearch_argv(*args, hook=SLOW_TO_STOP),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_file(tmp_path / "training", proc, LIMIT)
+        proc.send_signal(signal.SIGINT)
+        wait_for_file(tmp_path / "stopping", proc, LIMIT)
+        proc.send_signal(signal.SIGINT)
+        # Stopping would take 600 s; the second interrupt ends the process without waiting for it.
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process was still stopping 60 s after the second interrupt")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        "hpsearch: second interrupt, exiting now; the next run marks the open trial failed"
+    )
+    url = f"sqlite:///{tmp_path}/studies/hpsearch.db"
+    (trial,) = optuna.load_study(study_name="hpsearch", storage=url).trials
+    assert trial.state == TrialState.RUNNING  # left open: the process ended before telling it
+    assert schema.FAIL_REASON not in trial.user_attrs
+
+    # The next run, the same command, fails the open trial and trains the recipe again.
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    trials = optuna.load_study(study_name="hpsearch", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert schema.fail_reason(trials[0]).startswith(f"worker {socket.gethostname()}:{proc.pid} ")
+    assert [schema.is_recipe(t) for t in trials] == [True, True]

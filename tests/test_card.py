@@ -207,7 +207,10 @@ def make_study(config: SearchConfig | None = None, task: Task | None = None, *, 
         epoch_rows([(0.6932, 300, 330), (0.6930, 280, 300)]),
         state=TrialState.PRUNED,
         attrs={
-            schema.PRUNED_REASON: "pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 complete trials at that epoch"
+            schema.PRUNED_REASON: (
+                "pruned after epoch 2 by the median pruner: validation f1 0.4338 below the median 0.6270 of 2 "
+                "complete trials at that epoch"
+            )
         },
     )
     add_trial(
@@ -315,12 +318,13 @@ def test_under_the_default_rule_the_card_names_the_best_epoch(workdir, no_png):
     best = max(rows, key=lambda r: r["f1"])
     assert best["epoch"] != rows[-1]["epoch"]  # the golden trial peaks before its last epoch
     assert (
-        f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1 (checkpoint rule `best`)."
-        in text
+        f"The model is the checkpoint of epoch {best['epoch']}, "
+        "the epoch with the best validation F1 (checkpoint rule `best`)." in text
     )
     assert "each trial ships its best epoch" in text
     assert (
-        f"- Epoch: the shipped epoch ({best['epoch']}) is the best of the trial's 5 epochs on this same validation split, which adds to the optimism; the test split below took part in neither choice."
+        f"- Epoch: the shipped epoch ({best['epoch']}) is the best of the trial's 5 epochs "
+        "on this same validation split, which adds to the optimism; the test split below took part in neither choice."
         in text
     )
 
@@ -351,7 +355,10 @@ def test_card_modules_read_storage_only_through_the_schema():
 def test_a_study_written_in_an_older_schema_is_refused_in_one_line(workdir, cli, no_png):
     study = make_study()
     study.set_user_attr(schema.STUDY_KEY, {**study.user_attrs[schema.STUDY_KEY], "schema": schema.SCHEMA_VERSION - 1})
-    message = f"study 'hpsearch' was written in hpsearch schema {schema.SCHEMA_VERSION - 1}, this hpsearch reads schema {schema.SCHEMA_VERSION}; "
+    message = (
+        f"study 'hpsearch' was written in hpsearch schema {schema.SCHEMA_VERSION - 1}, this hpsearch reads schema "
+        f"{schema.SCHEMA_VERSION}; "
+    )
     with pytest.raises(StorageError, match=rf"^{re.escape(message)}start a new study"):
         write_card(search_config(), "best")
     code, out, err = cli("card", "best")
@@ -417,12 +424,13 @@ def macro(workdir: Path, no_png: None) -> SearchConfig:
 def test_single_class_epochs_of_a_macro_averaged_task_are_found(macro):
     text = _card(macro)
     assert (
-        "Epoch 2 predicted `a` for every validation example (recall 0.3333, precision 0.1333): a predictor of that one class "
-        "scores F1 0.1905, accuracy 0.4, precision 0.1333 and recall 0.3333 on this validation split, so that epoch learned nothing beyond the class balance."
+        "Epoch 2 predicted `a` for every validation example (recall 0.3333, precision 0.1333): "
+        "a predictor of that one class scores F1 0.1905, accuracy 0.4, precision 0.1333 and recall 0.3333 "
+        "on this validation split, so that epoch learned nothing beyond the class balance."
     ) in text
     assert (
-        "Epoch 3 predicted `b` for every validation example (recall 0.3333, precision 0.1000): a predictor of that one class scores F1 0.1538, accuracy 0.3,"
-        in text
+        "Epoch 3 predicted `b` for every validation example (recall 0.3333, precision 0.1000): a predictor of that "
+        "one class scores F1 0.1538, accuracy 0.3," in text
     )
     assert "- Single-class epochs: 2; 3 (see Training results)." in text
 
@@ -459,8 +467,8 @@ def test_the_macro_baseline_is_the_majority_class_and_the_split_is_counted_by_cl
     text = _card(macro)
     assert "- Validation split: 100 examples (40 `a`, 30 `b`, 30 `c`)." in text
     assert (
-        "- Baseline: predicting `a`, the majority class, for every example scores F1 0.1905 and accuracy 0.4 on this validation split.\n"
-        in text
+        "- Baseline: predicting `a`, the majority class, for every example scores F1 0.1905 and accuracy 0.4 on this "
+        "validation split.\n" in text
     )
     assert "(macro average over 3 classes)" in text
 
@@ -534,8 +542,9 @@ def test_search_section_reports_settings_counts_cost_and_recipe(golden):
     [
         (
             PrunerConfig(),
-            "best-trial rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, a trial stops when its best "
-            "validation ROC AUC so far is below the best complete trial's (read after at most as many optimiser updates) "
+            "best-trial rule on validation ROC AUC (1 startup trial, warm-up 0 epochs): from epoch 1 on, "
+            "a trial stops when its best validation ROC AUC so far is below the best complete trial's "
+            "(read after at most as many optimiser updates) "
             "by more than 1 standard error of the difference (Hanley and McNeil)",
         ),
         (
@@ -573,8 +582,9 @@ def test_the_card_says_when_the_learning_rate_budget_alone_split_the_trials(work
     # those that learned at least 3e-5 x 1712.5 (the recipe, 5e-5 without warm-up, more).
     text = _card(_budget_study(1.1e-5))
     assert (
-        "- Learning-rate budget: 2 complete trials still predicted one class after the last epoch, and each planned a smaller sum of "
-        "learning rates over its schedule (at most 1.88e-02) than every complete trial that learned (4 trials, at least 5.14e-02)"
+        "- Learning-rate budget: 2 complete trials still predicted one class after the last epoch, "
+        "and each planned a smaller sum of learning rates over its schedule (at most 1.88e-02) "
+        "than every complete trial that learned (4 trials, at least 5.14e-02)"
     ) in text
 
 
@@ -612,7 +622,8 @@ def test_hyperparameters_list_what_the_trial_trained_with(golden):
         "- train_batch_size: 8",
         "- eval_batch_size: 8",
         "- seed: 42",
-        "- optimizer: Use OptimizerNames.ADAMW_TORCH_FUSED with betas=(0.9,0.999) and epsilon=1e-08 and optimizer_args=No additional optimizer arguments",
+        "- optimizer: Use OptimizerNames.ADAMW_TORCH_FUSED with betas=(0.9,0.999) and epsilon=1e-08 and "
+        "optimizer_args=No additional optimizer arguments",
         "- lr_scheduler_type: linear",
         "- lr_scheduler_warmup_ratio: 0.1",
         "- num_epochs: 5",
@@ -685,8 +696,8 @@ def test_a_stopped_trial_is_described_by_the_epoch_it_shipped(workdir, no_png):
     text = _card(config, "4")
     assert "Trial 4 stopped early after epoch 4" in text
     assert (
-        "The model is the checkpoint of epoch 2, the epoch with the best validation F1: a trial stopped early ships its best epoch"
-        in text
+        "The model is the checkpoint of epoch 2, the epoch with the best validation F1: a trial stopped early ships "
+        "its best epoch" in text
     )
     assert "it stopped 1 of the complete trials (trial 4); a trial it stops ships its best epoch" in text
     # A second one: the card lists both stopped trials.
@@ -904,7 +915,10 @@ def test_card_says_plots_were_skipped_without_a_png_engine(golden):
     assert not list(Path("studies/hpsearch/best-model").glob("*.png"))
 
 
-NO_CHROME = "kaleido found no Chrome or Chromium to render PNG files (install one, e.g. `plotly_get_chrome` or `apt-get install chromium`)"
+NO_CHROME = (
+    "kaleido found no Chrome or Chromium to render PNG files (install one, e.g. `plotly_get_chrome` or `apt-get "
+    "install chromium`)"
+)
 
 
 @pytest.fixture
@@ -922,7 +936,8 @@ def test_the_skipped_plots_reason_keeps_its_code_spans(workdir, no_chrome):
     text = _card(search_config())
     assert (
         "The plots were skipped: kaleido found no Chrome or Chromium to render PNG files "
-        "(install one, e.g. `plotly_get_chrome` or `apt-get install chromium`). `hpsearch report` shows them interactively."
+        "(install one, e.g. `plotly_get_chrome` or `apt-get install chromium`). `hpsearch report` shows them "
+        "interactively."
     ) in text
     assert "\\`" not in text
 
@@ -1050,7 +1065,8 @@ def test_cli_refuses_a_foreign_readme_unless_forced(real, cli, no_png):
     code, out, err = cli("card", "best")
     assert code == 2 and out == ""
     assert re.fullmatch(
-        r"hpsearch: error: 'studies/hpsearch/best-model/README.md' exists and was not written by hpsearch; pass --force to replace it, or --output elsewhere",
+        r"hpsearch: error: 'studies/hpsearch/best-model/README.md' exists and was not written by hpsearch; pass "
+        r"--force to replace it, or --output elsewhere",
         _one_error_line(err),
     )
     assert path.read_text(encoding="utf-8") == "my notes\n"

@@ -386,7 +386,8 @@ def test_the_epoch_plot_is_saved_again_only_when_it_changed(workdir, monkeypatch
     [
         (
             2,
-            "Shipped epoch 2 of 4 trained, its best: a trial stopped early ships its best epoch (checkpoint rule: last).",
+            "Shipped epoch 2 of 4 trained, its best: a trial stopped early ships its best epoch (checkpoint rule: "
+            "last).",
         ),
         (4, "Shipped epoch 4 of 4 trained (checkpoint rule: last)."),
     ],
@@ -451,7 +452,8 @@ def test_a_missing_study_is_a_one_line_error(workdir, cli):
     code, _, err = cli("dashboard", "--study", "sst2", "--port", free_port())
     assert code == 2
     assert err.splitlines() == [
-        "hpsearch: error: no study named 'sst2' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"
+        "hpsearch: error: no study named 'sst2' in sqlite:///studies/hpsearch.db (studies there: hpsearch); "
+        "pass --study"
     ]
 
 

@@ -173,8 +173,8 @@ def test_a_run_that_plateaus_stops_complete_and_says_why(workdir, tiny_model, cl
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert f"Trial 0 stopped early after epoch {len(rows)}" in card
     assert (
-        f"The model is the checkpoint of epoch {best['epoch']}, the epoch with the best validation F1: a trial stopped early ships its best epoch"
-        in card
+        f"The model is the checkpoint of epoch {best['epoch']}, "
+        "the epoch with the best validation F1: a trial stopped early ships its best epoch" in card
     )
     assert "- Early stopping: a trial stops once its validation F1 has not beaten its own best for 1 epoch" in card
     assert "it stopped 1 of the complete trials (trial 0); a trial it stops ships its best epoch" in card

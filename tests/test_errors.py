@@ -75,7 +75,8 @@ RUN_CASES = [
     (
         "recipe-not-a-choice",
         lambda i, m: ["--config", _toml(i, "[space]\nweight_decay = {choices = [0.01, 0.1]}\n")],
-        r"space.weight_decay: the recipe's value 0.0 is not among the choices \(0.01, 0.1\); trial 0 is the recipe, so add it to the choices or set recipe.weight_decay to one of them",
+        r"space.weight_decay: the recipe's value 0.0 is not among the choices \(0.01, 0.1\); trial 0 is the recipe, "
+        r"so add it to the choices or set recipe.weight_decay to one of them",
     ),
     (
         "log-range-at-zero",
@@ -90,7 +91,8 @@ RUN_CASES = [
     (
         "unknown-pruner",
         lambda i, m: ["--pruner", "medain"],
-        r"pruner.name: expected one of best, median, halving, hyperband, none, got 'medain' \(did you mean 'median'\?\)",
+        r"pruner.name: expected one of best, median, halving, hyperband, none, got 'medain' \(did you mean "
+        r"'median'\?\)",
     ),
     (
         "removed-pruner-key",
@@ -171,7 +173,8 @@ RUN_CASES = [
     (
         "model-not-loadable-offline",
         lambda i, m: ["--model", "nobody/no-such-model"],
-        r"model 'nobody/no-such-model' is not a local folder, not in the Hugging Face cache, and the Hub is unreachable",
+        r"model 'nobody/no-such-model' is not a local folder, not in the Hugging Face cache, and the Hub is "
+        r"unreachable",
     ),
     (
         "model-path-missing",

@@ -107,7 +107,8 @@ def test_metrics_and_report_to_are_lists_of_strings_in_the_file(tmp_path):
 def test_average_is_passed_where_the_module_takes_it(tmp_path):
     source = BALANCED_ACCURACY.replace(
         "def _compute(self, predictions, references):",
-        "def _compute(self, predictions, references, average=None):\n        return {'average': {'binary': 2.0, 'macro': 3.0}[average]}",
+        "def _compute(self, predictions, references, average=None):\n"
+        "        return {'average': {'binary': 2.0, 'macro': 3.0}[average]}",
     )
     [metric] = load_metrics([str(write_metric(tmp_path, "takes_average", source))], labels=[0, 1, 1], n_labels=2)
     assert metric.takes_average
@@ -158,7 +159,8 @@ def test_a_run_stores_an_added_metric_every_epoch_cards_it_and_maximises_it(work
     [
         (
             "no_such_metric",
-            r"^hpsearch: error: metric 'no_such_metric' cannot be loaded offline: it is not in evaluate's modules cache \(.*evaluate_modules\); ",
+            r"^hpsearch: error: metric 'no_such_metric' cannot be loaded offline: it is not in evaluate's modules "
+            r"cache \(.*evaluate_modules\); ",
         ),
         (
             "./no_such_metric",

@@ -199,7 +199,8 @@ def test_a_storage_server_that_stays_away_ends_the_worker_in_one_line(tmp_path, 
         assert run.returncode == 2, err
         last = err.strip().splitlines()[-1]
         assert last.startswith(
-            f"hpsearch: error: storage redis://:***@127.0.0.1:{port}/0 stopped answering and did not come back within 3 s"
+            f"hpsearch: error: storage redis://:***@127.0.0.1:{port}/0 "
+            "stopped answering and did not come back within 3 s"
         ), err
         assert "s3cret" not in err and "Traceback" not in err
     finally:

@@ -41,9 +41,9 @@ def test_push_offline_is_one_line_and_uploads_nothing(best_model, cli, monkeypat
     assert cli("card", "best")[0] == 0
     code, out, err = cli("push", "best", "me/reviews")
     assert (code, out) == (2, "")
-    assert (
-        err
-        == "hpsearch: error: the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed\n"
+    assert err == (
+        "hpsearch: error: the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was "
+        "pushed\n"
     )
 
 

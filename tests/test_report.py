@@ -216,6 +216,7 @@ def test_unwritable_output_is_a_one_line_error(workdir, cli):
     code, out, err = cli("report", "--output", "blocker/report.html")
     assert code == 2
     assert err.splitlines() == [
-        "hpsearch: error: cannot write the report to 'blocker/report.html': 'blocker' is a file, not a folder; pass --output with a writable file path"
+        "hpsearch: error: cannot write the report to 'blocker/report.html': 'blocker' is a file, not a folder; pass "
+        "--output with a writable file path"
     ]
     assert out == ""

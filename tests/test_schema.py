@@ -92,7 +92,8 @@ def test_settings_round_trip_through_a_study():
     [
         (
             None,
-            r"^study 's' was not made by `hpsearch run` \(it has no 'hpsearch' attribute\); pass the --study that `hpsearch run` made$",
+            r"^study 's' was not made by `hpsearch run` \(it has no 'hpsearch' attribute\); pass the --study that "
+            r"`hpsearch run` made$",
         ),
         (
             {"config": {}},

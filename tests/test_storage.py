@@ -1,7 +1,8 @@
 """Storage URLs: each opens the storage it names, and every bad or unreachable one is one line.
 
 PostgreSQL (127.0.0.1:5432, database ``test``) and Redis (127.0.0.1:6379) tests skip when the
-server does not answer, or fail where HPSEARCH_REQUIRE_SERVICES names it (CI). Studies made on them have unique names and are deleted afterwards.
+server does not answer, or fail where HPSEARCH_REQUIRE_SERVICES names it (CI). Studies made
+on them have unique names and are deleted afterwards.
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ def test_the_card_names_the_tracker_and_where_its_runs_are(workdir, tiny_model, 
     assert code == 0, err
     text = (workdir / "studies" / "hpsearch" / "best-model" / "README.md").read_text(encoding="utf-8")
     assert (
-        "- Trackers: every trial was logged to tensorboard as a run named `hpsearch/trial-<N>`; TensorBoard's runs are in `studies/hpsearch/runs/`"
-        in text
+        "- Trackers: every trial was logged to tensorboard as a run named `hpsearch/trial-<N>`; TensorBoard's runs "
+        "are in `studies/hpsearch/runs/`" in text
     )
 
 

@@ -348,7 +348,8 @@ def test_a_missing_study_is_one_line_naming_the_studies_there(workdir, cli):
     code, out, err = cli("trials", "--study", "nope")
     assert code == 2
     assert err.strip().splitlines() == [
-        "hpsearch: error: no study named 'nope' in sqlite:///studies/hpsearch.db (studies there: hpsearch); pass --study"
+        "hpsearch: error: no study named 'nope' in sqlite:///studies/hpsearch.db (studies there: hpsearch); "
+        "pass --study"
     ]
 
 
@@ -504,7 +505,8 @@ def test_progress_starts_with_the_study_model_and_data(workdir):
     _, console = reporter(new_study(None))
     assert printed(console)[:2] == [
         "study hpsearch in sqlite:///studies/hpsearch.db: 0 of 20 trials finished",
-        "model sentence-transformers/all-MiniLM-L6-v2   data hpsearch built-in reviews (synthetic) (100 train / 40 validation; 2 classes, binary f1)",
+        "model sentence-transformers/all-MiniLM-L6-v2   data hpsearch built-in reviews (synthetic) (100 train / 40 "
+        "validation; 2 classes, binary f1)",
     ]
 
 

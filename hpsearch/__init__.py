@@ -10,7 +10,7 @@ result (scores, intervals, seeds, the verdict) are :mod:`hpsearch.analysis`, rea
 
 Layers, lowest first; a module imports only from layers below its own (tests/test_layout.py):
 
-    errors → builtin, checks, files, formatting, hub → schema → config → layout, events → bestmodel
+    errors → builtin, checks, files, formatting, hub → schema → config → events, hooks, layout → bestmodel
     → analysis → data → training → search → views → card → cli → __main__
 
 Heavy libraries (torch, transformers) are imported only where training happens.

@@ -324,10 +324,8 @@ def config_from_dict(values: Mapping[str, Any]) -> SearchConfig:
     # The snapshot lists the whole space; a default parameter missing from it was fixed at its recipe value.
     left_out = {p.name: values["recipe"][p.name] for p in DEFAULT_SPACE if p.name not in values["space"]}
     plain["space"] = {**values["space"], **left_out}
-    config = load_config(None, plain)
-    return dataclasses.replace(
-        config, pruner=PrunerConfig(**values["pruner"]), sampler=SamplerConfig(**values["sampler"])
-    )
+    tables = {"pruner": PrunerConfig(**values["pruner"]), "sampler": SamplerConfig(**values["sampler"])}
+    return dataclasses.replace(load_config(None, plain), **tables)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -355,6 +353,8 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict
             if isinstance(section, str):
                 section = {"name": section}
             data[table] = {**(section if isinstance(section, dict) else {}), sub: value}
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):  # a table merges into the file's
+            data[key] = {**data[key], **value}
         else:
             data[key] = value
     return data

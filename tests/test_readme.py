@@ -14,8 +14,9 @@ provides, and why:
   first: `my-model/` is a copy of the tiny model, `my-data/` holds the built-in data as
   `train.csv`, `validation.csv` and `test.csv`, and `my_card.md.j2` is a copy of the default
   card template.
-- A ```toml block whose first line is a comment naming a `.toml` file (`# hpsearch.toml`) is
-  written to that file when the commands reach it, as a reader would save it.
+- A ```toml or ```python block whose first line is a comment naming a `.toml` or `.py` file
+  (`# hpsearch.toml`, `# weighted.py`) is written to that file when the commands reach it, as
+  a reader would save it; `python weighted.py` then runs it as written.
 - `hpsearch dashboard` serves until stopped: it is started with `--port <free port>`
   appended, must answer HTTP 200 on `/dashboard/`, and must exit 0 on SIGTERM.
 - The commands run offline (`HF_HUB_OFFLINE=1`) with one torch thread (`OMP_NUM_THREADS=1`),
@@ -26,7 +27,8 @@ provides, and why:
 Commands are not run, by an explicit rule (:data:`SKIP_RULES`), when they need what a test
 must not use or does not have: the package index (`pip install`), the test suite itself
 (`python -m pytest`), the Hugging Face Hub (they name `bert-base-cased` or `--dataset
-glue`, or upload: `hpsearch push` without `--dry-run`, `hf upload`), or a database server (they name `postgresql://` or `redis://`, or run `createdb`).
+glue`, or upload: `hpsearch push` without `--dry-run`, `hf upload`),
+or a database server (they name `postgresql://` or `redis://`, or run `createdb`).
 Any other command runs. The skipped ones are printed with their reasons.
 """
 
@@ -84,7 +86,7 @@ def skip_reason(command: str) -> str | None:
 
 
 def steps(path: Path) -> list[Step]:
-    """The ```bash commands and named ```toml files of a Markdown file, in order."""
+    """The ```bash commands and named ```toml and ```python files of a Markdown file, in order."""
     out: list[Step] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     name = path.relative_to(ROOT).as_posix()
@@ -99,7 +101,7 @@ def steps(path: Path) -> list[Step]:
         body = lines[start:end]
         if lang == "bash":
             out += _commands(body, name, start)
-        elif lang == "toml" and body and (named := re.match(r"^#\s*(\S+\.toml)\s*$", body[0])):
+        elif lang in ("toml", "python") and body and (named := re.match(r"^#\s*(\S+\.(?:toml|py))\s*$", body[0])):
             out.append(Step(f"{name}:{start + 1}", file=named.group(1), text="\n".join(body) + "\n"))
         i = end + 1
     return out

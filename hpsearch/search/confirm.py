@@ -45,7 +45,7 @@ from hpsearch.search.setup import Prepared
 from hpsearch.search.signals import interrupts
 from hpsearch.search.storage import open_storage
 from hpsearch.search.workers import fail_dead_trials
-from hpsearch.training.objective import Objective, Outcome, Resources
+from hpsearch.training.objective import Objective, Outcome
 
 
 @dataclass
@@ -93,7 +93,7 @@ def confirm(
     listener.run_start(
         RunInfo(study=runs, config=loop_config, data=prepared.data, finished=before, lock=lock, kind="confirm")
     )
-    runner = _Runs(config, prepared.resources, layout, listener, runs.study_name)
+    runner = _Runs(config, prepared, layout, listener, runs.study_name)
     with interrupts(), frozen_heap():
         stopped = work(runs, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
     best = BestModelStore(layout.root)
@@ -185,9 +185,9 @@ class _Runs:
     """The loop's objective: trains a confirmation run with its configuration's seed."""
 
     def __init__(
-        self, config: SearchConfig, resources: Resources, layout: StudyLayout, listener: RunListener, study_name: str
+        self, config: SearchConfig, prepared: Prepared, layout: StudyLayout, listener: RunListener, study_name: str
     ) -> None:
-        self.config, self.resources, self.layout = config, resources, layout
+        self.config, self.prepared, self.layout = config, prepared, layout
         self.listener, self.study_name = listener, study_name
 
     def run(self, trial: optuna.Trial) -> Outcome:
@@ -201,7 +201,9 @@ class _Runs:
         try:
             store = BestModelStore(self.layout.confirm_root(number))
             store.recover()
-            return Objective(config, self.resources, store, listener=self.listener, test_every_run=True).run(trial)
+            hooks, resources = self.prepared.hooks, self.prepared.resources
+            objective = Objective(config, resources, store, listener=self.listener, hooks=hooks, test_every_run=True)
+            return objective.run(trial)
         except KeyboardInterrupt:  # also when it lands before the Trainer starts
             schema.record_failure(trial, schema.INTERRUPTED)
             raise

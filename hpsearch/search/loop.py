@@ -54,7 +54,6 @@ def search(
     prepared: Prepared,
     *,
     listeners: Sequence[RunListener] = (),
-    callbacks: Sequence[Any] = (),
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> SearchPass:
     """Create or resume the study, then run the worker loop until the total is reached.
@@ -71,6 +70,7 @@ def search(
         recipe=prepared.recipe,
         data=prepared.data,
         base_model=prepared.source.base_model,
+        hooks=prepared.hooks,
         pruner=pruner,
     )
     lock = functools.partial(retrying_study_lock, storage, config.storage, config.study, seconds=config.storage_timeout)
@@ -79,7 +79,7 @@ def search(
     listener = Listeners(listeners)
     before = schema.count_finished(study.get_trials(deepcopy=False))
     listener.run_start(RunInfo(study=study, config=config, data=prepared.data, finished=before, lock=lock))
-    objective = Objective(config, prepared.resources, best, listener=listener, callbacks=callbacks)
+    objective = Objective(config, prepared.resources, best, listener=listener, hooks=prepared.hooks)
     with interrupts(), frozen_heap():
         stopped = work(study, objective, config, lock=lock, listener=listener, recipe=prepared.recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))

@@ -20,11 +20,12 @@ import optuna
 from hpsearch import schema
 from hpsearch.config import DEFAULT_CONFIRM_TOP, DEFAULT_SEEDS, SearchConfig, config_from_dict
 from hpsearch.events import RunListener
+from hpsearch.hooks import Hooks, ModelInit
 from hpsearch.search.confirm import ConfirmResult, check_counts, confirm, make_plan
 from hpsearch.search.loop import search
 from hpsearch.search.setup import prepare
 from hpsearch.search.storage import check_url
-from hpsearch.search.study import load_study
+from hpsearch.search.study import check_hooks, load_study
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ def run_search(
     config: SearchConfig,
     *,
     listeners: Sequence[RunListener] = (),
+    model_init: ModelInit | None = None,
+    trainer_class: type | None = None,
+    data_collator: Any = None,
     callbacks: Sequence[Any] = (),
     pruner: optuna.pruners.BasePruner | None = None,
     confirm_top: int | None = None,
@@ -53,6 +57,10 @@ def run_search(
     Args:
         config: The configuration (``load_config``).
         listeners: Receive the run's events: progress, dashboard notes, your own.
+        model_init: ``model_init(values, model) -> model``: the model each trial trains, from the
+            trial's values (your own parameters included) and its fresh copy of the base model.
+        trainer_class: A ``transformers.Trainer`` subclass (a class-weighted loss, say).
+        data_collator: Replaces ``DataCollatorWithPadding(tokenizer)``.
         callbacks: Extra ``transformers.TrainerCallback`` objects for every trial.
         pruner: Any ``optuna.pruners.BasePruner`` to use instead of the configured one. A pruner
             with a method ``explain(study, rows, objective)`` says why it pruned.
@@ -67,8 +75,9 @@ def run_search(
     """
     if confirm_top is not None:
         check_counts(top=confirm_top, seeds=seeds)
-    prepared = prepare(config)
-    done = search(prepared, listeners=listeners, callbacks=callbacks, pruner=pruner)
+    hooks = Hooks(model_init, trainer_class, data_collator, tuple(callbacks))
+    prepared = prepare(config, hooks)
+    done = search(prepared, listeners=listeners, pruner=pruner)
     result = RunResult(done.study, done.best_model_dir, done.newly_finished, done.stopped)
     if confirm_top is None:
         return result
@@ -88,8 +97,14 @@ def run_confirm(
     top: int = DEFAULT_CONFIRM_TOP,
     seeds: int = DEFAULT_SEEDS,
     listeners: Sequence[RunListener] = (),
+    model_init: ModelInit | None = None,
+    trainer_class: type | None = None,
+    data_collator: Any = None,
+    callbacks: Sequence[Any] = (),
 ) -> ConfirmResult:
     """Run (or resume) the confirmation of ``study``, in this process; several may share it.
+
+    A study searched with hooks is confirmed with the same ones (see :func:`run_search`).
 
     Raises:
         HpsearchError: Bad input or a study without complete trials, before any work.
@@ -99,7 +114,9 @@ def run_confirm(
     check_counts(top=top, seeds=seeds)
     check_url(storage)
     searched = load_study(study, storage)
-    stored = schema.read_settings(searched).config
-    config = config_from_dict({**stored, "storage": storage, "workdir": workdir})
+    settings = schema.read_settings(searched)
+    hooks = Hooks(model_init, trainer_class, data_collator, tuple(callbacks))
+    check_hooks(settings, study, hooks)
+    config = config_from_dict({**settings.config, "storage": storage, "workdir": workdir})
     make_plan(searched, top=top, seeds=seeds, base_seed=config.recipe.seed)  # refuse before loading anything
-    return confirm(prepare(config), searched, top=top, seeds=seeds, listeners=listeners)
+    return confirm(prepare(config, hooks), searched, top=top, seeds=seeds, listeners=listeners)

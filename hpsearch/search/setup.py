@@ -20,6 +20,7 @@ import optuna
 
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
 from hpsearch.data import load_task, tokenize_task
+from hpsearch.hooks import Hooks
 from hpsearch.hub import offline_if_unreachable
 from hpsearch.schema import DataFacts
 from hpsearch.search.storage import check_url
@@ -44,13 +45,14 @@ class Prepared:
     """A run's checked configuration and what its trials share."""
 
     config: SearchConfig  # with ``precision`` resolved to what this machine computes in
+    hooks: Hooks
     source: ModelSource
     recipe: dict[str, Any]  # trial 0's parameters: the recipe's values of the searched ones
     resources: Resources
     data: DataFacts
 
 
-def prepare(config: SearchConfig) -> Prepared:
+def prepare(config: SearchConfig, hooks: Hooks) -> Prepared:
     """Check ``config`` against this machine and the study it names, then make what trials share.
 
     Raises:
@@ -63,20 +65,20 @@ def prepare(config: SearchConfig) -> Prepared:
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
     quiet_libraries()
-    check_training_argument_names(config.recipe, config.space)
+    check_training_argument_names(config.recipe, config.space, own_parameters=hooks.model_init is not None)
     recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
     task = load_task(config)
     labels = task.splits["validation"]["label"]
     metrics = prepare_metrics(config.metrics, config.objective, labels=labels, n_labels=task.num_labels)
     check_trackers(config.report_to)
     tokenizer = load_tokenizer(source, config)
-    check_resumable(config)  # before the slow part: tokens and weights
+    check_resumable(config, hooks)  # before the slow part: tokens and weights
     tokenized = tokenize_task(task, tokenizer, config.max_length)
     base_model = load_base_model(source, config, task.label_names)
     configure_threads()
     configure_allocator()
     resources = Resources(task, tokenized, tokenizer, base_model, metrics)
-    return Prepared(config, source, recipe, resources, task.facts())
+    return Prepared(config, hooks, source, recipe, resources, task.facts())
 
 
 def quiet_libraries() -> None:

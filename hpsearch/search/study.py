@@ -19,6 +19,7 @@ from hpsearch import schema
 from hpsearch.analysis.seeds import Confirmation, read_confirmation
 from hpsearch.config import SamplerConfig, SearchConfig
 from hpsearch.errors import ConfigError, StorageError
+from hpsearch.hooks import Hooks, describe
 from hpsearch.schema import DataFacts, StudySettings
 from hpsearch.search.pruners import build_pruner
 from hpsearch.search.storage import open_storage, redact, sqlite_path
@@ -69,8 +70,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def check_resumable(config: SearchConfig) -> None:
-    """Refuse, before any work, to resume a study made with other settings or another schema."""
+def check_resumable(config: SearchConfig, hooks: Hooks) -> None:
+    """Refuse, before any work, to resume a study made with other settings, hooks or another schema."""
     path = sqlite_path(config.storage)
     if path is not None and not path.is_file():
         return
@@ -81,11 +82,18 @@ def check_resumable(config: SearchConfig) -> None:
     except KeyError:
         return  # no such study yet: it will be created
     if schema.has_settings(study):
-        _check_same_settings(schema.read_settings(study), config)
+        _check_same_settings(schema.read_settings(study), config, hooks)
 
 
 def create_or_resume(
-    storage: Any, config: SearchConfig, *, recipe: dict[str, Any], data: DataFacts, base_model: str, pruner: Any = None
+    storage: Any,
+    config: SearchConfig,
+    *,
+    recipe: dict[str, Any],
+    data: DataFacts,
+    base_model: str,
+    hooks: Hooks,
+    pruner: Any = None,
 ) -> optuna.Study:
     """Create the study with the recipe as trial 0, or join it.
 
@@ -109,7 +117,7 @@ def create_or_resume(
         # A joining worker with the same seed would sample the very parameters the first one did.
         study.sampler.reseed_rng()
         if _wait_for_settings(study):
-            _check_same_settings(schema.read_settings(study), config)
+            _check_same_settings(schema.read_settings(study), config, hooks)
             return study
     # A new study, or one whose maker died before storing its settings.
     study.set_metric_names([schema.objective_metric_name(config.objective)])
@@ -121,6 +129,7 @@ def create_or_resume(
         base_model=base_model,
         versions=versions(),
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        hooks=hooks.names(),
     )
     schema.write_settings(study, settings)
     return study
@@ -148,7 +157,17 @@ def _wait_for_settings(study: optuna.Study) -> bool:
     return True
 
 
-def _check_same_settings(stored: StudySettings, config: SearchConfig) -> None:
+def check_hooks(stored: StudySettings, study: str, hooks: Hooks) -> None:
+    """Refuse hooks whose names differ from those the study was run with (they cannot be stored)."""
+    if stored.hooks != hooks.names():
+        raise ConfigError(
+            f"study {study!r} was run with hooks {describe(stored.hooks)}, this run has "
+            f"{describe(hooks.names())}; pass the same hooks to resume (docs/python.md), or pass a new --study"
+        )
+
+
+def _check_same_settings(stored: StudySettings, config: SearchConfig, hooks: Hooks) -> None:
+    check_hooks(stored, config.study, hooks)
     for key, value in config.to_dict().items():
         if key in _RESUMABLE:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from hpsearch.config import Param, Recipe
@@ -34,6 +35,12 @@ def recipe_params(recipe: Recipe, space: tuple[Param, ...]) -> dict[str, Any]:
     defaults = _training_arguments_defaults()
     params = {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
     for p in space:
+        if p.name not in defaults and p.name not in _ALIASES and p.name not in values:
+            raise ConfigError(
+                f"space.{p.name}: a parameter of your own needs its recipe value ([recipe] {p.name} = ...); "
+                "trial 0 is the recipe"
+            )
+    for p in space:
         if p.choices is not None and params[p.name] not in p.choices:
             # Optuna can only enqueue a categorical value that is one of the choices.
             choices = ", ".join(map(str, p.choices))
@@ -49,21 +56,28 @@ def training_values(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
     return {**recipe.values(), **params}
 
 
+def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TrainingArguments values, your own)``: names TrainingArguments does not take are
+    parameters of your own, for a ``model_init`` hook (docs/python.md)."""
+    known = set(_training_arguments_defaults()) | set(_ALIASES)
+    return {k: v for k, v in values.items() if k in known}, {k: v for k, v in values.items() if k not in known}
+
+
 def training_arguments_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """Rename user-facing names to what ``TrainingArguments`` takes."""
     return {_ALIASES.get(k, k): v for k, v in values.items()}
 
 
-def check_training_argument_names(recipe: Recipe, space: tuple[Param, ...]) -> None:
-    """Every fixed or searched name must be a TrainingArguments parameter."""
+def check_training_argument_names(recipe: Recipe, space: tuple[Param, ...], *, own_parameters: bool = False) -> None:
+    """Every fixed or searched name must be a TrainingArguments parameter, unless a
+    ``model_init`` hook takes parameters of its own (``own_parameters``)."""
     known = set(_training_arguments_defaults()) | set(_ALIASES)
     for name in [*recipe.extra, *(p.name for p in space)]:
-        if name not in known:
-            import difflib
-
+        if name not in known and not own_parameters:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{name!r} is not a TrainingArguments parameter{hint}")
+            own = " (a parameter of your own needs a model_init hook: docs/python.md)"
+            raise ConfigError(f"{name!r} is not a TrainingArguments parameter{hint}{own}")
 
 
 def _training_arguments_defaults() -> dict[str, Any]:

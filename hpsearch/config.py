@@ -168,8 +168,7 @@ class PrunerConfig:
     """Which pruner cuts weak trials; its resources are epochs (hpsearch/search/pruners.py)."""
 
     # best | median | halving | hyperband | none. "best" stops a trial whose validation ROC
-    # AUC is clearly below the best finished trial's; why it is the default:
-    # benchmarks/RESULTS.md, section 2.
+    # AUC is clearly below the best finished trial's; why it is the default: docs/pruning.md.
     name: str = "best"
     # Epochs every trial trains before it may be pruned; 0: it may stop after its first.
     warmup_epochs: int = 0

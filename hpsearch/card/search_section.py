@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
 from hpsearch.analysis.scores import predicted_class
+from hpsearch.card.cost_section import cost_facts
 from hpsearch.card.facts import CardFacts, metric_label
 from hpsearch.card.markdown import markdown_table, md_code
 from hpsearch.config import Param
@@ -43,6 +44,8 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "checkpoint": config["checkpoint"],
         "early_stopping": _early_stopping(facts),
         "trackers": trackers(facts),
+        # Code handed in from Python (hpsearch.hooks): its qualified names, the facts a card can state.
+        "hooks": {k: ", ".join(v) if isinstance(v, list) else v for k, v in facts.settings.hooks.items()},
         "space_table": space_table(facts, recipe),
         "counts": {"total": len(facts.trials), **counts},
         "epochs_per_trial": per_trial,
@@ -54,6 +57,7 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "top_table": top_trials_table(facts),
         "pruned": _reasons(facts, TrialState.PRUNED, schema.pruned_reason),
         "failed": _reasons(facts, TrialState.FAIL, schema.fail_reason),
+        "cost": cost_facts(facts),  # None where no trial stored one: the card reads as before
     }
 
 
@@ -90,7 +94,7 @@ def learning_rate_budget(facts: CardFacts) -> dict[str, Any] | None:
 
     Adam's steps scale with the learning rate, so the sum over a trial's schedule is how far
     it can move; where it alone splits the trials, the lowest learning rates searched could
-    not arrive in the epochs given (see benchmarks/RESULTS.md).
+    not arrive in the epochs given (docs/card.md).
     """
     stuck: list[float] = []
     learned: list[float] = []

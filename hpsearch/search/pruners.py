@@ -2,7 +2,7 @@
 
 ``best`` (the default) is hpsearch's own rule, :class:`BestTrialPruner`; ``median``,
 ``halving`` and ``hyperband`` are Optuna's. Why ``best`` is the default, measured against
-the median rule and against no pruning: ``benchmarks/RESULTS.md``, section 2.
+the median rule and against no pruning: ``docs/pruning.md``.
 """
 
 from __future__ import annotations

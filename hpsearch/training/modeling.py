@@ -97,7 +97,7 @@ def configure_allocator() -> bool:
     unmapped again at every training step. With no such mappings (``M_MMAP_MAX`` 0) and the
     heap's freed top kept (``M_TRIM_THRESHOLD`` 1 GiB), the next step reuses the same pages;
     ``malloc_trim`` after each trial still hands them back to the system. The arithmetic is
-    untouched, so results are identical (benchmarks/RESULTS.md, "Micro-measurements").
+    untouched, so results are identical (docs/performance.md).
 
     Nothing is changed when CUDA trains, off glibc, or where the user tunes glibc's
     allocator already (any ``MALLOC_*`` variable, or ``glibc.malloc`` in ``GLIBC_TUNABLES``);

@@ -275,7 +275,7 @@ def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from hpsearch import schema
+    from hpsearch import Marker, schema
 
     hf_logging.disable_progress_bar()
     problems = [] if code == 0 else [f"the resuming command exited {code}"]
@@ -288,7 +288,7 @@ def _check(folder: Path, study_name: str, url: str, code: int) -> list[str]:
     kept = [t for t in trials if t.state.name == "COMPLETE" and schema.kept_model(t)]
     best = schema.best_trial(kept)
     best_model = folder / "studies" / study_name / "best-model"
-    marker = schema.Marker.read(best_model)
+    marker = Marker.read(best_model)
     if best is None or marker is None or marker.trial != best.number:
         problems.append(f"best-model holds {marker and marker.trial}, the best kept trial is {best and best.number}")
     else:

@@ -44,12 +44,28 @@ def test_the_checker_finds_a_bare_attribute_read_and_write():
     ),
 )
 def test_every_module_but_the_schema_goes_through_the_schema(path):
-    assert storage_access((PACKAGE / path).read_text(encoding="utf-8")) == []
+    found = storage_access((PACKAGE / path).read_text(encoding="utf-8"))
+    if path == "bestmodel.py":  # the marker's own module names its file
+        found = [f for f in found if repr(MARKER_FILE) not in f]
+    assert found == []
+
+
+# Private attributes (``study._storage``, ``study._study_id``, ``frozen_trial._trial_id``), not
+# the public storage methods whose names hold the same words (``get_study_id_from_name``).
+PRIVATE_API = ("optuna_dashboard._", "._storage", "._study_id", "._trial_id", "fcntl")
+
+
+def private_api(source: str) -> list[str]:
+    return [n for n in PRIVATE_API if n in source]
+
+
+def test_the_private_api_checker_tells_attributes_from_public_storage_methods():
+    assert private_api("study._storage.get_trial(frozen._trial_id)") == ["._storage", "._trial_id"]
+    assert private_api("storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(n), 0)") == []
 
 
 def test_no_private_api_of_optuna_or_the_dashboard_and_no_fcntl():
-    needles = ("optuna_dashboard._", "._storage", "_study_id", "_trial_id", "fcntl")
-    hits = [(p.name, n) for p in PACKAGE.rglob("*.py") for n in needles if n in p.read_text(encoding="utf-8")]
+    hits = [(p.name, n) for p in PACKAGE.rglob("*.py") for n in private_api(p.read_text(encoding="utf-8"))]
     assert hits == []
 
 

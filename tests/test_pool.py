@@ -329,7 +329,7 @@ def test_the_gpu_check_runs_its_cpu_dry_run(tmp_path):
     out = tmp_path / "check.json"
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        ["bash", str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600
+        ["bash", str(script), "--dry-run", "--out", str(out)], capture_output=True, text=True, env=env, timeout=480
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text(encoding="utf-8"))

@@ -11,6 +11,8 @@ from pathlib import Path
 from conftest import tiny_run_args
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Seconds for one run; a test makes two, within the per-test limit (pyproject.toml).
+RUN_TIMEOUT = 240
 
 
 def _run(tiny_model: Path, cwd: Path, study: str, *, terminal: bool) -> str:
@@ -23,7 +25,7 @@ def _run(tiny_model: Path, cwd: Path, study: str, *, terminal: bool) -> str:
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
     if not terminal:
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
         assert done.returncode == 0, done.stderr
         return done.stderr
     primary, secondary = os.openpty()
@@ -39,7 +41,7 @@ def _run(tiny_model: Path, cwd: Path, study: str, *, terminal: bool) -> str:
             break
         chunks.append(data)
     os.close(primary)
-    assert proc.wait(timeout=600) == 0
+    assert proc.wait(timeout=RUN_TIMEOUT) == 0
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 

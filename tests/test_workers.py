@@ -32,6 +32,7 @@ from test_storage import deleted_afterwards, postgres_url, storage_url, unique_n
 from hpsearch import schema
 from hpsearch.config import load_config
 from hpsearch.events import RunListener
+from hpsearch.hooks import Hooks
 from hpsearch.schema import FINISHED, DataFacts
 from hpsearch.search.locks import study_lock
 from hpsearch.search.loop import next_trial
@@ -88,7 +89,8 @@ def _join(url: str, config: Any, barrier: Any) -> None:
         barrier.abort()  # the others fail at once rather than wait out the timeout
         raise
     barrier.wait(timeout=60)
-    create_or_resume(storage, config, recipe=recipe_params(config.recipe, config.space), data=DATA, base_model="tiny")
+    recipe = recipe_params(config.recipe, config.space)
+    create_or_resume(storage, config, recipe=recipe, data=DATA, base_model="tiny", hooks=Hooks())
 
 
 def _start_together(url: str, name: str, workers: int = 4) -> list[int]:

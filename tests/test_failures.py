@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -98,7 +99,7 @@ def test_consecutive_failures_exit_1_through_the_cli(workdir, tiny_model, cli, m
     real = objective.Objective._trainer
 
     def broken(self, *args):
-        self.callbacks = [Inject("error")]
+        self.hooks = dataclasses.replace(self.hooks, callbacks=[Inject("error")])
         return real(self, *args)
 
     monkeypatch.setattr(objective.Objective, "_trainer", broken)

@@ -46,13 +46,14 @@ FAIL_REASON = "fail_reason"  # why it failed
 KEPT_MODEL = "kept_model"  # True when its model went to best-model/
 TEST_METRICS = "test_metrics"  # the kept model's scores on the test split
 DEVICE = "device"  # what trained it: {"name": ..., "peak_memory_mib": ... (CUDA only, else null)}
+COST = "cost"  # what it cost: {"wall_seconds", "device_seconds", "energy_kwh", "co2_g", "tracker", "hardware"}
 # On the runs of `hpsearch confirm`, in the sibling study "<study>.confirm" (CONFIRM_SUFFIX):
 CONFIRMS = "confirms"  # the search trial whose configuration the run trains again
 SEED = "run_seed"  # the seed the run trains with
 
 # Every trial attribute hpsearch writes.
 TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY)
-TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, CONFIRMS, SEED)
+TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, COST, CONFIRMS, SEED)
 
 CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
 CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
@@ -296,6 +297,12 @@ def device(trial: FrozenTrial) -> dict[str, Any] | None:
     return dict(value) if value else None
 
 
+def cost(trial: FrozenTrial) -> dict[str, Any] | None:
+    """What the trial cost (hpsearch.training.cost.Cost); energy_kwh and co2_g are None unless codecarbon measured."""
+    value = trial.user_attrs.get(COST)
+    return dict(value) if value else None
+
+
 def kept_model(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(KEPT_MODEL))
 
@@ -370,6 +377,10 @@ def record_failure(trial: optuna.Trial, reason: str) -> None:
 
 def record_device(trial: optuna.Trial, *, name: str, peak_memory_mib: float | None) -> None:
     trial.set_user_attr(DEVICE, {"name": name, "peak_memory_mib": peak_memory_mib})
+
+
+def record_cost(trial: optuna.Trial, value: Mapping[str, Any]) -> None:
+    trial.set_user_attr(COST, dict(value))
 
 
 def record_kept(trial: optuna.Trial) -> None:

@@ -33,6 +33,7 @@ from hpsearch.events import RunListener
 from hpsearch.formatting import count
 from hpsearch.layout import StudyLayout
 from hpsearch.schema import METRICS, EpochRow
+from hpsearch.training.cost import CostMeter, store_cost
 from hpsearch.training.metrics import MetricsComputer
 from hpsearch.training.modeling import device_name, glibc, resolve_precision
 from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
@@ -99,6 +100,7 @@ class Objective:
             trial, self.config, self.listener, n_labels=self.resources.task.num_labels, added=self.resources.metrics
         )
         trainer = None
+        meter = CostMeter().start()  # failed, pruned and interrupted trials are measured too
         try:
             with tempfile.TemporaryDirectory(prefix=f"trial-{trial.number}-") as out:
                 trainer = self._trainer(trial, values, out, epoch_cb)
@@ -129,6 +131,7 @@ class Objective:
         finally:
             del trainer
             _release_memory()
+            store_cost(trial, meter.stop())
 
     def _trainer(self, trial: optuna.Trial, values: dict[str, Any], output_dir: str, epoch_cb: EpochCallback) -> Any:
         import torch

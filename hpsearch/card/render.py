@@ -33,6 +33,7 @@ from hpsearch import schema
 from hpsearch.analysis.verdict import verdict
 from hpsearch.bestmodel import Marker
 from hpsearch.card.confirmation_section import confirmation_facts, with_seed_spread
+from hpsearch.card.cost_section import co2_eq_emissions
 from hpsearch.card.facts import CardFacts, gather, metric_label
 from hpsearch.card.markdown import md_cell, md_code, md_inline, md_text, results_header, results_table
 from hpsearch.card.search_section import search_facts
@@ -161,6 +162,7 @@ def build_card_data(facts: CardFacts) -> Any:
         metrics=[*METRICS, *schema.added_metrics(facts.rows)],
         model_name=model_name(facts),
         eval_results=_eval_results(facts) or None,
+        co2_eq_emissions=co2_eq_emissions(facts),  # the whole search's, in grams; None: left out
     )
 
 

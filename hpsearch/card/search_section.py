@@ -57,7 +57,7 @@ def search_facts(facts: CardFacts) -> dict[str, Any]:
         "top_table": top_trials_table(facts),
         "pruned": _reasons(facts, TrialState.PRUNED, schema.pruned_reason),
         "failed": _reasons(facts, TrialState.FAIL, schema.fail_reason),
-        "cost": cost_facts(facts),  # None where no trial stored one: the card reads as before
+        "compute": cost_facts(facts),  # None where no trial stored a cost: the card reads as before
     }
 
 

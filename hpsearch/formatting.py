@@ -87,6 +87,12 @@ def human_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def human_energy(kwh: float) -> str:
+    """``0.4mWh``, ``138mWh``, ``12Wh``, ``1.2kWh``: energy in at most 6 characters (below 1000 kWh)."""
+    value, unit = next(((kwh / s, u) for s, u in ((1e-6, "mWh"), (1e-3, "Wh")) if kwh / s < 999.5), (kwh, "kWh"))
+    return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
+
+
 def spread_text(spread: _Spread | None, *, missing: str = "") -> str:
     """``0.6012 ± 0.0101`` (sample standard deviation); one run has no ±; ``missing`` for none."""
     if spread is None:

@@ -188,6 +188,7 @@ def test_json_keeps_its_keys(workdir, cli):
         "best",
         "reason",
         "device",
+        "cost",
         "training_args",
         "datetime_start",
         "datetime_complete",

@@ -22,10 +22,11 @@ from typing import Any
 import optuna
 
 from hpsearch import __version__, schema
+from hpsearch.analysis.cost import CostTotal, total_cost
 from hpsearch.config import SearchConfig
 from hpsearch.errors import HpsearchError
 from hpsearch.files import write_atomically
-from hpsearch.formatting import format_param, param_label
+from hpsearch.formatting import format_param, human_energy, human_seconds, is_number, param_label
 from hpsearch.layout import StudyLayout
 from hpsearch.search.storage import redact
 from hpsearch.search.study import load_study, open_confirmation
@@ -107,8 +108,11 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
             "rows": rows(confirmation),
             "lines": outcome_lines(confirmation),
         }
+    summary = _summary(study)
+    confirm_runs = list(confirmation.units.values()) if confirmation is not None else []
+    summary["cost"] = _cost(total_cost([*study.get_trials(deepcopy=False), *confirm_runs]))
     return env.from_string(_template()).render(
-        **_summary(study), plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds
+        **summary, plots=plots, missing=[n for n in _TITLES if n not in figs], seeds=seeds
     )
 
 
@@ -149,6 +153,7 @@ def _summary(study: optuna.Study) -> dict[str, Any]:
         "total": len(records),
         "params": [{"name": p, "label": param_label(p)} for p in params],
         "rows": [_row(r, params) for r in records],
+        "energy": any(is_number((r[schema.COST] or {}).get("energy_kwh")) for r in records),
         "generated": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
     }
@@ -157,6 +162,7 @@ def _summary(study: optuna.Study) -> dict[str, Any]:
 def _row(record: dict[str, Any], params: list[str]) -> dict[str, Any]:
     marks = " ".join(m for m, on in (("★ best", record["best"]), ("recipe", record[schema.RECIPE])) if on)
     shipped = record[schema.SHIPPED_EPOCH]
+    energy = (record[schema.COST] or {}).get("energy_kwh")
     return {
         "number": record["number"],
         "state": record["state"],
@@ -165,9 +171,20 @@ def _row(record: dict[str, Any], params: list[str]) -> dict[str, Any]:
         "shipped": "" if shipped is None else shipped,
         "params": [format_param(record["params"].get(p)) for p in params],
         "duration": "" if record["duration_s"] is None else f"{record['duration_s']:.1f} s",
+        "energy": human_energy(energy) if is_number(energy) else "",
         "note": "; ".join(x for x in (marks, record["reason"] or "") if x),
         "best": record["best"],
     }
+
+
+def _cost(total: CostTotal | None) -> dict[str, str] | None:
+    """The summary's cost card: CO2 and energy where codecarbon measured, else the time."""
+    if total is None:
+        return None
+    runs = f"{total.runs} runs, {human_seconds(total.wall_seconds)}"
+    if total.co2_g is None:
+        return {"headline": human_seconds(total.wall_seconds), "detail": f"{total.runs} runs; energy not measured"}
+    return {"headline": f"{total.co2_g:.3g} g CO2eq", "detail": f"{human_energy(total.energy_kwh)} · {runs}"}
 
 
 # --------------------------------------------------------------------------- writing

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
-from hpsearch.formatting import finite_or_none, format_param, human_seconds, param_label
+from hpsearch.formatting import finite_or_none, format_param, human_energy, human_seconds, is_number, param_label
 
 # The table's note column shows at most this many characters of a reason; `--json` has it whole.
 NOTE_WIDTH = 26
@@ -51,6 +51,9 @@ def trial_record(trial: FrozenTrial, best_number: int | None = None) -> dict[str
         # What trained it: {"name": "NVIDIA H200", "peak_memory_mib": 10240.5}; the peak is
         # null on a CPU. The precision is in training_args.
         schema.DEVICE: schema.device(trial),
+        # What it cost: wall and device seconds, and energy_kwh and co2_g where codecarbon measured
+        # (docs/schema.md); null for a trial that stored none.
+        schema.COST: schema.cost(trial),
         schema.TRAINING_ARGS: schema.training_args(trial),
         "datetime_start": trial.datetime_start.isoformat() if trial.datetime_start else None,
         "datetime_complete": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
@@ -79,6 +82,7 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
     ``epochs`` is how many epochs a trial trained and ``shipped`` the epoch it ships. The
     note gives a failed, pruned or stopped trial's reason in short (``pruned at epoch 1``);
     ``trials --json`` has it whole. A running trial's time is how long it has run so far.
+    ``energy``, shown where codecarbon measured any trial, is what the trial used (docs/card.md).
 
     Args:
         records: :func:`trial_records`.
@@ -98,7 +102,12 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
     for name in names:
         table.add_column(param_label(name), justify="right")
     table.add_column("time", justify="right")
-    table.add_column("note (★ best)", max_width=NOTE_WIDTH, no_wrap=True, overflow="ellipsis")
+    energy = any(is_number(_energy(r)) for r in records)  # a column only where codecarbon measured
+    if energy:
+        table.add_column("energy", justify="right")
+    # The energy column takes its width from the note, so the table still fits 120 columns.
+    note_width = NOTE_WIDTH - 9 if energy else NOTE_WIDTH
+    table.add_column("note (★ best)", max_width=note_width, no_wrap=True, overflow="ellipsis")
     for r in records:
         table.add_row(
             str(r["number"]),
@@ -108,6 +117,7 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
             "" if r[schema.SHIPPED_EPOCH] is None else str(r[schema.SHIPPED_EPOCH]),
             *[format_param(r["params"].get(n)) for n in names],
             _duration(r),
+            *([human_energy(_energy(r)) if is_number(_energy(r)) else ""] if energy else []),
             table_note(r),
             style="bold" if r["best"] else None,
         )
@@ -140,6 +150,10 @@ def _clip(text: str, width: int = NOTE_WIDTH) -> str:
         return text
     cut = text[: width - 1]
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" :;,") + "…"
+
+
+def _energy(record: dict[str, Any]) -> float | None:
+    return (record.get(schema.COST) or {}).get("energy_kwh")
 
 
 def _duration(record: dict[str, Any]) -> str:

@@ -20,7 +20,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from hpsearch.config import DEFAULT_SPACE, Param, PrunerConfig, Recipe, SamplerConfig, SearchConfig, load_config
+from hpsearch.config import (
+    DEFAULT_SPACE,
+    Param,
+    PeftConfig,
+    PrunerConfig,
+    Recipe,
+    SamplerConfig,
+    SearchConfig,
+    load_config,
+)
 from hpsearch.errors import CardError, ConfigError, DataError, HpsearchError, ModelError, SearchStopped, StorageError
 
 __all__ = [
@@ -32,6 +41,7 @@ __all__ = [
     "Marker",
     "ModelError",
     "Param",
+    "PeftConfig",
     "PrunerConfig",
     "Recipe",
     "RunInfo",

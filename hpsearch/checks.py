@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
 
 from hpsearch.errors import ConfigError
 
@@ -73,3 +78,53 @@ def check_report_to(report_to: tuple[str, ...]) -> None:
         raise ConfigError(f'report_to: expected tracker names ("none", "tensorboard", ...), got {list(report_to)}')
     if len(report_to) > 1 and ("none" in report_to or "all" in report_to):
         raise ConfigError(f'report_to: "none" and "all" stand alone, got {list(report_to)}')
+
+
+def check_adapter_names(names: list[str], enabled: bool, prefix: str, searchable: tuple[str, ...]) -> None:
+    """``[space]`` names of adapter settings (``peft_r``): only with ``[peft]``, and only the searchable ones."""
+    for name in (n for n in names if n.startswith(prefix)):
+        if not enabled:
+            raise ConfigError(f"space.{name}: searching an adapter setting needs [peft] (or --peft lora)")
+        if name.removeprefix(prefix) not in searchable:
+            raise ConfigError(unknown(f"space.{name}", name, [prefix + k for k in searchable]))
+
+
+def typed_fields(
+    data: Mapping[str, Any], cls: type, prefix: str | None, skip: set[str] = frozenset()
+) -> dict[str, Any]:
+    """Check keys against ``cls``'s fields and values against their annotated types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f.name != "extra"]
+    out = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(unknown(full, key, names + sorted(skip)))
+        out[key] = check_type(full, value, hints[key])
+    return out
+
+
+def check_type(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type ``hint`` takes it (an int for a float, a list as a tuple)."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if value is None and optional:
+        return None
+    hint = next((h for h in typing.get_args(hint) if typing.get_origin(h) is tuple), hint) if optional else hint
+    if typing.get_origin(hint) is tuple:  # a list of strings: metrics, report_to, peft.target_modules
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {type(value).__name__} {value!r}")
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
+    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")

@@ -121,6 +121,7 @@ _RUN_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
         {},
         "auto | fp32 | bf16 | fp16 (default auto: bf16 on a GPU that has it, fp16 on an older GPU, fp32 on a CPU)",
     ),
+    "--peft": ({"choices": ["lora"]}, "train a LoRA adapter and the head, not every weight (the [peft] defaults)"),
 }
 
 
@@ -175,28 +176,16 @@ def _build_parser() -> argparse.ArgumentParser:
     card = sub.add_parser("card", help="write the model card of the best trial or of trial N")
     card.add_argument("trial", help="'best' or a trial number")
     _common(card)
-    card.add_argument(
-        "--output",
-        help=(
-            f"where to write README.md (default: studies/<study>/{BEST_MODEL}/README.md, "
-            "or studies/<study>/trial-<N>/README.md)"
-        ),
-    )
-    card.add_argument(
-        "--template",
-        help=(
-            "a Jinja2 template of your own (default: the packaged model_card.md.j2; "
-            "a checkout links it as templates/model_card.md.j2)"
-        ),
-    )
+    default_card = f"studies/<study>/{BEST_MODEL}/README.md, or studies/<study>/trial-<N>/README.md"
+    card.add_argument("--output", help=f"where to write README.md (default: {default_card})")
+    own = "a Jinja2 template of your own (default: the packaged model_card.md.j2; "
+    card.add_argument("--template", help=own + "a checkout links it as templates/model_card.md.j2)")
     card.add_argument("--force", action="store_true", help="overwrite a README.md that hpsearch did not write")
     card.set_defaults(handler=_card)
 
     trials = sub.add_parser("trials", help="list a study's trials")
     _common(trials)
-    trials.add_argument(
-        "--json", action="store_true", help="print JSON for scripts (one object per trial, with its epochs)"
-    )
+    trials.add_argument("--json", action="store_true", help="JSON for scripts: one object per trial, with its epochs")
     trials.set_defaults(handler=_trials)
 
     report = sub.add_parser("report", help="write a self-contained HTML report of a study")
@@ -230,10 +219,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _common(push)
     push.add_argument("--private", action="store_true", help="create the repository private")
-    push.add_argument(
-        "--dry-run", action="store_true", help="list the files that would be uploaded, and upload nothing"
-    )
+    push.add_argument("--dry-run", action="store_true", help="list the files to be uploaded, and upload nothing")
     push.set_defaults(handler=_push)
+
+    export = sub.add_parser("export", help="write the best adapter merged into its base model: a full model")
+    export.add_argument("trial", choices=["best"], help=f"'best': the {BEST_MODEL} folder of a study run with [peft]")
+    _common(export)
+    export.add_argument("--merge", metavar="PATH", required=True, help="the folder to write (new, or empty)")
+    export.set_defaults(handler=_export)
 
     dash = sub.add_parser("dashboard", help="open a study in optuna-dashboard")
     _common(dash)
@@ -423,14 +416,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from hpsearch.card.push import push_files, push_folder
+    from hpsearch.card.push import local_base_note, push_files, push_folder
 
     folder = StudyLayout.of(_config(args)).best_model
+    if (note := local_base_note(folder)) is not None:
+        print(f"hpsearch: note: {note}", file=sys.stderr)
     if args.dry_run:
         for path in push_files(folder):
             print(path)
         return 0
     print(push_folder(folder, args.repo_id, private=args.private))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hpsearch.training.adapters import export_merged
+
+    print(export_merged(StudyLayout.of(_config(args)).best_model, args.merge))
     return 0
 
 

@@ -13,13 +13,13 @@ import dataclasses
 import math
 import tomllib
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpsearch.checks import (
+    check_adapter_names,
     check_at_least,
     check_choice,
     check_metrics,
@@ -27,6 +27,7 @@ from hpsearch.checks import (
     check_positive,
     check_range,
     check_report_to,
+    typed_fields,
     unknown,
 )
 from hpsearch.errors import ConfigError
@@ -56,6 +57,7 @@ RESERVED_TRAINING_ARGUMENTS = tuple(
 )
 CHECKPOINT_RULES = ("last", "best")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PEFT_PREFIX, PEFT_SEARCHABLE = "peft_", ("r", "lora_alpha", "lora_dropout")  # [space] peft_r searches [peft] r
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,27 @@ DEFAULT_SPACE = (
     Param("warmup_ratio", low=0.0, high=0.2),
     Param("weight_decay", low=0.0, high=0.1),
 )
+# With [peft], the recipe's learning rate and the decade searched around it: a LoRA update trains few weights
+# from zero, at ~10x a full fine-tune's rate (Hu et al. 2021, table 9: 4e-4 to 5e-4, RoBERTa-base on GLUE).
+ADAPTER_LEARNING_RATE = 5e-04
+ADAPTER_LEARNING_RATES = Param("learning_rate", low=1e-04, high=1e-03, log=True)
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    """``[peft]``: each trial trains a LoRA adapter and the classifier head, not every weight."""
+
+    method: str = "lora"  # lora
+    r: int = 8  # the rank of each low-rank update
+    lora_alpha: int = 16  # the update is scaled by lora_alpha / r
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] | None = None  # None: peft's default for the model (BERT: query, value)
+
+    def __post_init__(self) -> None:
+        check_choice("peft.method", self.method, ("lora",))
+        check_at_least("peft.r", self.r, 1)
+        check_at_least("peft.lora_alpha", self.lora_alpha, 1)
+        check_range("peft.lora_dropout", self.lora_dropout, 0.0, 1.0, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,7 @@ class SearchConfig:
     space: tuple[Param, ...] = DEFAULT_SPACE
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    peft: PeftConfig | None = None  # None: every trial fine-tunes every weight
 
     def __post_init__(self) -> None:
         check_at_least("trials", self.trials, 1)
@@ -281,6 +305,7 @@ class SearchConfig:
         for name in names:
             if name in RESERVED_TRAINING_ARGUMENTS:
                 raise ConfigError(f"space.{name}: hpsearch sets {name} itself for every trial; it cannot be searched")
+        check_adapter_names(names, self.peft is not None, PEFT_PREFIX, PEFT_SEARCHABLE)
 
     @property
     def epochs(self) -> int:
@@ -293,6 +318,7 @@ class SearchConfig:
         out["space"] = {p.name: p.to_dict() for p in self.space}
         out["pruner"] = dataclasses.asdict(self.pruner)
         out["sampler"] = dataclasses.asdict(self.sampler)
+        out["peft"] = dataclasses.asdict(self.peft) if self.peft is not None else None
         return out
 
 
@@ -341,16 +367,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 # Command-line flags that live in a sub-table of the file.
 _NESTED_FLAGS = {"epochs": ("recipe", "num_train_epochs"), "pruner": ("pruner", "name"), "sampler": ("sampler", "name")}
+_NESTED_FLAGS["peft"] = ("peft", "method")
 
 
 def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for key, value in overrides.items():
-        if key in _NESTED_FLAGS:
+        if key in _NESTED_FLAGS and not isinstance(value, dict):  # a dict: a whole table, as a snapshot has
             table, sub = _NESTED_FLAGS[key]
             section = data.get(table)
             if isinstance(section, str):
-                section = {"name": section}
+                section = {sub: section}
             data[table] = {**(section if isinstance(section, dict) else {}), sub: value}
         elif isinstance(value, dict) and isinstance(data.get(key), dict):  # a table merges into the file's
             data[key] = {**data[key], **value}
@@ -362,33 +389,40 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict
 def _build(data: dict[str, Any]) -> SearchConfig:
     data = dict(data)
     kwargs: dict[str, Any] = {}
-    # The file may say `pruner = "hyperband"` as short for `[pruner] name = "hyperband"`.
-    for table, cls in (("pruner", PrunerConfig), ("sampler", SamplerConfig)):
+    # The file may say `pruner = "hyperband"` as short for `[pruner] name = "hyperband"`, `peft = "lora"` for `[peft]`.
+    for table, cls in (("pruner", PrunerConfig), ("sampler", SamplerConfig), ("peft", PeftConfig)):
         if table in data:
             value = data.pop(table)
-            value = {"name": value} if isinstance(value, str) else value
-            kwargs[table] = cls(**_typed(value, cls, table))
-    recipe_data = data.pop("recipe", {})
-    space_data = data.pop("space", {})
-    kwargs.update(_typed(data, SearchConfig, None, skip={"recipe", "space", "pruner", "sampler"}))
-    recipe, space = _build_recipe_and_space(_require_table(recipe_data, "recipe"), _require_table(space_data, "space"))
+            value = {"method" if table == "peft" else "name": value} if isinstance(value, str) else value
+            kwargs[table] = cls(**typed_fields(_require_table(value, table), cls, table))
+    recipe_data = _require_table(data.pop("recipe", {}), "recipe")
+    space_data = _require_table(data.pop("space", {}), "space")
+    kwargs.update(typed_fields(data, SearchConfig, None, skip={"recipe", "space", "pruner", "sampler", "peft"}))
+    recipe, space = _build_recipe_and_space(recipe_data, space_data, adapters="peft" in kwargs)
     return SearchConfig(recipe=recipe, space=space, **kwargs)
 
 
 def _build_recipe_and_space(
-    recipe_data: dict[str, Any], space_data: dict[str, Any]
+    recipe_data: dict[str, Any], space_data: dict[str, Any], *, adapters: bool = False
 ) -> tuple[Recipe, tuple[Param, ...]]:
     known = {f.name for f in dataclasses.fields(Recipe)} - {"extra"}
     fixed: dict[str, Any] = dict(recipe_data)
     space = {p.name: p for p in DEFAULT_SPACE}
+    if adapters:  # the adapter's defaults; the file's [recipe] and [space] still win
+        fixed.setdefault("learning_rate", ADAPTER_LEARNING_RATE)
+        space["learning_rate"] = ADAPTER_LEARNING_RATES
     for name, spec in space_data.items():
         if isinstance(spec, dict):
             space[name] = _param(name, spec)
+        elif name.startswith(PEFT_PREFIX):
+            raise ConfigError(
+                f"space.{name}: a fixed adapter setting goes in [peft] ({name[len(PEFT_PREFIX) :]} = ...)"
+            )
         else:
             # A scalar fixes the parameter: it leaves the search and joins the recipe.
             space.pop(name, None)
             fixed[name] = spec
-    typed = _typed({k: v for k, v in fixed.items() if k in known}, Recipe, "recipe")
+    typed = typed_fields({k: v for k, v in fixed.items() if k in known}, Recipe, "recipe")
     extra = {k: v for k, v in fixed.items() if k not in known}
     return Recipe(**typed, extra=extra), tuple(space.values())
 
@@ -412,37 +446,3 @@ def _require_table(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a table ([{key}]), got {value!r}")
     return value
-
-
-def _typed(data: Mapping[str, Any], cls: type, prefix: str | None, skip: set[str] = frozenset()) -> dict[str, Any]:
-    """Check keys against ``cls``'s fields and values against their annotated types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f.name != "extra"]
-    out = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else key
-        if key not in names:
-            raise ConfigError(unknown(full, key, names + sorted(skip)))
-        out[key] = _check_type(full, value, hints[key])
-    return out
-
-
-def _check_type(key: str, value: Any, hint: Any) -> Any:
-    if typing.get_origin(hint) is tuple:  # a list of strings: metrics, report_to
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{key}: expected a list of strings, got {type(value).__name__} {value!r}")
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for t in allowed:
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t in (str, bool) and isinstance(value, t):
-            return value
-    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed if t is not type(None))
-    raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")

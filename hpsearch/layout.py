@@ -1,6 +1,7 @@
 """Where a study's files live under ``--workdir``: one object, so every path is spelled once.
 
-``<workdir>/<study>/`` holds the kept model (``best-model/``), the cards of other trials
+``<workdir>/<study>/`` holds the kept model (``best-model/``; with ``[peft]`` an adapter of
+``base-model/``), the cards of other trials
 (``trial-<N>/``), the confirmation's models (``confirm/trial-<N>/best-model/``), the HTML
 report, the trackers' runs and the dashboard's artifact store.
 """
@@ -38,6 +39,11 @@ class StudyLayout:
     @property
     def best_model(self) -> Path:
         return best_model_in(self.root)
+
+    @property
+    def base_model(self) -> Path:
+        """With ``[peft]``: the base model with the task's head, which every kept adapter names."""
+        return self.root / "base-model"
 
     @property
     def confirm(self) -> Path:

@@ -185,7 +185,7 @@ def test_toml_examples_are_valid_configurations(source: str, text: str, tmp_path
     path.write_text(text, encoding="utf-8")
     config = load_config(path)
     check_training_argument_names(config.recipe, config.space)
-    recipe_params(config.recipe, config.space)  # trial 0, the recipe, must fit the space
+    recipe_params(config.recipe, config.space, config.peft)  # trial 0, the recipe, must fit the space
 
 
 def test_docs_hold_commands_that_run() -> None:

@@ -6,16 +6,22 @@ own bookkeeping), and :func:`push_folder` uploads exactly that list with
 without a card is refused; so is a push while the Hub is unreachable or no token is set.
 Every check runs before anything is sent, and ``upload_folder`` is a single commit, so a
 push either lands whole or not at all.
+
+An adapter (``[peft]``) names its base model by the study's local ``base-model/`` folder; the
+repository gets an ``adapter_config.json`` that names the base model's Hub id instead (the
+card's ``base_model``), in the same single commit, and the local file is left as it is.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hpsearch.bestmodel import MARKER_FILE
 from hpsearch.card.render import MARKER
 from hpsearch.errors import CardError, first_line
 from hpsearch.hub import offline_if_unreachable
+from hpsearch.training.adapters import ADAPTER_CONFIG, is_adapter
 
 # What stays behind: the kept-model marker is hpsearch's bookkeeping, not the model's.
 _LEFT_OUT = (MARKER_FILE,)
@@ -64,15 +70,65 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False) -> str:
         raise PushError(
             f"the Hub did not accept a token ({first_line(e)}); run `hf auth login` or set HF_TOKEN; nothing was pushed"
         ) from None
+    adapter_config = hub_adapter_config(folder)
+    message = "Upload model and card with hpsearch"
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo_id,
-            repo_type="model",
-            allow_patterns=files,
-            commit_message="Upload model and card with hpsearch",
-        )
+        if adapter_config is None:
+            api.upload_folder(
+                folder_path=str(folder),
+                repo_id=repo_id,
+                repo_type="model",
+                allow_patterns=files,
+                commit_message=message,
+            )
+        else:
+            operations = _operations(folder, files, adapter_config)
+            api.create_commit(repo_id=repo_id, repo_type="model", operations=operations, commit_message=message)
     except Exception as e:
         raise PushError(f"pushing to {repo_id} failed: {first_line(e)}") from None
     return str(url)
+
+
+def hub_adapter_config(folder: Path) -> bytes | None:
+    """The ``adapter_config.json`` to upload for an adapter whose base model has a Hub id (the
+    card's ``base_model``): the local one with ``base_model_name_or_path`` set to that id.
+    None for a full model, and for an adapter of a local model folder, which keeps its path."""
+    base = hub_base_model(folder)
+    if not is_adapter(folder) or base is None:
+        return None
+    config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def hub_base_model(folder: Path) -> str | None:
+    """The base model's Hub id that the card in ``folder`` names, or None (a local model folder)."""
+    from huggingface_hub import ModelCard
+
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    base = ModelCard.load(card).data.base_model
+    return (base[0] if base else None) if isinstance(base, list) else base
+
+
+def local_base_note(folder: Path) -> str | None:
+    """One line for the user when ``folder`` is an adapter of a base model with no Hub id."""
+    if not is_adapter(folder) or hub_base_model(folder) is not None:
+        return None
+    base = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    return (
+        f"the adapter's base model is the local folder {base}, which has no Hub id, so the pushed adapter names "
+        "that path; push the base model too, or push `hpsearch export best --merge PATH`'s full model instead"
+    )
+
+
+def _operations(folder: Path, files: list[str], adapter_config: bytes) -> list[object]:
+    """``files`` as one commit's additions, with ``adapter_config.json`` replaced by ``adapter_config``."""
+    from huggingface_hub import CommitOperationAdd
+
+    def content(name: str) -> str | bytes:
+        return adapter_config if name == ADAPTER_CONFIG else str(Path(folder) / name)
+
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content(name)) for name in files]

@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial
 from hpsearch import schema
 from hpsearch.analysis.verdict import verdict
 from hpsearch.bestmodel import Marker
+from hpsearch.card.adapter_section import adapter_facts
 from hpsearch.card.confirmation_section import confirmation_facts, with_seed_spread
 from hpsearch.card.cost_section import co2_eq_emissions
 from hpsearch.card.facts import CardFacts, gather, metric_label
@@ -155,9 +156,9 @@ def build_card_data(facts: CardFacts) -> Any:
 
     hub_id = facts.data.hub_id
     return ModelCardData(
-        library_name="transformers",
+        library_name="peft" if facts.config.get("peft") else "transformers",  # a LoRA adapter loads with peft
         base_model=_hub_base_model(facts),
-        tags=list(TAGS),
+        tags=[*TAGS, "lora"] if facts.config.get("peft") else list(TAGS),
         datasets=[str(hub_id)] if hub_id else None,
         metrics=[*METRICS, *schema.added_metrics(facts.rows)],
         model_name=model_name(facts),
@@ -269,6 +270,7 @@ def template_context(
         # The study's verdict opens the card of its best model only.
         verdict=verdict(facts.settings, facts.trials, facts.confirmation, shipped=row) if facts.is_best else None,
         hyperparameters=hyperparameters(facts),
+        adapter=adapter_facts(facts),
         results_header=results_header(schema.added_metrics(rows)),
         results_table=results_table(rows, schema.added_metrics(rows)),
         added_metrics=schema.added_metrics(rows),

@@ -12,6 +12,7 @@ from typing import Any
 
 from hpsearch import schema
 from hpsearch.card.facts import CardFacts
+from hpsearch.config import PEFT_PREFIX
 from hpsearch.formatting import fmt_metric, is_number
 from hpsearch.schema import METRIC_LABELS, METRICS
 
@@ -99,7 +100,8 @@ def hyperparameters(facts: CardFacts) -> list[tuple[str, str]]:
         out.append(("mixed_precision_training", "Native AMP"))  # as the Trainer's card says it
     if args.get("tf32"):
         out.append(("tf32", "True (matmuls in TensorFloat-32)"))
-    out += [(key, str(value)) for key, value in args.items() if key not in _DESCRIBED]
+    # The adapter's settings (peft_r) are listed with the rest of the adapter's (adapter_section.py).
+    out += [(k, str(v)) for k, v in args.items() if k not in _DESCRIBED and not k.startswith(PEFT_PREFIX)]
     return out
 
 

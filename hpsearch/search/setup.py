@@ -25,6 +25,7 @@ from hpsearch.hub import offline_if_unreachable
 from hpsearch.schema import DataFacts
 from hpsearch.search.storage import check_url
 from hpsearch.search.study import check_resumable
+from hpsearch.training.adapters import check_peft
 from hpsearch.training.evaluate_metrics import prepare_metrics
 from hpsearch.training.modeling import (
     ModelSource,
@@ -65,8 +66,9 @@ def prepare(config: SearchConfig, hooks: Hooks) -> Prepared:
     if not source.local or not (config.dataset == BUILTIN_DATASET or Path(config.dataset).exists()):
         offline_if_unreachable()
     quiet_libraries()
+    check_peft(config.peft)
     check_training_argument_names(config.recipe, config.space, own_parameters=hooks.model_init is not None)
-    recipe = recipe_params(config.recipe, config.space)  # trial 0 must fit the space
+    recipe = recipe_params(config.recipe, config.space, config.peft)  # trial 0 must fit the space
     task = load_task(config)
     labels = task.splits["validation"]["label"]
     metrics = prepare_metrics(config.metrics, config.objective, labels=labels, n_labels=task.num_labels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import TYPE_CHECKING, Any
 
-from hpsearch.config import Param, Recipe
+from hpsearch.config import PEFT_PREFIX, Param, PeftConfig, Recipe
 from hpsearch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,9 +29,11 @@ def suggest(trial: optuna.Trial, space: tuple[Param, ...]) -> dict[str, Any]:
     return params
 
 
-def recipe_params(recipe: Recipe, space: tuple[Param, ...]) -> dict[str, Any]:
-    """The recipe's own value of every searched parameter: trial 0 of every study."""
-    values = recipe.values()
+def recipe_params(recipe: Recipe, space: tuple[Param, ...], peft: PeftConfig | None = None) -> dict[str, Any]:
+    """The recipe's own value of every searched parameter: trial 0 of every study. An adapter
+    setting's (``peft_r``) is the ``[peft]`` table's."""
+    adapter = {f"{PEFT_PREFIX}{k}": v for k, v in vars(peft).items()} if peft is not None else {}
+    values = {**recipe.values(), **adapter}
     defaults = _training_arguments_defaults()
     params = {p.name: values.get(p.name, defaults.get(_ALIASES.get(p.name, p.name))) for p in space}
     for p in space:
@@ -58,9 +60,17 @@ def training_values(recipe: Recipe, params: dict[str, Any]) -> dict[str, Any]:
 
 def split_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(TrainingArguments values, your own)``: names TrainingArguments does not take are
-    parameters of your own, for a ``model_init`` hook (docs/python.md)."""
+    parameters of your own, for a ``model_init`` hook (docs/python.md); the adapter's
+    settings (``peft_r``) are neither, and go to :func:`adapter_values`."""
     known = set(_training_arguments_defaults()) | set(_ALIASES)
-    return {k: v for k, v in values.items() if k in known}, {k: v for k, v in values.items() if k not in known}
+    own = {k: v for k, v in values.items() if k not in known and not k.startswith(PEFT_PREFIX)}
+    return {k: v for k, v in values.items() if k in known}, own
+
+
+def adapter_values(peft: PeftConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """The trial's LoRA settings: the ``[peft]`` table with the searched ones (``peft_r``) applied."""
+    searched = {k.removeprefix(PEFT_PREFIX): v for k, v in values.items() if k.startswith(PEFT_PREFIX)}
+    return {**vars(peft), **searched}
 
 
 def training_arguments_kwargs(values: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +82,12 @@ def check_training_argument_names(recipe: Recipe, space: tuple[Param, ...], *, o
     """Every fixed or searched name must be a TrainingArguments parameter, unless a
     ``model_init`` hook takes parameters of its own (``own_parameters``)."""
     known = set(_training_arguments_defaults()) | set(_ALIASES)
-    for name in [*recipe.extra, *(p.name for p in space)]:
+    adapter = {p.name for p in space if p.name.startswith(PEFT_PREFIX)}  # checked with the configuration
+    for name in [*recipe.extra, *(p.name for p in space if p.name not in adapter)]:
+        if name.startswith(PEFT_PREFIX):
+            raise ConfigError(
+                f"recipe.{name}: an adapter setting goes in [peft] ({name.removeprefix(PEFT_PREFIX)} = ...)"
+            )
         if name not in known and not own_parameters:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -46,6 +46,7 @@ FAIL_REASON = "fail_reason"  # why it failed
 KEPT_MODEL = "kept_model"  # True when its model went to best-model/
 TEST_METRICS = "test_metrics"  # the kept model's scores on the test split
 DEVICE = "device"  # what trained it: {"name": ..., "peak_memory_mib": ... (CUDA only, else null)}
+PARAMETERS = "parameters"  # the model's parameter counts: {"trainable": n, "total": m}
 COST = "cost"  # what it cost: {"wall_seconds", "device_seconds", "energy_kwh", "co2_g", "tracker", "hardware"}
 # On the runs of `hpsearch confirm`, in the sibling study "<study>.confirm" (CONFIRM_SUFFIX):
 CONFIRMS = "confirms"  # the search trial whose configuration the run trains again
@@ -53,7 +54,7 @@ SEED = "run_seed"  # the seed the run trains with
 
 # Every trial attribute hpsearch writes.
 TRIAL_KEYS = (EPOCHS, RECIPE, WORKER, HEARTBEAT, TRAINING_ARGS, SHIPPED_EPOCH, CHECKPOINT_RULE, STOPPED_EARLY)
-TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, COST, CONFIRMS, SEED)
+TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, COST, PARAMETERS, CONFIRMS, SEED)
 
 CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
 CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
@@ -68,17 +69,8 @@ METRIC_LABELS = {"f1": "F1", "accuracy": "Accuracy", "precision": "Precision", "
 RANKING_METRIC = "roc_auc"
 RANKING_METRIC_SE = "roc_auc_se"
 # Names an added (``evaluate``) metric may not store under: every row has them already.
-ROW_KEYS = (
-    "epoch",
-    "step",
-    "train_loss",
-    "eval_loss",
-    *METRICS,
-    RANKING_METRIC,
-    RANKING_METRIC_SE,
-    "confusion",
-    "loss",
-)
+ROW_KEYS = ("epoch", "step", "train_loss", "eval_loss", *METRICS, RANKING_METRIC, RANKING_METRIC_SE, "confusion")
+ROW_KEYS += ("loss",)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STATE_NAMES = {
@@ -303,6 +295,12 @@ def cost(trial: FrozenTrial) -> dict[str, Any] | None:
     return dict(value) if value else None
 
 
+def parameters(trial: FrozenTrial) -> dict[str, int] | None:
+    """``{"trainable": n, "total": m}``: what the optimiser updated, of the model's own weights."""
+    value = trial.user_attrs.get(PARAMETERS)
+    return {k: int(v) for k, v in value.items()} if value else None
+
+
 def kept_model(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(KEPT_MODEL))
 
@@ -381,6 +379,10 @@ def record_device(trial: optuna.Trial, *, name: str, peak_memory_mib: float | No
 
 def record_cost(trial: optuna.Trial, value: Mapping[str, Any]) -> None:
     trial.set_user_attr(COST, dict(value))
+
+
+def record_parameters(trial: optuna.Trial, *, trainable: int, total: int) -> None:
+    trial.set_user_attr(PARAMETERS, {"trainable": int(trainable), "total": int(total)})
 
 
 def record_kept(trial: optuna.Trial) -> None:

@@ -140,6 +140,7 @@ class StudySettings:
     versions: dict[str, str]
     created: str  # ISO 8601, UTC
     schema: int = SCHEMA_VERSION
+    hooks: dict[str, Any] = field(default_factory=dict)  # hpsearch.hooks.Hooks.names(): code handed in from Python
 
     @property
     def objective(self) -> str:

@@ -133,7 +133,15 @@ def _claim_last(url: str, name: str, barrier: Any, fail_first: bool) -> None:
     lock = functools.partial(study_lock, storage, url, name)
     barrier.wait(timeout=60)
     trial = next_trial(
-        study, TOTAL, lock=lock, listener=RunListener(), deadline=None, recipe={}, me=worker_id(), poll=0.1
+        study,
+        TOTAL,
+        storage=storage,
+        lock=lock,
+        listener=RunListener(),
+        deadline=None,
+        recipe={},
+        me=worker_id(),
+        poll=0.1,
     )
     if trial is None:
         os._exit(NOT_NEEDED)
@@ -395,7 +403,9 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_run_and_not_counted(workd
     study = optuna.load_study(study_name="hpsearch", storage=url)
     dead = study.trials[trial.number]
     assert dead.state == TrialState.FAIL
-    assert schema.fail_reason(dead) == f"worker {socket.gethostname()}:{proc.pid} died while the trial ran"
+    assert dead.user_attrs[schema.FAIL_REASON] == (
+        f"worker {socket.gethostname()}:{proc.pid} is gone (process {proc.pid} has exited)"
+    )
     assert [t.number for t in study.trials if t.state in FINISHED] == [trial.number + 1]
     # the killed trial was the recipe: it runs again, so the study still has its baseline
     assert study.trials[trial.number].user_attrs["recipe"] is True

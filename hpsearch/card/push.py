@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hpsearch import hub
 from hpsearch.bestmodel import MARKER_FILE
 from hpsearch.card.render import MARKER
 from hpsearch.errors import CardError, first_line
-from hpsearch.hub import offline_if_unreachable
 from hpsearch.training.adapters import ADAPTER_CONFIG, is_adapter
 
 # What stays behind: the kept-model marker is hpsearch's bookkeeping, not the model's.
@@ -59,7 +59,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False) -> str:
     from huggingface_hub import HfApi
 
     files = push_files(folder)
-    if offline_if_unreachable():
+    if hub.offline_if_unreachable():
         raise PushError(
             "the Hugging Face Hub cannot be reached (offline, or HF_HUB_OFFLINE is set); nothing was pushed"
         )

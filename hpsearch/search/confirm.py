@@ -95,7 +95,9 @@ def confirm(
     )
     runner = _Runs(config, prepared, layout, listener, runs.study_name)
     with interrupts(), frozen_heap():
-        stopped = work(runs, runner, loop_config, lock=lock, listener=listener, recipe={}) if units else None
+        stopped = (
+            work(runs, runner, loop_config, storage=opened, lock=lock, listener=listener, recipe={}) if units else None
+        )
     best = BestModelStore(layout.root)
     result = ConfirmResult(None, best.folder, _complete(runs) - before, stopped)
     if not units:  # --seeds 1: nothing to run, but the plan is stored all the same
@@ -237,7 +239,7 @@ def _lock_and_enqueue(
     """The study lock, holding which the planned runs that are neither complete, running nor
     queued are enqueued (a run failed or interrupted is queued again), before the loop counts."""
     with study_lock(storage, url, confirm.study_name):
-        fail_dead_trials(confirm)
+        fail_dead_trials(confirm, storage=storage)
         if schema.read_plan(confirm) != plan:
             schema.write_plan(confirm, plan)
         have = {

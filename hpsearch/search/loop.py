@@ -81,7 +81,7 @@ def search(
     listener.run_start(RunInfo(study=study, config=config, data=prepared.data, finished=before, lock=lock))
     objective = Objective(config, prepared.resources, best, listener=listener, hooks=prepared.hooks)
     with interrupts(), frozen_heap():
-        stopped = work(study, objective, config, lock=lock, listener=listener, recipe=prepared.recipe)
+        stopped = work(study, objective, config, storage=storage, lock=lock, listener=listener, recipe=prepared.recipe)
     after = schema.count_finished(study.get_trials(deepcopy=False))
     return SearchPass(study, best.folder, after - before, stopped)
 
@@ -91,6 +91,7 @@ def work(
     objective: Any,
     config: SearchConfig,
     *,
+    storage: optuna.storages.BaseStorage,
     lock: Callable[[], Any],
     listener: RunListener,
     recipe: dict[str, Any],
@@ -100,7 +101,9 @@ def work(
     failures: list[str] = []  # reasons of the failed trials in a row
     me = worker_id()
     while True:
-        trial = next_trial(study, config.trials, lock=lock, listener=listener, deadline=deadline, recipe=recipe, me=me)
+        trial = next_trial(
+            study, config.trials, storage=storage, lock=lock, listener=listener, deadline=deadline, recipe=recipe, me=me
+        )
         if trial is None:
             done = schema.count_finished(study.get_trials(deepcopy=False)) >= config.trials
             return None if done else f"timeout of {config.timeout:g} s reached"
@@ -129,6 +132,7 @@ def next_trial(
     study: optuna.Study,
     total: int,
     *,
+    storage: optuna.storages.BaseStorage,
     lock: Callable[[], Any],
     listener: RunListener,
     deadline: float | None,
@@ -145,7 +149,7 @@ def next_trial(
     announced = False
     while deadline is None or time.monotonic() < deadline:
         with lock():
-            fail_dead_trials(study)
+            fail_dead_trials(study, storage=storage)
             states = [t.state for t in study.get_trials(deepcopy=False)]  # one read for both counts
             finished, running = sum(s in schema.FINISHED for s in states), states.count(TrialState.RUNNING)
             if finished >= total:

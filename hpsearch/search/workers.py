@@ -59,15 +59,15 @@ def heartbeat(trial: optuna.Trial, interval: float = HEARTBEAT_SECONDS) -> Itera
 
 
 def fail_dead_trials(
-    study: optuna.Study, *, storage: optuna.storages.BaseStorage | None = None, grace: float = GRACE_SECONDS
+    study: optuna.Study, *, storage: optuna.storages.BaseStorage, grace: float = GRACE_SECONDS
 ) -> list[int]:
     """Fail the running trials whose worker is gone (see the module docstring); their numbers.
 
     Args:
         study: The study to look through.
-        storage: The storage ``study`` was opened on. With it, each trial's reason is stored
-            on the trial before it is told failed; Optuna's study has no public way to write
-            to a trial that another process asked for.
+        storage: The storage ``study`` was opened on: each trial's reason is stored on the
+            trial before it is told failed, so every reader of the storage sees why (Optuna's
+            study has no public way to write to a trial that another process asked for).
         grace: Seconds of heartbeat silence after which a trial counts as dead.
     """
     failed = []
@@ -78,8 +78,7 @@ def fail_dead_trials(
         # Another worker may fail it first: then it is no longer ours to change. The reason
         # goes first, as a finished trial takes no more attributes.
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, ValueError):
-            if storage is not None:
-                _record_failure(storage, study, trial.number, reason)
+            _record_failure(storage, study, trial.number, reason)
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(trial.number)
     return failed

@@ -31,12 +31,14 @@ from hpsearch.data import Task
 from hpsearch.errors import HpsearchError, first_line
 from hpsearch.events import RunListener
 from hpsearch.formatting import count
+from hpsearch.hooks import Hooks
 from hpsearch.layout import StudyLayout
 from hpsearch.schema import METRICS, EpochRow
+from hpsearch.training.adapters import name_base_model, with_adapter
 from hpsearch.training.cost import CostMeter, store_cost
 from hpsearch.training.metrics import MetricsComputer
 from hpsearch.training.modeling import device_name, glibc, resolve_precision
-from hpsearch.training.space import suggest, training_arguments_kwargs, training_values
+from hpsearch.training.space import split_values, suggest, training_arguments_kwargs, training_values
 from hpsearch.training.trackers import StepCallback, runs_to
 
 
@@ -74,7 +76,7 @@ class Objective:
         best: BestModelStore,
         *,
         listener: RunListener | None = None,
-        callbacks: Sequence[TrainerCallback] = (),
+        hooks: Hooks | None = None,
         test_every_run: bool = False,
     ) -> None:
         self.config = config
@@ -84,7 +86,7 @@ class Objective:
         self.resources = resources
         self.best = best
         self.listener = listener or RunListener()
-        self.callbacks = list(callbacks)
+        self.hooks = hooks or Hooks()
         self.precision = resolve_precision(config.precision)
 
     def run(self, trial: optuna.Trial) -> Outcome:
@@ -102,8 +104,17 @@ class Objective:
         trainer = None
         meter = CostMeter().start()  # failed, pruned and interrupted trials are measured too
         try:
+            try:
+                model = self._model(values)
+            except Exception as e:  # the user's model_init: the trial's failure, not the search's
+                reason = f"model_init raised {type(e).__name__}: {first_line(e)}"
+                schema.record_failure(trial, reason)
+                return Outcome(TrialState.FAIL, reason=reason)
+            model, parameters = with_adapter(model, self.config.peft, values)  # [peft]: LoRA and the head train
+            schema.record_parameters(trial, **parameters)
             with tempfile.TemporaryDirectory(prefix=f"trial-{trial.number}-") as out:
-                trainer = self._trainer(trial, values, out, epoch_cb)
+                trainer = self._trainer(trial, model, values, out, epoch_cb)
+                del model
                 schema.record_training_args(
                     trial,
                     {
@@ -133,14 +144,22 @@ class Objective:
             _release_memory()
             store_cost(trial, meter.stop())
 
-    def _trainer(self, trial: optuna.Trial, values: dict[str, Any], output_dir: str, epoch_cb: EpochCallback) -> Any:
+    def _model(self, values: dict[str, Any]) -> Any:
+        """The trial's fresh copy of the base model, through the ``model_init`` hook where one is given."""
+        model = copy.deepcopy(self.resources.base_model)
+        return model if self.hooks.model_init is None else self.hooks.model_init(dict(values), model)
+
+    def _trainer(
+        self, trial: optuna.Trial, model: Any, values: dict[str, Any], output_dir: str, epoch_cb: EpochCallback
+    ) -> Any:
         import torch
         from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
         cuda = torch.cuda.is_available()
+        training, _ = split_values(values)  # your own parameters went to model_init only
         args = TrainingArguments(
             output_dir=output_dir,
-            **training_arguments_kwargs(values),
+            **training_arguments_kwargs(training),
             eval_strategy="epoch",
             logging_strategy="epoch",
             save_strategy="no",  # only the best model is written, by BestModelStore
@@ -152,15 +171,16 @@ class Objective:
             **self.precision.training_arguments(),
             dataloader_pin_memory=cuda,
         )
-        trainer = Trainer(
-            model=copy.deepcopy(self.resources.base_model),
+        trainer_class = self.hooks.trainer_class or Trainer
+        trainer = trainer_class(
+            model=model,
             args=args,
             train_dataset=self.resources.tokenized["train"],
             eval_dataset=self.resources.tokenized["validation"],
-            data_collator=DataCollatorWithPadding(self.resources.tokenizer),
+            data_collator=self.hooks.data_collator or DataCollatorWithPadding(self.resources.tokenizer),
             processing_class=self.resources.tokenizer,
             compute_metrics=epoch_cb.metrics,
-            callbacks=[epoch_cb, StepCallback(trial, self.listener), *self.callbacks],
+            callbacks=[epoch_cb, StepCallback(trial, self.listener), *self.hooks.callbacks],
         )
         runs_to(trainer, StudyLayout.of(self.config).runs / f"trial-{trial.number}", params=trial.params)
         trainer.remove_callback(PrinterCallback)  # progress is ours; the Trainer's log dicts are noise
@@ -191,6 +211,9 @@ class Objective:
 
         def save(folder: Path) -> None:
             trainer.save_model(str(folder))
+            if self.config.peft is not None:  # the adapter names the study's base model with this task's head
+                base = StudyLayout.of(self.config).base_model
+                name_base_model(folder, self.resources.base_model, self.resources.tokenizer, base)
             if not self.test_every_run:
                 score_test()
 
@@ -369,7 +392,7 @@ def _release_memory() -> None:
     """Free the trial's model and optimiser, and hand the freed memory back to the system.
 
     glibc keeps freed blocks in its arenas: without ``malloc_trim`` a run's resident size
-    grows with every trial though nothing is kept alive (benchmarks/RESULTS.md).
+    grows with every trial though nothing is kept alive (docs/performance.md).
     """
     import torch
 

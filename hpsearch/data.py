@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hpsearch.builtin import builtin_reviews
 from hpsearch.config import BUILTIN_DATASET, SearchConfig
 from hpsearch.errors import DataError, first_line
-from hpsearch.hub import is_offline
+from hpsearch.hub import dataset_revision, is_offline
 from hpsearch.schema import DataFacts
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class Task:
     name: str  # what the card calls the dataset
     hub_id: str | None = None  # the Hub dataset id, for the card's `datasets:` metadata
     notes: list[str] = field(default_factory=list)
+    revision: str | None = None  # the Hub dataset's commit (hpsearch.hub.dataset_revision)
 
     @property
     def num_labels(self) -> int:
@@ -84,6 +85,7 @@ class Task:
                 s: [cols["label"].count(i) for i in range(self.num_labels)] for s, cols in self.splits.items()
             },
             notes=list(self.notes),
+            revision=self.revision,
         )
 
 
@@ -114,7 +116,10 @@ def load_task(config: SearchConfig) -> Task:
         data = _read_hub(config.dataset, config.dataset_config)
         name, hub_id = config.dataset + (f" ({config.dataset_config})" if config.dataset_config else ""), config.dataset
     with _quiet():
-        return _make_task(data, config, name=name, hub_id=hub_id)
+        task = _make_task(data, config, name=name, hub_id=hub_id)
+    if hub_id is not None:
+        task.revision = dataset_revision(hub_id)
+    return task
 
 
 def looks_like_path(name: str) -> bool:

@@ -41,3 +41,23 @@ def is_offline() -> bool:
     import huggingface_hub.constants as hub_constants
 
     return bool(hub_constants.HF_HUB_OFFLINE)
+
+
+def dataset_revision(repo_id: str) -> str | None:
+    """The commit of Hub dataset ``repo_id`` that a load reads: the Hub's current one where it
+    answers, else the one the local cache's ``main`` points at; None where neither says."""
+    import huggingface_hub
+
+    if not is_offline():
+        try:
+            return huggingface_hub.HfApi().dataset_info(repo_id).sha
+        except Exception:  # noqa: BLE001 - unknown to the Hub or unreachable: the cache may know
+            pass
+    try:
+        cache = huggingface_hub.scan_cache_dir()
+    except huggingface_hub.CacheNotFound:
+        return None
+    for repo in cache.repos:
+        if repo.repo_type == "dataset" and repo.repo_id == repo_id:
+            return next((r.commit_hash for r in repo.revisions if "main" in r.refs), None)
+    return None

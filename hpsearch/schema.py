@@ -119,6 +119,7 @@ class DataFacts:
     sizes: dict[str, int]  # split -> rows
     class_counts: dict[str, list[int]]  # split -> examples per class, in label order
     notes: list[str] = field(default_factory=list)
+    revision: str | None = None  # the Hub dataset's commit the data came from
 
     @property
     def average(self) -> str:

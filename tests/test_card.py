@@ -657,6 +657,20 @@ def test_the_optimizer_line_is_the_trainer_cards(optim, tmp_path):
     assert optimizer_line(values) == extract_hyperparameters_from_trainer(SimpleNamespace(args=args))["optimizer"]
 
 
+def test_the_card_names_the_pipeline_and_the_hub_dataset_s_revision(workdir, no_png):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    config = search_config()
+    task = make_task()
+    task.revision = "0123456789abcdef0123456789abcdef01234567"
+    make_study(config, task)
+    card = ModelCard.load(write_card(config, "best").path)
+    assert card.data.pipeline_tag == "text-classification"
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert {r.dataset_revision for r in results} == {task.revision}
+
+
 def test_written_card_loads_and_its_eval_results_read_back(golden):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results

@@ -229,3 +229,24 @@ def test_tokens_are_made_once_and_evaluation_is_sorted_by_length(tiny_model):
     lengths = [len(ids) for ids in tokenized["validation"]["input_ids"]]
     assert lengths == sorted(lengths) and max(lengths) <= 16
     assert sorted(tokenized["validation"]["labels"]) == sorted(task.splits["validation"]["label"])
+
+
+def test_a_hub_dataset_s_revision_is_read_from_the_cache_offline(tmp_path, monkeypatch):
+    """Offline, the commit is the one the Hugging Face cache's ``main`` points at."""
+    import huggingface_hub.constants as hub_constants
+
+    from hpsearch.hub import dataset_revision
+
+    sha = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "datasets--acme--reviews"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha, encoding="utf-8")
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    blob = repo / "blobs" / "b0"
+    blob.write_text("text,label\nfine,1\n", encoding="utf-8")
+    (repo / "snapshots" / sha / "train.csv").symlink_to(blob)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert dataset_revision("acme/reviews") == sha
+    assert dataset_revision("acme/other") is None

@@ -156,6 +156,7 @@ def build_card_data(facts: CardFacts) -> Any:
 
     hub_id = facts.data.hub_id
     return ModelCardData(
+        pipeline_tag="text-classification",
         library_name="peft" if facts.config.get("peft") else "transformers",  # a LoRA adapter loads with peft
         base_model=_hub_base_model(facts),
         tags=[*TAGS, "lora"] if facts.config.get("peft") else list(TAGS),
@@ -185,6 +186,7 @@ def _eval_results(facts: CardFacts) -> list[Any]:
                         dataset_type=str(hub_id) if hub_id else "local",
                         dataset_name=str(facts.data.name),
                         dataset_config=facts.config["dataset_config"] if hub_id else None,
+                        dataset_revision=facts.data.revision if hub_id else None,
                         dataset_split=split,
                         metric_type=key,
                         metric_name=metric_label(key),

@@ -18,7 +18,7 @@ import pytest
 from conftest import tiny_run_args
 from transformers import TrainerCallback
 
-from hpsearch import ConfigError, load_config, schema
+from hpsearch import ConfigError, hub, load_config, schema
 from hpsearch.config import PeftConfig, config_from_dict
 from hpsearch.training.space import adapter_values, recipe_params, split_values
 
@@ -260,7 +260,6 @@ def test_a_pushed_adapter_names_the_hub_id_and_loads_as_documented(adapter_study
     import huggingface_hub
     from peft import AutoPeftModelForSequenceClassification
 
-    import hpsearch.card.push as push
     from hpsearch.card.push import push_files, push_folder
 
     _, kept = adapter_study
@@ -269,7 +268,7 @@ def test_a_pushed_adapter_names_the_hub_id_and_loads_as_documented(adapter_study
     _hub_card(folder, HUB_ID)
     local = (folder / "adapter_config.json").read_text("utf-8")
     commits = []
-    monkeypatch.setattr(push, "offline_if_unreachable", lambda: False)
+    monkeypatch.setattr(hub, "offline_if_unreachable", lambda: False)
     monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda self: {"name": "me"})
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: f"https://hf.co/{repo_id}")
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", lambda self, **kw: commits.append(kw))
@@ -294,8 +293,8 @@ def test_a_pushed_adapter_names_the_hub_id_and_loads_as_documented(adapter_study
     )
     from transformers import pipeline
 
-    hub = pipeline("text-classification", model=model.merge_and_unload(), tokenizer=str(repo))
-    assert _labels(hub) == _labels(pipeline("text-classification", model=str(kept)))
+    from_hub = pipeline("text-classification", model=model.merge_and_unload(), tokenizer=str(repo))
+    assert _labels(from_hub) == _labels(pipeline("text-classification", model=str(kept)))
 
 
 def test_pushing_an_adapter_of_a_local_model_notes_that_it_keeps_the_path(adapter_study, cli, tmp_path):

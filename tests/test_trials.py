@@ -275,8 +275,10 @@ def test_table_has_a_column_per_searched_parameter_named_as_progress_names_it(wo
     ]
 
 
-def test_table_fits_120_columns_with_a_long_pruned_reason(workdir, cli):
+@pytest.mark.parametrize("energy", [False, True], ids=["no-energy", "energy"])
+def test_table_fits_120_columns_with_a_long_pruned_reason(workdir, cli, energy):
     study = handmade_study()
+    cost = {schema.COST: {"wall_seconds": 3.5, "device_seconds": 6.1, "energy_kwh": 0.0123456, "co2_g": 4.5}}
     params = {
         "learning_rate": 1.234e-05,
         "per_device_train_batch_size": 32,
@@ -294,6 +296,7 @@ def test_table_fits_120_columns_with_a_long_pruned_reason(workdir, cli):
                     schema.EPOCHS: rows(0.4),
                     schema.PRUNED_REASON: LONG_PRUNED_REASON,
                     **schema.recipe_attrs(),
+                    **(cost if energy else {}),
                 },
             )
         )
@@ -391,12 +394,12 @@ def test_ctrl_c_outside_a_run_says_only_interrupted(workdir, cli, monkeypatch, c
 
 
 def test_ctrl_c_in_a_run_says_the_running_trial_is_recorded(workdir, cli, monkeypatch):
-    import hpsearch.search.loop
+    import hpsearch.search.run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hpsearch.search.loop, "run_search", interrupted)
+    monkeypatch.setattr(hpsearch.search.run, "run_search", interrupted)
     code, _, err = cli("run")
     assert code == 130
     assert err.startswith("hpsearch: interrupted; the running trial is recorded as failed and the study is intact.")

@@ -45,7 +45,7 @@ def print_summary(out: Any, config: SearchConfig, study: optuna.Study, *, with_v
     out.print(f"study: {config.study} in {storage}")
     folder = StudyLayout.of(config).best_model
     if folder.is_dir():
-        named = (config.study, config.storage) != ("hpsearch", DEFAULT_STORAGE)
+        named = (config.study, config.storage) != (SearchConfig.study, DEFAULT_STORAGE)
         out.print(f"card: hpsearch card best{f' --study {config.study} --storage {storage}' if named else ''}")
         out.print(f"best model: {folder}")
     if with_verdict:

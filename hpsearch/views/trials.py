@@ -93,7 +93,10 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
 
     names = list(dict.fromkeys(k for r in records for k in r["params"]))
     # No outer frame or column rules: with the default space the table fits 120 columns.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    energy = any(is_number(_energy(r)) for r in records)  # a column only where codecarbon measured
+    # With an energy column, two spaces between columns instead of three, so the note keeps
+    # its width ("recipe; pruned at epoch 1") and the table still fits 120 columns.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=energy)
     table.add_column("#", justify="right")
     table.add_column("state")
     table.add_column(objective, justify="right")
@@ -102,12 +105,9 @@ def trials_table(records: list[dict[str, Any]], objective: str) -> Any:
     for name in names:
         table.add_column(param_label(name), justify="right")
     table.add_column("time", justify="right")
-    energy = any(is_number(_energy(r)) for r in records)  # a column only where codecarbon measured
     if energy:
         table.add_column("energy", justify="right")
-    # The energy column takes its width from the note, so the table still fits 120 columns.
-    note_width = NOTE_WIDTH - 9 if energy else NOTE_WIDTH
-    table.add_column("note (★ best)", max_width=note_width, no_wrap=True, overflow="ellipsis")
+    table.add_column("note (★ best)", max_width=NOTE_WIDTH, no_wrap=True, overflow="ellipsis")
     for r in records:
         table.add_row(
             str(r["number"]),

@@ -43,9 +43,10 @@ def is_offline() -> bool:
     return bool(hub_constants.HF_HUB_OFFLINE)
 
 
-def dataset_revision(repo_id: str) -> str | None:
+def dataset_revision(repo_id: str, *, cache_dir: str | None = None) -> str | None:
     """The commit of Hub dataset ``repo_id`` that a load reads: the Hub's current one where it
-    answers, else the one the local cache's ``main`` points at; None where neither says."""
+    answers, else the one the local cache's ``main`` points at (``cache_dir``, or
+    huggingface_hub's own); None where neither says."""
     import huggingface_hub
 
     if not is_offline():
@@ -54,7 +55,7 @@ def dataset_revision(repo_id: str) -> str | None:
         except Exception:  # noqa: BLE001 - unknown to the Hub or unreachable: the cache may know
             pass
     try:
-        cache = huggingface_hub.scan_cache_dir()
+        cache = huggingface_hub.scan_cache_dir(cache_dir)
     except huggingface_hub.CacheNotFound:
         return None
     for repo in cache.repos:

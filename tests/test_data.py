@@ -246,7 +246,6 @@ def test_a_hub_dataset_s_revision_is_read_from_the_cache_offline(tmp_path, monke
     blob = repo / "blobs" / "b0"
     blob.write_text("text,label\nfine,1\n", encoding="utf-8")
     (repo / "snapshots" / sha / "train.csv").symlink_to(blob)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    assert dataset_revision("acme/reviews") == sha
-    assert dataset_revision("acme/other") is None
+    assert dataset_revision("acme/reviews", cache_dir=str(tmp_path)) == sha
+    assert dataset_revision("acme/other", cache_dir=str(tmp_path)) is None

@@ -374,7 +374,7 @@ def test_a_study_of_another_schema_is_refused_in_one_line(workdir, cli):
 @pytest.mark.parametrize(
     ("command", "module", "function"),
     [
-        (["trials"], "hpsearch.views.trials", "trial_records"),
+        (["trials"], "hpsearch.views.summary", "print_trials"),
         (["report"], "hpsearch.views.report", "write_report"),
         (["dashboard"], "hpsearch.views.dashboard", "serve"),
         (["card", "best"], "hpsearch.card.render", "write_card"),

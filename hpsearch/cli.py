@@ -104,6 +104,11 @@ _RUN_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
         "stop a trial once its objective has not improved for N epochs after it began to learn (default 2; 0: off)",
     ),
     "--timeout": ({"type": float}, "stop starting new trials after SECONDS"),
+    "--seeds": (
+        {"type": int, "metavar": "S"},
+        "seeds each contender is judged on (default 1); above 1, challengers race the incumbent on the same seeds "
+        "during the search, or with --confirm-top the K best are confirmed on them after it",
+    ),
     "--storage-timeout": (
         {"type": float},
         "retry a storage server that stopped answering for SECONDS before exiting (default 60)",
@@ -132,11 +137,7 @@ _POOL_AND_CHAIN_OPTIONS: dict[str, tuple[dict[str, Any], str]] = {
     "--workers-per-device": ({"type": int, "default": 1}, "workers on each device of --devices (default 1)"),
     "--confirm-top": (
         {"type": int, "metavar": "K"},
-        "once the search holds its trials, run `hpsearch confirm --top K` (on the same workers)",
-    ),
-    "--seeds": (
-        {"type": int},
-        f"with --confirm-top: seeds per configuration, original trial included (default {DEFAULT_SEEDS})",
+        "judge after the search instead of racing: confirm its K best and the recipe on --seeds seeds (at least 2)",
     ),
 }
 
@@ -264,8 +265,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = WorkerSettings.read(args.worker_settings)
         _run_here(settings, err)
         return 0
-    _check_chain(args)
-    settings = WorkerSettings(_config(args, _RUN_KEYS), args.confirm_top, args.seeds or DEFAULT_SEEDS)
+    settings = WorkerSettings(_config(args, _RUN_KEYS), args.confirm_top)
+    _check_chain(settings)
     config, chained = settings.config, settings.confirm_top is not None
     if args.workers is not None or args.devices is not None:
         workers = _pool_plan(args, err, settings)
@@ -274,9 +275,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         study = _run_here(settings, err).study
     out = _stdout_console()
-    print_summary(out, config, study, with_verdict=not chained)
+    print_summary(out, config, study, with_verdict=not chained and config.seeds == 1)
     if not chained:
-        return 0
+        return 0 if config.seeds == 1 else print_confirmation(out, err, config)  # the race, the verdict last
     missing = config.trials - schema.count_finished(study.get_trials(deepcopy=False))
     if missing > 0:  # stopped early (--timeout, failures): the leaders are not known yet
         line = f"the search is {missing} trials short of {config.trials}; run the same command to go on"
@@ -290,39 +291,27 @@ def _run(args: argparse.Namespace) -> int:
 def _run_here(settings: Any, err: Any) -> Any:
     """The search, and the confirmation it chains, in this process, with progress on stderr."""
     from hpsearch.search.run import run_search
-    from hpsearch.views.confirmation import SeedLines
     from hpsearch.views.dashboard import DashboardNotes
     from hpsearch.views.progress import ConsoleReporter
+    from hpsearch.views.summary import print_ends
 
     config = settings.config
     reporter = ConsoleReporter(err)
-    listeners = [reporter, DashboardNotes(config), SeedLines(err)]
+    listeners = [reporter, DashboardNotes(config)]
     try:
-        result = run_search(config, listeners=listeners, confirm_top=settings.confirm_top, seeds=settings.seeds)
+        result = run_search(config, listeners=listeners, confirm_top=settings.confirm_top)
     finally:
         reporter.close()  # ends the progress bar, and shows the terminal's cursor again
-    if result.stopped:
-        err.print(f"stopped early: {result.stopped}; run the same command to go on", markup=False)
-    _print_confirm_result(result.confirmation, err)
+    print_ends(err, result, result.confirmation)
     return result
 
 
-def _print_confirm_result(result: Any, err: Any) -> None:
-    if result is None:
-        return
-    if result.stopped:
-        err.print(f"stopped early: {result.stopped}; run the same command to go on", markup=False)
-    elif result.not_shipped:
-        err.print(f"best model left as it was: {result.not_shipped}", markup=False)
+def _check_chain(settings: Any) -> None:
+    """``--confirm-top`` with fewer than 2 ``--seeds``: refused in one line before any training."""
+    from hpsearch.search.run import check_chain
 
-
-def _check_chain(args: argparse.Namespace) -> None:
-    """``--confirm-top`` / ``--seeds``: refused in one line before any training."""
-    if args.seeds is not None and args.confirm_top is None:
-        abort("--seeds needs --confirm-top K: the number of configurations to confirm")
-    for flag, value in (("--confirm-top", args.confirm_top), ("--seeds", args.seeds)):
-        if value is not None and value < 1:
-            abort(f"{flag}: expected at least 1, got {value}")
+    if settings.confirm_top is not None:
+        check_chain(settings.confirm_top, settings.config.seeds)
 
 
 def _pool_plan(args: argparse.Namespace, err: Any, settings: Any) -> Any:
@@ -340,26 +329,25 @@ def _pool_plan(args: argparse.Namespace, err: Any, settings: Any) -> Any:
     )
     err.print(f"starting {len(workers)} workers: {' '.join(w.label for w in workers)}", markup=False)
     if settings.confirm_top is not None:
-        top, seeds = settings.confirm_top, settings.seeds
+        top, seeds = settings.confirm_top, settings.config.seeds
         err.print(f"once the search is done they confirm the top {top} and the recipe with {seeds} seeds", markup=False)
     return workers
 
 
 def _confirm(args: argparse.Namespace) -> int:
     from hpsearch.search.run import run_confirm
-    from hpsearch.views.confirmation import SeedLines
     from hpsearch.views.progress import ConsoleReporter
-    from hpsearch.views.summary import print_confirmation
+    from hpsearch.views.summary import print_confirmation, print_ends
 
     config, err = _config(args), _stderr_console()
     reporter = ConsoleReporter(err)
     try:
-        listeners = [SeedLines(err), reporter]
+        listeners = [reporter]
         where = {"study": config.study, "storage": config.storage, "workdir": config.workdir}
         result = run_confirm(**where, top=args.top, seeds=args.seeds, listeners=listeners)
     finally:
         reporter.close()
-    _print_confirm_result(result, err)
+    print_ends(err, result)
     print_confirmation(_stdout_console(), err, config)
     return 0
 

@@ -41,8 +41,7 @@ BUILTIN_DATASET = "builtin"
 DEFAULT_STORAGE = "sqlite:///studies/hpsearch.db"
 # `hpsearch confirm`: the leading configurations it trains again, and the seeds of each
 # (the recipe's seed and the next ones, the original trial included).
-DEFAULT_CONFIRM_TOP = 3
-DEFAULT_SEEDS = 5
+DEFAULT_CONFIRM_TOP, DEFAULT_SEEDS = 3, 5
 
 PRUNERS = ("best", "median", "halving", "hyperband", "none")
 # Start-up trials by rule: "best" judges once one trial has finished; the median needs a few.
@@ -263,6 +262,8 @@ class SearchConfig:
     storage_timeout: float = 60.0
     # Consecutive failed trials after which the run stops instead of burning its budget.
     max_failures: int = 3
+    # Seeds a configuration is judged on: above 1, challengers race the incumbent (docs/seeds.md).
+    seeds: int = 1
     trust_remote_code: bool = False
     # Metrics added to every epoch row: evaluate module names, folders or .py files
     # (hpsearch/training/evaluate_metrics.py); f1, accuracy, precision and recall are built in.
@@ -279,6 +280,7 @@ class SearchConfig:
         check_at_least("trials", self.trials, 1)
         check_at_least("max_length", self.max_length, 8)
         check_at_least("max_failures", self.max_failures, 1)
+        check_at_least("seeds", self.seeds, 1)
         check_at_least("early_stopping_patience", self.early_stopping_patience, 0)
         for key in ("max_train_samples", "max_eval_samples"):
             if getattr(self, key) is not None:

@@ -63,6 +63,9 @@ class RunListener:
     def trial_end(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
         """The trial was told to Optuna; ``frozen`` is its stored record, ``trial`` the live handle."""
 
+    def note(self, text: str) -> None:
+        """A line about the run that is no trial's: a challenger enters the race, drops out, takes over."""
+
 
 class Listeners(RunListener):
     """Several listeners as one, called in order."""
@@ -93,3 +96,7 @@ class Listeners(RunListener):
     def trial_end(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
         for listener in self.listeners:
             listener.trial_end(trial, frozen)
+
+    def note(self, text: str) -> None:
+        for listener in self.listeners:
+            listener.note(text)

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 STUDY_KEY = "hpsearch"  # study user attribute: StudySettings
 
@@ -58,6 +58,7 @@ TRIAL_KEYS += (PRUNED_REASON, FAIL_REASON, KEPT_MODEL, TEST_METRICS, DEVICE, COS
 
 CONFIRM_SUFFIX = ".confirm"  # the confirmation runs of study S live in the study "S.confirm"
 CONFIRM_KEY = "hpsearch_confirm"  # that study's user attribute: ConfirmPlan
+RACE_KEY = "hpsearch_race"  # and, after `run --seeds S`, the race: hpsearch.analysis.race.Race.to_dict()
 
 INTERRUPTED = "interrupted"  # the fail reason of a trial stopped by Ctrl-C or SIGTERM
 
@@ -260,20 +261,18 @@ def is_recipe(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(RECIPE))
 
 
-def worker(trial: FrozenTrial) -> str | None:
-    return trial.user_attrs.get(WORKER)
+def _reader(key: str) -> Any:
+    def read(trial: FrozenTrial | optuna.Trial) -> Any:
+        return trial.user_attrs.get(key)
+
+    read.__name__ = read.__qualname__ = key
+    return read
 
 
-def heartbeat(trial: FrozenTrial) -> float | None:
-    return trial.user_attrs.get(HEARTBEAT)
-
-
-def shipped_epoch(trial: FrozenTrial) -> int | None:
-    return trial.user_attrs.get(SHIPPED_EPOCH)
-
-
-def checkpoint_rule(trial: FrozenTrial) -> str | None:
-    return trial.user_attrs.get(CHECKPOINT_RULE)
+# The worker's "host:pid", its last heartbeat (Unix time), the shipped epoch, the checkpoint rule;
+# on a seed run, the search trial it repeats and its seed.
+worker, heartbeat, shipped_epoch, checkpoint_rule = map(_reader, (WORKER, HEARTBEAT, SHIPPED_EPOCH, CHECKPOINT_RULE))
+confirms, run_seed = _reader(CONFIRMS), _reader(SEED)
 
 
 def training_args(trial: FrozenTrial) -> dict[str, Any]:
@@ -437,14 +436,14 @@ def read_plan(study: optuna.Study) -> ConfirmPlan | None:
     return ConfirmPlan.from_dict(study.user_attrs.get(CONFIRM_KEY))
 
 
+def write_race(study: optuna.Study, race: dict[str, Any]) -> None:
+    study.set_user_attr(RACE_KEY, race)
+
+
+def read_race(study: optuna.Study) -> dict[str, Any] | None:
+    return study.user_attrs.get(RACE_KEY)
+
+
 def confirm_attrs(configuration: int, seed: int) -> dict[str, Any]:
-    """The user attributes a confirmation run is enqueued with."""
+    """The user attributes a seed run (of a confirmation or a race) is enqueued with."""
     return {CONFIRMS: int(configuration), SEED: int(seed)}
-
-
-def confirms(trial: FrozenTrial | optuna.Trial) -> int | None:
-    return trial.user_attrs.get(CONFIRMS)
-
-
-def run_seed(trial: FrozenTrial | optuna.Trial) -> int | None:
-    return trial.user_attrs.get(SEED)

@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import schema
+from hpsearch.analysis.race import Race
 from hpsearch.analysis.scores import failure
 from hpsearch.formatting import is_number
 from hpsearch.schema import METRICS
@@ -154,6 +155,8 @@ class Confirmation:
     search_best: int | None  # the search's best trial
     pending: int  # planned runs not yet complete
     units: dict[int, FrozenTrial] = field(default_factory=dict, repr=False)  # "<study>.confirm" trials by number
+    # A race (`run --seeds S`) rather than a confirmation: its winner is the last incumbent.
+    race: Race | None = None
 
     @property
     def done(self) -> bool:
@@ -161,6 +164,8 @@ class Confirmation:
 
     @property
     def winner(self) -> ConfigStats | None:
+        if self.race is not None:
+            return None if self.race.incumbent is None else self.of_trial(self.race.incumbent)
         return pick_winner(self.configs)
 
     @property
@@ -304,4 +309,46 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
         search_best=None if best is None else best.number,
         pending=pending,
         units={u.number: u for u in units},
+    )
+
+
+def read_race(search: optuna.Study, runs: optuna.Study | None) -> Confirmation | None:
+    """The race of a search run with ``--seeds S`` (stored on ``<study>.confirm``), as a
+    :class:`Confirmation` of the configurations that raced; None for a study that did not race."""
+    race = Race.from_dict(schema.read_race(runs)) if runs is not None else None
+    if race is None:
+        return None
+    settings = schema.read_settings(search)
+    objective, data = settings.objective, settings.data
+    counts = data.class_counts["validation"]
+    trials = search.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    units = runs.get_trials(deepcopy=False)
+    done = {(schema.confirms(u), schema.run_seed(u)): u for u in units if u.state == TrialState.COMPLETE}
+    configs, recipe = [], race.entries[0].trial if race.entries else None
+    for entry in race.entries:
+        trial = by_number[entry.trial]
+        if entry.trial == recipe:  # the recipe's first run is its complete trial, where it ran again
+            trial = schema.recipe_trial(trials) or trial
+        found = [(trial, True, race.seeds[0])] if trial.state == TrialState.COMPLETE else []
+        for seed in race.seeds[1 if found else 0 :]:
+            if (entry.trial, seed) in done:
+                found.append((done[(entry.trial, seed)], False, seed))
+        run_list = [
+            seed_run(u, seed=seed, original=original, objective=objective, counts=counts, average=data.average)
+            for u, original, seed in found
+        ]
+        configs.append(ConfigStats(entry.trial, dict(trial.params), entry.trial == recipe, run_list, len(race.seeds)))
+    plan = schema.ConfirmPlan(
+        top=0, seeds=list(race.seeds), configurations=[e.trial for e in race.entries], recipe=recipe
+    )
+    best = schema.best_trial(trials)
+    return Confirmation(
+        plan=plan,
+        configs=configs,
+        objective=objective,
+        search_best=None if best is None else best.number,
+        pending=len(race.needed),
+        units={u.number: u for u in units},
+        race=race,
     )

@@ -40,7 +40,7 @@ from hpsearch.errors import ConfigError
 from hpsearch.events import Listeners, RunInfo, RunListener
 from hpsearch.layout import StudyLayout
 from hpsearch.search.locks import study_lock
-from hpsearch.search.loop import frozen_heap, work
+from hpsearch.search.loop import StudySource, frozen_heap, work
 from hpsearch.search.setup import Prepared
 from hpsearch.search.signals import interrupts
 from hpsearch.search.storage import open_storage
@@ -77,7 +77,7 @@ def confirm(
     plan = make_plan(search, top=top, seeds=seeds, base_seed=config.recipe.seed)
     layout = StudyLayout.of(config)
     opened = open_storage(config.storage, create=False)
-    runs = _create_or_join(opened, schema.confirm_study_name(search.study_name), config.objective)
+    runs = create_or_join(opened, schema.confirm_study_name(search.study_name), config.objective)
     units = planned_units(search, plan)
     lock = functools.partial(_lock_and_enqueue, runs, opened, config.storage, search, units, plan)
     listener = Listeners(listeners)
@@ -93,11 +93,10 @@ def confirm(
     listener.run_start(
         RunInfo(study=runs, config=loop_config, data=prepared.data, finished=before, lock=lock, kind="confirm")
     )
-    runner = _Runs(config, prepared, layout, listener, runs.study_name)
+    runner = SeedRuns(config, prepared, listener, runs.study_name)
+    source = StudySource(runs, runner, loop_config.trials, storage=opened, lock=lock, listener=listener, recipe={})
     with interrupts(), frozen_heap():
-        stopped = (
-            work(runs, runner, loop_config, storage=opened, lock=lock, listener=listener, recipe={}) if units else None
-        )
+        stopped = work(source, loop_config, listener=listener) if units else None
     best = BestModelStore(layout.root)
     result = ConfirmResult(None, best.folder, _complete(runs) - before, stopped)
     if not units:  # --seeds 1: nothing to run, but the plan is stored all the same
@@ -183,14 +182,27 @@ def ship_winner(confirmation: Confirmation, best: BestModelStore, layout: StudyL
 # --------------------------------------------------------------------------- the runs
 
 
-class _Runs:
-    """The loop's objective: trains a confirmation run with its configuration's seed."""
+class SeedRuns:
+    """The loop's objective for seed runs: trains a run of a search trial's configuration
+    with the run's seed, every epoch, no pruner, scored on the test split.
+
+    Args:
+        keep_seed: None: every run offers its model to its configuration's store under
+            ``confirm/trial-<N>/``, which keeps the best (a confirmation); a seed: only the run
+            of that seed is kept there (a race, which ships its incumbent's run of the last seed).
+    """
 
     def __init__(
-        self, config: SearchConfig, prepared: Prepared, layout: StudyLayout, listener: RunListener, study_name: str
+        self,
+        config: SearchConfig,
+        prepared: Prepared,
+        listener: RunListener,
+        study_name: str,
+        *,
+        keep_seed: int | None = None,
     ) -> None:
-        self.config, self.prepared, self.layout = config, prepared, layout
-        self.listener, self.study_name = listener, study_name
+        self.config, self.prepared, self.layout = config, prepared, StudyLayout.of(config)
+        self.listener, self.study_name, self.keep_seed = listener, study_name, keep_seed
 
     def run(self, trial: optuna.Trial) -> Outcome:
         number, seed = schema.confirms(trial), schema.run_seed(trial)
@@ -201,8 +213,10 @@ class _Runs:
             pruner=PrunerConfig(name="none"),
         )
         try:
-            store = BestModelStore(self.layout.confirm_root(number))
-            store.recover()
+            store = None
+            if self.keep_seed in (None, seed):
+                store = BestModelStore(self.layout.confirm_root(number))
+                store.recover()
             hooks, resources = self.prepared.hooks, self.prepared.resources
             objective = Objective(config, resources, store, listener=self.listener, hooks=hooks, test_every_run=True)
             return objective.run(trial)
@@ -211,7 +225,8 @@ class _Runs:
             raise
 
 
-def _create_or_join(storage: Any, name: str, objective: str) -> optuna.Study:
+def create_or_join(storage: Any, name: str, objective: str) -> optuna.Study:
+    """The sibling study ``<study>.confirm`` that holds seed runs, made by the first to need it."""
     # Fixed parameters only: the sampler never chooses, and no run is pruned.
     kwargs = dict(
         study_name=name,

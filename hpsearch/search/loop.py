@@ -1,116 +1,93 @@
-"""The search: open the study, then one loop until the total is reached.
+"""The worker loop: take a unit of work, train it, tell Optuna, decide whether to go on.
 
-:func:`search` starts from what :func:`hpsearch.search.setup.prepare` made, creates or
-resumes the study, and runs the worker loop, :func:`work` and :func:`next_trial`: ask for a
-trial under the study lock (only while the total needs one), train it, tell Optuna the
-outcome, and decide whether to go on. Ctrl-C or SIGTERM records the running trial as failed
-("interrupted"); the same command resumes. The confirmation (:mod:`hpsearch.search.confirm`)
-runs its units of work through the same loop.
+:func:`work` takes units from a source: a :class:`StudySource` asks for a new trial of one
+study under the study lock (:func:`next_trial`, only while the total needs one); the race
+(:mod:`hpsearch.search.race`) also hands out seed runs, and the confirmation
+(:mod:`hpsearch.search.confirm`) its planned runs. Ctrl-C or SIGTERM records the running
+trial as failed ("interrupted"); the same command resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from hpsearch import schema
-from hpsearch.bestmodel import BestModelStore
 from hpsearch.config import SearchConfig
 from hpsearch.errors import SearchStopped
-from hpsearch.events import Listeners, RunInfo, RunListener
-from hpsearch.layout import StudyLayout
-from hpsearch.search.locks import retrying_study_lock
-from hpsearch.search.setup import Prepared
-from hpsearch.search.signals import interrupts
-from hpsearch.search.storage import open_storage, with_retries
-from hpsearch.search.study import create_or_resume, requeue_lost_recipe
+from hpsearch.events import RunListener
+from hpsearch.search.study import requeue_lost_recipe
 from hpsearch.search.workers import fail_dead_trials, heartbeat, worker_id
-from hpsearch.training.objective import Objective
 
 # Seconds between looks at the study while the trials other workers run may reach the total.
 POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
-class SearchPass:
-    """What one worker's search did."""
+class Unit:
+    """One unit of work: a trial asked of ``study``, and what trains it (``objective.run(trial)``)."""
 
     study: optuna.Study
-    best_model_dir: Path
-    newly_finished: int
-    stopped: str | None = None  # why it ended before the total, if it did
+    trial: optuna.Trial
+    objective: Any
 
 
-def search(
-    prepared: Prepared,
-    *,
-    listeners: Sequence[RunListener] = (),
-    pruner: optuna.pruners.BasePruner | None = None,
-) -> SearchPass:
-    """Create or resume the study, then run the worker loop until the total is reached.
+class StudySource:
+    """The units of one study: a new trial whenever finished plus running trials fall short of ``total``."""
 
-    Raises:
-        SearchStopped: ``max_failures`` trials in a row failed.
-        KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is recorded as failed.
-    """
-    config = prepared.config
-    storage = with_retries(open_storage(config.storage, create=True), config.storage, config.storage_timeout)
-    study = create_or_resume(
-        storage,
-        config,
-        recipe=prepared.recipe,
-        data=prepared.data,
-        base_model=prepared.source.base_model,
-        hooks=prepared.hooks,
-        pruner=pruner,
-    )
-    lock = functools.partial(retrying_study_lock, storage, config.storage, config.study, seconds=config.storage_timeout)
-    best = BestModelStore(StudyLayout.of(config).root)
-    best.recover()
-    listener = Listeners(listeners)
-    before = schema.count_finished(study.get_trials(deepcopy=False))
-    listener.run_start(RunInfo(study=study, config=config, data=prepared.data, finished=before, lock=lock))
-    objective = Objective(config, prepared.resources, best, listener=listener, hooks=prepared.hooks)
-    with interrupts(), frozen_heap():
-        stopped = work(study, objective, config, storage=storage, lock=lock, listener=listener, recipe=prepared.recipe)
-    after = schema.count_finished(study.get_trials(deepcopy=False))
-    return SearchPass(study, best.folder, after - before, stopped)
+    def __init__(
+        self,
+        study: optuna.Study,
+        objective: Any,
+        total: int,
+        *,
+        storage: optuna.storages.BaseStorage,
+        lock: Callable[[], Any],
+        listener: RunListener,
+        recipe: dict[str, Any],
+    ) -> None:
+        self.study, self.objective, self.total = study, objective, total
+        self.storage, self.lock, self.listener, self.recipe = storage, lock, listener, recipe
+        self.me = worker_id()
+
+    def next(self, deadline: float | None) -> Unit | None:
+        trial = next_trial(
+            self.study,
+            self.total,
+            storage=self.storage,
+            lock=self.lock,
+            listener=self.listener,
+            deadline=deadline,
+            recipe=self.recipe,
+            me=self.me,
+        )
+        return None if trial is None else Unit(self.study, trial, self.objective)
+
+    def done(self) -> bool:
+        return schema.count_finished(self.study.get_trials(deepcopy=False)) >= self.total
 
 
-def work(
-    study: optuna.Study,
-    objective: Any,
-    config: SearchConfig,
-    *,
-    storage: optuna.storages.BaseStorage,
-    lock: Callable[[], Any],
-    listener: RunListener,
-    recipe: dict[str, Any],
-) -> str | None:
-    """The worker loop: ask, train, tell, decide. Returns why it stopped short of the total."""
+def work(source: Any, config: SearchConfig, *, listener: RunListener) -> str | None:
+    """The worker loop: take a unit of ``source``, train, tell, decide. Returns why it stopped
+    short of the source's end (``source.done()``)."""
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     failures: list[str] = []  # reasons of the failed trials in a row
-    me = worker_id()
     while True:
-        trial = next_trial(
-            study, config.trials, storage=storage, lock=lock, listener=listener, deadline=deadline, recipe=recipe, me=me
-        )
-        if trial is None:
-            done = schema.count_finished(study.get_trials(deepcopy=False)) >= config.trials
-            return None if done else f"timeout of {config.timeout:g} s reached"
+        unit = source.next(deadline)
+        if unit is None:
+            return None if source.done() else f"timeout of {config.timeout:g} s reached"
+        study, trial = unit.study, unit.trial
         try:
             with heartbeat(trial):
                 try:
-                    outcome = objective.run(trial)
+                    outcome = unit.objective.run(trial)
                 except KeyboardInterrupt:
                     study.tell(trial, state=TrialState.FAIL)
                     raise

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from hpsearch.config import DEFAULT_SEEDS, SearchConfig, config_from_dict
+from hpsearch.config import SearchConfig, config_from_dict
 from hpsearch.errors import ConfigError, HpsearchError
 from hpsearch.files import write_atomically
 
@@ -98,17 +98,16 @@ class WorkerSettings:
     """What every worker of a pool runs: the parent's resolved configuration and chain."""
 
     config: SearchConfig
-    confirm_top: int | None = None  # confirm this many leaders once the search holds its total
-    seeds: int = DEFAULT_SEEDS
+    confirm_top: int | None = None  # confirm this many leaders on config.seeds seeds once the search holds its total
 
     def write(self, path: Path) -> None:
-        body = {"config": self.config.to_dict(), "confirm_top": self.confirm_top, "seeds": self.seeds}
+        body = {"config": self.config.to_dict(), "confirm_top": self.confirm_top}
         write_atomically(path, json.dumps(body, indent=2) + "\n")
 
     @classmethod
     def read(cls, path: str | Path) -> WorkerSettings:
         body = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(config_from_dict(body["config"]), body["confirm_top"], body["seeds"])
+        return cls(config_from_dict(body["config"]), body["confirm_top"])
 
 
 def run_pool(

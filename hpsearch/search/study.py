@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch import schema
-from hpsearch.analysis.seeds import Confirmation, read_confirmation
+from hpsearch.analysis.seeds import Confirmation, read_confirmation, read_race
 from hpsearch.config import SamplerConfig, SearchConfig
 from hpsearch.errors import ConfigError, StorageError
 from hpsearch.hooks import Hooks, describe
@@ -201,11 +201,12 @@ def _short(value: Any) -> str:
 
 
 def open_confirmation(search: optuna.Study, storage_url: str) -> Confirmation | None:
-    """:func:`read_confirmation` of the study's ``.confirm`` sibling in the same storage, if there is one."""
+    """What the study's ``.confirm`` sibling in the same storage holds: the confirmation of
+    ``hpsearch confirm`` where one was planned, else the race of ``run --seeds S``, else None."""
     storage = open_storage(storage_url, create=False)
     name = schema.confirm_study_name(search.study_name)
     try:
         confirm = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return None
-    return read_confirmation(search, confirm)
+    return read_confirmation(search, confirm) or read_race(search, confirm)

@@ -73,7 +73,7 @@ class Objective:
         self,
         config: SearchConfig,
         resources: Resources,
-        best: BestModelStore,
+        best: BestModelStore | None,
         *,
         listener: RunListener | None = None,
         hooks: Hooks | None = None,
@@ -219,7 +219,8 @@ class Objective:
 
         if self.test_every_run:
             score_test()
-
+        if self.best is None:  # a seed run whose weights are not kept
+            return Outcome(TrialState.COMPLETE, value)
         try:
             kept = self.best.offer(
                 Marker(trial=trial.number, value=value, epoch=shipped["epoch"], objective=objective), save

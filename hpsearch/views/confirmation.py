@@ -9,15 +9,11 @@ won, whether it is the search's best trial, and how it compares with the recipe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hpsearch import schema
-from hpsearch.analysis.seeds import Confirmation
-from hpsearch.events import RunInfo, RunListener
-from hpsearch.formatting import format_params, spread_text
-
-if TYPE_CHECKING:
-    import optuna
+from hpsearch.analysis.race import DROPPED, RACING, REFERENCE, RULE
+from hpsearch.analysis.seeds import ConfigStats, Confirmation
+from hpsearch.formatting import count, format_params, spread_text
 
 
 def attach(records: list[dict[str, Any]], confirmation: Confirmation | None) -> list[dict[str, Any]]:
@@ -27,9 +23,43 @@ def attach(records: list[dict[str, Any]], confirmation: Confirmation | None) -> 
         record["confirmation"] = (
             None
             if stats is None
-            else stats.to_dict() | {"winner": confirmation.winner is stats, "confirmed": confirmation.done}
+            else stats.to_dict()
+            | {
+                "winner": confirmation.winner is stats,
+                "confirmed": confirmation.done,
+                "race": race_outcome(confirmation, stats.trial),
+            }
         )
     return records
+
+
+def title(confirmation: Confirmation) -> str:
+    """``seed race (settled)``, ``seed confirmation (3 runs to go)``."""
+    what = "seed race" if confirmation.race is not None else "seed confirmation"
+    done = "settled" if confirmation.race is not None else "confirmed"
+    return f"{what} ({done if confirmation.done else f'{confirmation.pending} runs to go'})"
+
+
+def race_outcome(confirmation: Confirmation, trial: int) -> str | None:
+    """Where a configuration stands in the race: ``incumbent``, ``dropped after seed 44``, ...; None outside one."""
+    race = confirmation.race
+    entry = race.entry(trial) if race is not None else None
+    if entry is None:
+        return None
+    if trial == race.incumbent:
+        return "incumbent" if entry.outcome == REFERENCE else f"took over from trial {entry.against}"
+    if entry.outcome == DROPPED:
+        return f"dropped after seed {entry.at_seed}"
+    if entry.outcome == RACING:
+        return f"racing trial {entry.against}"
+    return "reference, beaten" if entry.outcome == REFERENCE else "took over, then beaten"
+
+
+def notes(confirmation: Confirmation, c: ConfigStats, *, star: str = "") -> list[str]:
+    """The note of a configuration's row: winner, search best, recipe, and where it stands in a race."""
+    marks = ((f"{star}winner", c is confirmation.winner), ("search best", c.trial == confirmation.search_best))
+    marks += (("recipe", c.is_recipe), (race_outcome(confirmation, c.trial), True))
+    return [n for n, on in marks if on and n]
 
 
 def confirmation_table(confirmation: Confirmation) -> Any:
@@ -43,7 +73,7 @@ def confirmation_table(confirmation: Confirmation) -> Any:
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
-        title=f"seed confirmation ({'confirmed' if confirmation.done else f'{confirmation.pending} runs to go'})",
+        title=title(confirmation),
     )
     for name in (
         "trial",
@@ -59,15 +89,6 @@ def confirmation_table(confirmation: Confirmation) -> Any:
         table.add_column(name, justify="left" if name in ("runs (seed:score)", "note") else "right")
     for c in confirmation.configs:
         val = c.validation
-        notes = [
-            n
-            for n, on in (
-                ("★ winner", c is winner),
-                ("search best", c.trial == confirmation.search_best),
-                ("recipe", c.is_recipe),
-            )
-            if on
-        ]
         runs = " ".join(
             f"{r.seed}:{r.value:.4f}{'!' if r.failure else ''}" if r.value is not None else f"{r.seed}:{r.state}"
             for r in c.runs
@@ -81,7 +102,7 @@ def confirmation_table(confirmation: Confirmation) -> Any:
             *([spread_text(c.test)] if has_test else []),
             str(c.failures),
             runs,
-            "; ".join(notes),
+            "; ".join(notes(confirmation, c, star="★ ")),
             style="bold" if c is winner else None,
         )
     return table
@@ -89,13 +110,19 @@ def confirmation_table(confirmation: Confirmation) -> Any:
 
 def outcome_lines(confirmation: Confirmation) -> list[str]:
     """The winner, whether the search's best trial is still best, and the winner against the recipe."""
-    winner = confirmation.winner
-    if not confirmation.done or winner is None:
+    winner, race = confirmation.winner, confirmation.race
+    if winner is None or (race is None and not confirmation.done):
         return [f"{confirmation.pending} planned runs are not complete; run the same command to finish them"]
     lines = [
-        f"confirmed winner: trial {winner.trial}'s configuration ({format_params(winner.params)}), "
-        f"{confirmation.objective} {spread_text(winner.validation)} over {len(winner.complete)} seeds"
+        f"{'race' if race else 'confirmed'} winner: trial {winner.trial}'s configuration "
+        f"({format_params(winner.params)}), {confirmation.objective} {spread_text(winner.validation)} "
+        f"over {len(winner.complete)} seeds"
     ]
+    if race is not None:
+        lines.append(
+            f"{count(len(race.entries) - 1, 'configuration')} raced the incumbent, "
+            f"{len(race.stayed_out)} stayed outside its seed noise; the rule: {RULE}"
+        )
     if winner.trial == confirmation.search_best:
         lines.append(f"it is the search's best trial too (trial {confirmation.search_best})")
     else:
@@ -122,41 +149,12 @@ def outcome_lines(confirmation: Confirmation) -> list[str]:
     return lines
 
 
-class SeedLines(RunListener):
-    """Names each confirmation run's configuration and seed as it starts."""
-
-    def __init__(self, console: Any) -> None:
-        self.console = console
-        self.active = False
-
-    def run_start(self, run: RunInfo) -> None:
-        self.active = run.kind == "confirm"
-
-    def trial_start(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        self.console.print(
-            f"confirmation run {trial.number}: "
-            f"trial {schema.confirms(trial)}'s configuration with seed {schema.run_seed(trial)}",
-            markup=False,
-        )
-
-
 def rows(confirmation: Confirmation) -> list[dict[str, Any]]:
     """The table's rows as plain text cells, for the HTML report and the dashboard note."""
     winner = confirmation.winner
     out = []
     for c in confirmation.configs:
         val = c.validation
-        notes = [
-            n
-            for n, on in (
-                ("winner", c is winner),
-                ("search best", c.trial == confirmation.search_best),
-                ("recipe", c.is_recipe),
-            )
-            if on
-        ]
         out.append(
             {
                 "trial": c.trial,
@@ -169,7 +167,7 @@ def rows(confirmation: Confirmation) -> list[dict[str, Any]]:
                 "runs": " ".join(
                     f"{r.seed}:{r.value:.4f}" if r.value is not None else f"{r.seed}:{r.state}" for r in c.runs
                 ),
-                "note": ", ".join(notes),
+                "note": ", ".join(notes(confirmation, c)),
                 "winner": c is winner,
             }
         )
@@ -180,9 +178,9 @@ def note_lines(confirmation: Confirmation | None) -> list[str]:
     """The dashboard note's "Seed confirmation" block (Markdown); none before a confirmation."""
     if confirmation is None:
         return []
-    state = "confirmed" if confirmation.done else f"{confirmation.pending} runs to go"
+    text = title(confirmation)
     lines = [
-        f"### Seed confirmation ({state})",
+        f"### {text[0].upper()}{text[1:]}",
         "",
         f"| trial | seeds | {confirmation.objective} mean ± std | min | max "
         "| test mean ± std | failures | runs (seed:score) | note |",

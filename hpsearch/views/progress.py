@@ -41,13 +41,14 @@ class ConsoleReporter(RunListener):
         self.finished = 0
         self.objective = ""
         self.epochs = 0
+        self.kind = "search"
         self._epoch_started: dict[int, float] = {}
         self._bars: _Bars | None = None
         self._run_started = time.monotonic()
 
     def run_start(self, run: RunInfo) -> None:
         config, data = run.config, run.data
-        self.total, self.finished = config.trials, run.finished
+        self.total, self.finished, self.kind = config.trials, run.finished, run.kind
         self._run_started = time.monotonic()
         self.objective, self.epochs = config.objective, config.epochs
         sizes = " / ".join(f"{n} {split}" for split, n in data.sizes.items())
@@ -75,8 +76,13 @@ class ConsoleReporter(RunListener):
         self._epoch_started[trial.number] = time.monotonic()
         # The reader takes a FrozenTrial; a live trial's attributes read the same.
         recipe = "  [dim]the recipe[/]" if schema.is_recipe(trial) else ""  # type: ignore[arg-type]
-        position = f"({min(self.finished + 1, self.total)}/{self.total})"
-        self.console.print(f"[bold cyan]trial {trial.number}[/] {position}  {format_params(params)}{recipe}")
+        position = f" ({min(self.finished + 1, self.total)}/{self.total})"
+        if _repeats(trial) and self.kind == "search":  # a race's seed run: the search's count goes on
+            position = ""
+        self.console.print(f"[bold cyan]{_name(trial)}[/]{position}  {format_params(params)}{recipe}")
+
+    def note(self, text: str) -> None:
+        self.console.print(f"[magenta]{text}[/]", markup=True, highlight=False)
 
     def step(self, trial: optuna.Trial, step: int, steps_in_epoch: int, *, epoch: int, samples: int) -> None:
         if not self.console.is_terminal:
@@ -118,7 +124,8 @@ class ConsoleReporter(RunListener):
 
     def trial_end(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
         self._epoch_started.pop(trial.number, None)
-        if frozen.state in schema.FINISHED:
+        seed_run = _repeats(frozen)
+        if frozen.state in schema.FINISHED and not (seed_run and self.kind == "search"):
             self.finished += 1
         took = f"[dim]{human_seconds(frozen.duration.total_seconds())}[/]" if frozen.duration is not None else ""
         best = schema.best_trial(trial.study.get_trials(deepcopy=False))
@@ -127,9 +134,15 @@ class ConsoleReporter(RunListener):
             if best is not None
             else "no complete trial yet"
         )
-        head = f"[bold]trial {frozen.number}[/]"
+        head = f"[bold]{_name(frozen)}[/]"
+        if seed_run:  # it ranks nothing alone: the race or the confirmation judges its mean
+            best_text = ""
         if frozen.state == TrialState.COMPLETE:
             kept = "  [green]★ new best, model kept[/]" if schema.kept_model(frozen) else f"   {best_text}"
+            if seed_run:
+                kept = (
+                    f"  [green]model kept for trial {schema.confirms(frozen)}[/]" if schema.kept_model(frozen) else ""
+                )
             self.console.print(
                 f"{head} complete: {self.objective} {frozen.value:.4f}, {_shipped(frozen)}  {took}{kept}"
             )
@@ -191,6 +204,17 @@ class _Bars:
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def _repeats(trial: Any) -> bool:
+    return schema.confirms(trial) is not None
+
+
+def _name(trial: Any) -> str:
+    """``trial 7``, or for a seed run ``seed run 3 (trial 7, seed 44)``."""
+    if not _repeats(trial):
+        return f"trial {trial.number}"
+    return f"seed run {trial.number} (trial {schema.confirms(trial)}, seed {schema.run_seed(trial)})"
 
 
 def _shipped(trial: FrozenTrial) -> str:

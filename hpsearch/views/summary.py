@@ -50,6 +50,7 @@ def print_summary(out: Any, config: SearchConfig, study: optuna.Study, *, with_v
         out.print(f"best model: {folder}")
     if with_verdict:
         print_verdict(out, config, study)
+    return 0
 
 
 def print_verdict(out: Any, config: SearchConfig, study: optuna.Study) -> None:
@@ -60,8 +61,8 @@ def print_verdict(out: Any, config: SearchConfig, study: optuna.Study) -> None:
         out.print(line, markup=False)
 
 
-def print_confirmation(out: Any, err: Any, config: SearchConfig) -> None:
-    """The confirmation as storage holds it, the shipped run, and the verdict last."""
+def print_confirmation(out: Any, err: Any, config: SearchConfig) -> int:
+    """The confirmation (or the race) as storage holds it, the shipped run, and the verdict last; returns 0."""
     study = load_study(config.study, config.storage)
     confirmation = open_confirmation(study, config.storage)
     if confirmation is not None:
@@ -69,10 +70,21 @@ def print_confirmation(out: Any, err: Any, config: SearchConfig) -> None:
         for line in outcome_lines(confirmation):
             out.print(line, markup=False)
         if not confirmation.done:
-            pending = f"confirmation unfinished: {confirmation.pending} runs to go; run the same command to go on"
+            what = "race" if confirmation.race is not None else "confirmation"
+            pending = f"{what} unfinished: {confirmation.pending} runs to go; run the same command to go on"
             err.print(pending, markup=False)
     folder = StudyLayout.of(config).best_model
     marker = Marker.read(folder)
     if marker is not None and marker.confirmed:
         out.print(f"best model: {folder} (the winner's run with seed {marker.seed})", markup=False)
     print_verdict(out, config, study)
+    return 0
+
+
+def print_ends(err: Any, *results: Any) -> None:
+    """Why a run (a RunResult or ConfirmResult) stopped short, or left ``best-model/`` as it was."""
+    for result in results:
+        if result is not None and result.stopped:
+            err.print(f"stopped early: {result.stopped}; run the same command to go on", markup=False)
+        if result is not None and result.not_shipped:
+            err.print(f"best model left as it was: {result.not_shipped}", markup=False)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.analysis.race import RULE
 from hpsearch.analysis.seeds import ConfigStats, Spread
 from hpsearch.card.facts import CardFacts, metric_label
 from hpsearch.card.markdown import markdown_table
 from hpsearch.formatting import format_param, param_label, spread_text
 from hpsearch.schema import METRIC_LABELS
+from hpsearch.views.confirmation import notes
 
 
 def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
@@ -49,6 +51,14 @@ def confirmation_facts(facts: CardFacts) -> dict[str, Any] | None:
         },
         "shipped_seed": facts.shipped_seed,
         "objective_label": metric_label(facts.objective),
+        "race": None
+        if confirmation.race is None
+        else {
+            "rule": RULE,
+            "raced": len(confirmation.race.entries) - 1,
+            "stayed_out": len(confirmation.race.stayed_out),
+            "judged": len(confirmation.race.entries) - 1 + len(confirmation.race.stayed_out),
+        },
     }
 
 
@@ -71,15 +81,6 @@ def configurations_table(
     rows = []
     for c in configs:
         val = c.validation
-        notes = [
-            n
-            for n, on in (
-                ("winner", c is winner),
-                ("search best", c.trial == (facts.confirmation.search_best if facts.confirmation else None)),
-                ("recipe", c.is_recipe),
-            )
-            if on
-        ]
         rows.append(
             [
                 c.trial,
@@ -90,7 +91,7 @@ def configurations_table(
                 *([_spread_text(c.test)] if has_test else []),
                 f"{c.failures} of {len(c.complete)}",
                 *[format_param(c.params.get(n)) for n in names],
-                ", ".join(notes),
+                ", ".join(notes(facts.confirmation, c)),
             ]
         )
     return markdown_table(header, rows)

@@ -117,9 +117,12 @@ def gather(
         if best is None:
             raise CardError(f"study {study.study_name!r} has no complete trial yet; run `hpsearch run` first")
         chosen = best
-        winner = confirmation.winner if confirmation is not None and confirmation.done else None
+        # A race's winner is its last incumbent even when it stopped short (--timeout).
+        settled = confirmation is not None and (confirmation.done or confirmation.race is not None)
+        winner = confirmation.winner if settled else None
         if winner is not None and shipped is not None and shipped.confirmed and shipped.trial == winner.trial:
-            chosen = next(t for t in trials if t.number == winner.trial)
+            first = next((r.trial for r in winner.runs if r.original), winner.trial)  # the recipe may have run twice
+            chosen = next(t for t in trials if t.number == first)
             run = next((r for r in winner.runs if r.seed == shipped.seed), None)
             shipped_seed = shipped.seed
             if run is not None and not run.original:

@@ -151,7 +151,9 @@ class RaceSource:
         self, race: Race, trials: list[optuna.trial.FrozenTrial], units: list[optuna.trial.FrozenTrial]
     ) -> None:
         have = {(schema.confirms(u), schema.run_seed(u)) for u in units if u.state in _OPEN}
-        params = {t.number: dict(t.params) for t in trials}
+        # A queued trial's parameters are not in its params yet: the recipe's come from the recipe.
+        params = {t.number: dict(t.params) for t in trials if t.state in schema.FINISHED}
+        params |= {t.number: dict(self.recipe) for t in trials if schema.is_recipe(t)}
         for number, seed in race.needed:
             if (number, seed) not in have:
                 self.runs.enqueue_trial(params[number], user_attrs=schema.confirm_attrs(number, seed))

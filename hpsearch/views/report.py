@@ -103,6 +103,7 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
     seeds = None
     if confirmation is not None:
         seeds = {
+            "title": title(confirmation),
             "done": confirmation.done,
             "pending": confirmation.pending,
             "rows": rows(confirmation),

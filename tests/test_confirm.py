@@ -316,7 +316,8 @@ def test_run_with_confirm_top_searches_then_confirms_and_ends_with_one_verdict(t
 
 
 def test_run_confirms_nothing_while_the_search_is_short_of_its_total(tiny_model, workdir, cli):
-    code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, "--confirm-top", "2", "--timeout", "0.001"))
+    chain = ("--confirm-top", "2", "--seeds", "2", "--timeout", "0.001")
+    code, out, err = cli(*tiny_run_args(tiny_model, *SEARCH, *chain))
     assert code == 0, err
     assert "confirmation not started: the search is 2 trials short of 3; run the same command to go on" in err
     assert open_confirmation(optuna.load_study(study_name="hpsearch", storage=URL), URL) is None
@@ -325,9 +326,8 @@ def test_run_confirms_nothing_while_the_search_is_short_of_its_total(tiny_model,
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (("--seeds", "3"), "--seeds needs --confirm-top K: the number of configurations to confirm"),
-        (("--confirm-top", "0"), "--confirm-top: expected at least 1, got 0"),
-        (("--confirm-top", "2", "--seeds", "0"), "--seeds: expected at least 1, got 0"),
+        (("--confirm-top", "0", "--seeds", "3"), "--confirm-top: expected at least 1, got 0"),
+        (("--confirm-top", "2", "--seeds", "0"), "seeds: expected an integer >= 1, got 0"),
     ],
 )
 def test_a_bad_chain_is_one_line_before_any_training(tiny_model, workdir, cli, flags, message):

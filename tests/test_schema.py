@@ -113,11 +113,11 @@ def test_settings_round_trip_through_a_study():
         ),
         (
             {"config": {}},
-            r"^study 's' was written in hpsearch schema 1, this hpsearch reads schema 2; start a new study",
+            r"^study 's' was written in hpsearch schema 1, this hpsearch reads schema 3; start a new study",
         ),
         (
-            {"schema": 3},
-            r"^study 's' was written in hpsearch schema 3, this hpsearch reads schema 2; start a new study",
+            {"schema": 4},
+            r"^study 's' was written in hpsearch schema 4, this hpsearch reads schema 3; start a new study",
         ),
     ],
 )

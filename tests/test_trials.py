@@ -364,7 +364,7 @@ def test_a_study_of_another_schema_is_refused_in_one_line(workdir, cli):
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1
     assert err.startswith(
-        "hpsearch: error: study 'hpsearch' was written in hpsearch schema 1, this hpsearch reads schema 2;"
+        "hpsearch: error: study 'hpsearch' was written in hpsearch schema 1, this hpsearch reads schema 3;"
     )
 
 

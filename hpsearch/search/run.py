@@ -165,7 +165,8 @@ def run_search(
 
 def check_chain(confirm_top: int, seeds: int) -> None:
     """``--confirm-top K`` confirms on ``--seeds S`` seeds: refuse S below 2 (:class:`ConfigError`)."""
-    check_counts(top=confirm_top, seeds=seeds)
+    if confirm_top < 1:
+        raise ConfigError(f"--confirm-top: expected at least 1, got {confirm_top}")
     if seeds < 2:
         raise ConfigError(
             f"--confirm-top {confirm_top} confirms on --seeds seeds, got --seeds {seeds}; "

@@ -31,6 +31,7 @@ from hpsearch.layout import StudyLayout
 from hpsearch.search.storage import redact
 from hpsearch.search.study import load_study, open_confirmation
 from hpsearch.views.confirmation import outcome_lines, rows
+from hpsearch.views.confirmation import title as seeds_title
 from hpsearch.views.plots import figures
 from hpsearch.views.trials import trial_records
 
@@ -103,7 +104,7 @@ def render_report(study: optuna.Study, *, confirmation: Any = None) -> str:
     seeds = None
     if confirmation is not None:
         seeds = {
-            "title": title(confirmation),
+            "title": seeds_title(confirmation),
             "done": confirmation.done,
             "pending": confirmation.pending,
             "rows": rows(confirmation),

@@ -125,8 +125,8 @@ def test_a_pool_that_cannot_be_is_one_line(kwargs, message):
 def test_a_worker_receives_the_parents_resolved_settings_not_its_command_line(tmp_path):
     toml = tmp_path / "hpsearch.toml"
     toml.write_text('trials = 4\n[space]\nweight_decay = 0.01\n[pruner]\nname = "median"\n', encoding="utf-8")
-    config = load_config(toml, {"epochs": 1, "study": "s"})
-    sent = WorkerSettings(config, confirm_top=2, seeds=3)
+    config = load_config(toml, {"epochs": 1, "study": "s", "seeds": 3})
+    sent = WorkerSettings(config, confirm_top=2)
     sent.write(tmp_path / "settings.json")
     assert WorkerSettings.read(tmp_path / "settings.json") == sent  # file and flags already applied
 

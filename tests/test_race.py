@@ -10,6 +10,7 @@ the storage, the worker loop, the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -170,6 +171,20 @@ def test_the_card_s_race_table_agrees_with_storage(tiny_model, workdir, cli):
             assert f"dropped after seed {entry.at_seed}" in note and len(mine) == entry.seeds_run
         if entry.trial == race.incumbent:
             assert "winner" in note and len(mine) == 3
+    # trials, its JSON, the report and the dashboard note show the same race
+    from hpsearch.views.notes import study_note
+
+    assert "seed race (settled)" in cli("trials")[1]
+    records = json.loads(cli("trials", "--json")[1])
+    raced = {r["number"]: r["confirmation"] for r in records if r["confirmation"]}
+    assert sorted(raced) == sorted(e.trial for e in race.entries)
+    assert [n for n, c in raced.items() if c["winner"]] == [race.incumbent]
+    assert all(c["race"] for c in raced.values())
+    code, out, err = cli("report")
+    assert code == 0, err
+    assert "Seed race (settled)" in Path(out.strip()).read_text(encoding="utf-8")
+    note = study_note(search, workdir="studies", confirmation=open_confirmation(search, URL))
+    assert "### Seed race (settled)" in note and f"- race winner: trial {race.incumbent}'s" in note
 
 
 # --------------------------------------------------------------------------- the scheduler, with fixed predictions
@@ -319,3 +334,18 @@ def test_two_workers_share_a_race_without_running_anything_twice(tiny_model, wor
     assert set(complete) == _wanted(race)  # exactly the runs the rule asks for
     workers = {schema.worker(t).rpartition(":")[2] for t in [*search.trials, *runs_study.trials]}
     assert workers == {str(p.pid) for p in procs}
+
+
+def test_confirm_works_on_a_raced_study_and_reuses_the_race_s_runs(tiny_model, workdir, cli):
+    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", "--seeds", "2"))[0] == 0
+    _, runs_study = _studies()
+    before = {(schema.confirms(t), schema.run_seed(t)): t.number for t in runs_study.trials}
+    code, out, err = cli("confirm", "--top", "1", "--seeds", "3")
+    assert code == 0, err
+    search, runs_study = _studies()
+    complete = _runs(runs_study)
+    assert set(complete.values()) == {1}  # nothing the race ran is run again
+    assert {(0, 43), (0, 44)} <= set(complete) and before[(0, 43)] in [t.number for t in runs_study.trials]
+    confirmation = open_confirmation(search, URL)
+    assert confirmation.race is None and confirmation.done  # the confirmation now speaks for the seeds
+    assert "seed confirmation (confirmed)" in cli("trials")[1]

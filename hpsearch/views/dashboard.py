@@ -161,11 +161,12 @@ class DashboardNotes(RunListener):
         self._active = True
         self._lock: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
         self._figure: str | None = None  # the epoch plot's JSON as last saved, to skip an unchanged one
+        self._study: optuna.Study | None = None  # the search study, from run_start
 
     def run_start(self, run: RunInfo) -> None:
         self._active = run.kind == "search"  # the notes are the search study's
         if self._active:
-            self._lock = run.lock
+            self._lock, self._study = run.lock, run.study
             self._guarded(lambda: self._refresh(run.study))
 
     def trial_end(self, trial: optuna.Trial, frozen: FrozenTrial) -> None:
@@ -178,7 +179,7 @@ class DashboardNotes(RunListener):
         body = epoch_note(frozen)
         if body is not None:
             optuna_dashboard.save_note(trial, body)
-        self._refresh(trial.study)
+        self._refresh(self._study or trial.study)  # a race's seed run is <study>.confirm's: the note is the search's
 
     def _refresh(self, study: optuna.Study) -> None:
         self._figure = refresh(study, self.config, figure=self._figure)

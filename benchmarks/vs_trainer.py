@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--src", default=None, help="run the hpsearch side from this source tree (a proposed change)")
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.dataset = str(Path(args.dataset).resolve())  # the children run in folders of their own
     h.dispatch(args, _parent, hpsearch=_hpsearch_child, trainer=_trainer_child)
 
 

@@ -62,7 +62,7 @@ class ConsoleReporter(RunListener):
         )
         for note in data.notes:
             self.console.print(f"[yellow]note[/] {note}")
-        if run.finished >= config.trials:
+        if run.finished >= config.trials and config.seeds == 1:  # a race may still have seed runs to do
             self.console.print(f"the study already has {run.finished} finished trials; raise --trials to run more")
 
     def waiting(self, running: int, needed: int) -> None:

@@ -236,7 +236,8 @@ def test_a_challenger_behind_on_its_second_seed_stops_at_two_runs_and_one_ahead_
 # --------------------------------------------------------------------------- interrupted, and shared
 
 
-HOLD_SEED_RUN = """
+# Holds the first run whose Trainer run name starts with {prefix!r}: a signal then lands mid-run.
+HOLD = """
 import time
 from pathlib import Path
 import transformers
@@ -244,7 +245,7 @@ import transformers
 train = transformers.Trainer.train
 
 def held(self, *args, **kwargs):
-    if "hpsearch.confirm/" in (self.args.run_name or ""):  # a seed run: hold it, the signal lands mid-run
+    if (self.args.run_name or "").startswith({prefix!r}):
         Path("training").touch()
         time.sleep(600)
     return train(self, *args, **kwargs)
@@ -275,9 +276,13 @@ def _wanted(race: Race) -> set[tuple[int, int]]:
     return {(e.trial, s) for e in race.entries for s in race.seeds[1 : e.seeds_run]}
 
 
-def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, workdir, cli):
+@pytest.mark.parametrize(
+    ("held", "where"),
+    [("hpsearch.confirm/", "the recipe's first seed run"), ("hpsearch/trial-0", "the recipe's trial")],
+)
+def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, workdir, cli, held, where):
     args = tiny_run_args(tiny_model, *FAST, "--trials", "3", "--seeds", "3")
-    proc = _process(workdir, "first", args, hook=HOLD_SEED_RUN)
+    proc = _process(workdir, "first", args, hook=HOLD.format(prefix=held))
     try:
         wait_for_file(workdir / "training", proc, TIMEOUT)
     except AssertionError:
@@ -285,17 +290,18 @@ def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, wo
         raise AssertionError((workdir / "first.err").read_text()[-2000:]) from None
     proc.send_signal(signal.SIGINT)
     assert _wait(proc, workdir, "first") == 130
-    _, runs_study = _studies()
-    failed = [t for t in runs_study.trials if t.state == TrialState.FAIL]
-    assert [schema.fail_reason(t) for t in failed] == [schema.INTERRUPTED]
-    assert (schema.confirms(failed[0]), schema.run_seed(failed[0])) == (0, 43)  # the recipe's first seed run
+    search, runs_study = _studies()
+    failed = [t for t in [*search.trials, *runs_study.trials] if t.state == TrialState.FAIL]
+    assert [schema.fail_reason(t) for t in failed] == [schema.INTERRUPTED], where
+    assert (schema.confirms(failed[0]), schema.run_seed(failed[0])) == ((0, 43) if "confirm" in held else (None, None))
     code, out, err = cli(*args)
     assert code == 0, err
     search, runs_study = _studies()
     race, complete = _race(), _runs(runs_study)
-    assert race.settled and len(search.trials) == 3
-    assert set(complete) == _wanted(race) and set(complete.values()) == {1}  # the interrupted run again, once
-    assert len(runs_study.trials) == len(complete) + 1  # the interrupted run stays, failed
+    assert race.settled and sum(t.state == TrialState.COMPLETE for t in search.trials) == 3
+    # the interrupted run again, once; no other run, and no seed run standing in for the recipe's own trial
+    assert set(complete) == _wanted(race) and set(complete.values()) == {1}
+    assert len(runs_study.trials) + len(search.trials) == len(complete) + 3 + 1  # the interrupted one stays, failed
 
 
 MEET_AT_FIRST_UNIT = """

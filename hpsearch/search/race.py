@@ -92,6 +92,7 @@ class RaceSource:
         """Under the lock: the next unit, or None (then :attr:`_settled` says whether all is done)."""
         fail_dead_trials(self.search, storage=self.storage)
         fail_dead_trials(self.runs, storage=self.storage)
+        requeue_lost_recipe(self.search, self.recipe)  # a failed recipe runs again, first
         trials = self.search.get_trials(deepcopy=False)
         units = self.runs.get_trials(deepcopy=False)
         race = self._replay(trials, units)
@@ -112,7 +113,6 @@ class RaceSource:
         return None
 
     def _ask_search(self) -> Unit:
-        requeue_lost_recipe(self.search, self.recipe)
         trial = self.search.ask()
         schema.claim(trial, self.me)
         return Unit(self.search, trial, self.objective)
@@ -136,7 +136,8 @@ class RaceSource:
             recipe,
             [(t.number, float(t.value)) for t in firsts],
             runs,
-            recipe_running=done is None and any(t.state not in (*schema.FINISHED, TrialState.FAIL) for t in recipes),
+            # Only a pruned recipe has no score of its own seed to come: a failed one is queued again.
+            recipe_running=done is None and not any(t.state == TrialState.PRUNED for t in recipes),
         )
         stored = schema.read_race(self.runs)
         if stored != race.to_dict():

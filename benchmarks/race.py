@@ -140,7 +140,14 @@ def main() -> None:
                     "load1_before": load,
                     "epochs": _epochs(folder),
                 }
-                arms[arm] |= _pick(_records(folder, env), arm)
+                records = _records(folder, env)
+                arms[arm] |= _pick(records, arm)
+                # who raced, how many seeds each ran and where it stands: where a race's time goes
+                arms[arm]["seeded"] = [
+                    {"trial": r["number"], "seeds": r["confirmation"]["seeds"], "race": r["confirmation"]["race"]}
+                    for r in records
+                    if r.get("confirmation")
+                ]
             print(f"seed {42 + i} arm {arm}: {wall:.0f} s, {arms[arm]['epochs']} epochs, trial {arms[arm]['trial']}")
         for arm in ARMS:  # outside the timed runs: every pick's test scores over the seeds
             key = _key(arms[arm]["params"])

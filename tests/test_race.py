@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 from collections import Counter
@@ -51,6 +52,27 @@ def _runs(runs_study: optuna.Study, state: TrialState = TrialState.COMPLETE) -> 
 
 def _race() -> Race:
     return Race.from_dict(schema.read_race(_studies()[1]))
+
+
+@pytest.fixture(scope="module")
+def raced(tiny_model, tmp_path_factory) -> tuple[Path, str, str]:
+    """A folder holding a finished race (4 trials, 3 seeds) made once by `hpsearch run`, with its output."""
+    folder = tmp_path_factory.mktemp("raced")
+    done = subprocess.run(
+        hpsearch_argv(*tiny_run_args(tiny_model, *FAST, "--trials", "4", "--seeds", "3")),
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return folder, done.stdout, done.stderr
+
+
+@pytest.fixture
+def raced_copy(raced, workdir) -> tuple[str, str]:
+    shutil.copytree(raced[0] / "studies", workdir / "studies")
+    return raced[1], raced[2]
 
 
 # --------------------------------------------------------------------------- the rule
@@ -97,11 +119,10 @@ def test_a_challenger_that_keeps_a_higher_mean_over_every_seed_takes_over_and_a_
 # --------------------------------------------------------------------------- through the CLI
 
 
-def test_the_recipe_gets_s_seeds_and_the_search_study_sees_only_first_runs(tiny_model, workdir, cli):
-    code, out, err = cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", "--seeds", "3"))
-    assert code == 0, err
+def test_the_recipe_gets_s_seeds_and_the_search_study_sees_only_first_runs(raced_copy, workdir):
+    out, err = raced_copy
     search, runs_study = _studies()
-    assert len(search.trials) == 2 and all(schema.confirms(t) is None for t in search.trials)
+    assert len(search.trials) == 4 and all(schema.confirms(t) is None for t in search.trials)
     race = _race()
     assert race.entry(0).outcome == REFERENCE and race.entry(0).seeds_run == 3
     complete = _runs(runs_study)
@@ -150,8 +171,7 @@ def test_a_contradictory_seeds_and_confirm_top_is_one_line_and_exit_2(tiny_model
 
 
 @pytest.mark.usefixtures("no_png")
-def test_the_card_s_race_table_agrees_with_storage(tiny_model, workdir, cli):
-    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "4", "--seeds", "3"))[0] == 0
+def test_the_card_s_race_table_agrees_with_storage(raced_copy, workdir, cli):
     assert cli("card", "best")[0] == 0
     card = (workdir / "studies" / "hpsearch" / "best-model" / "README.md").read_text("utf-8")
     section = card.split("### Seed race", 1)[1].split("### How far to trust", 1)[0]
@@ -342,16 +362,17 @@ def test_two_workers_share_a_race_without_running_anything_twice(tiny_model, wor
     assert workers == {str(p.pid) for p in procs}
 
 
-def test_confirm_works_on_a_raced_study_and_reuses_the_race_s_runs(tiny_model, workdir, cli):
-    assert cli(*tiny_run_args(tiny_model, *FAST, "--trials", "2", "--seeds", "2"))[0] == 0
+def test_confirm_works_on_a_raced_study_and_reuses_the_race_s_runs(raced_copy, workdir, cli):
     _, runs_study = _studies()
     before = {(schema.confirms(t), schema.run_seed(t)): t.number for t in runs_study.trials}
-    code, out, err = cli("confirm", "--top", "1", "--seeds", "3")
+    code, out, err = cli("confirm", "--top", "1", "--seeds", "4")  # the race had 3 seeds
     assert code == 0, err
     search, runs_study = _studies()
     complete = _runs(runs_study)
     assert set(complete.values()) == {1}  # nothing the race ran is run again
-    assert {(0, 43), (0, 44)} <= set(complete) and before[(0, 43)] in [t.number for t in runs_study.trials]
+    assert {(0, 43), (0, 44), (0, 45)} <= set(complete)
+    after = {(schema.confirms(t), schema.run_seed(t)): t.number for t in runs_study.trials}
+    assert all(after[key] == number for key, number in before.items())
     confirmation = open_confirmation(search, URL)
     assert confirmation.race is None and confirmation.done  # the confirmation now speaks for the seeds
     assert "seed confirmation (confirmed)" in cli("trials")[1]

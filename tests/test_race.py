@@ -25,6 +25,7 @@ import torch
 from conftest import hpsearch_argv, tiny_run_args, wait_for_file
 from optuna.trial import TrialState
 from test_card import no_png  # noqa: F401  (a fixture)
+from test_confirm import MEET_AT_FIRST_RUN  # a worker's first run waits for the other's
 
 from hpsearch import load_config, run_search, schema
 from hpsearch.analysis.race import DROPPED, RACING, REFERENCE, TOOK_OVER, Race, replay
@@ -324,32 +325,9 @@ def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, wo
     assert len(runs_study.trials) + len(search.trials) == len(complete) + 3 + 1  # the interrupted one stays, failed
 
 
-MEET_AT_FIRST_UNIT = """
-import os, time
-from pathlib import Path
-import transformers
-
-train = transformers.Trainer.train
-
-def met(self, *args, **kwargs):
-    # A worker's first unit trains once the other worker has started one too (or 240 s have
-    # passed), so that a worker that starts late still finds work left to take.
-    mine = Path("started") / str(os.getpid())
-    if not mine.exists():
-        mine.parent.mkdir(exist_ok=True)
-        mine.touch()
-        deadline = time.monotonic() + 240
-        while len(list(mine.parent.iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    return train(self, *args, **kwargs)
-
-transformers.Trainer.train = met
-"""
-
-
 def test_two_workers_share_a_race_without_running_anything_twice(tiny_model, workdir):
     args = tiny_run_args(tiny_model, *FAST, "--trials", "4", "--seeds", "3")
-    procs = [_process(workdir, f"w{i}", args, hook=MEET_AT_FIRST_UNIT) for i in range(2)]
+    procs = [_process(workdir, f"w{i}", args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
     codes = [_wait(p, workdir, f"w{i}") for i, p in enumerate(procs)]
     assert codes == [0, 0], [(workdir / f"w{i}.err").read_text()[-1500:] for i in range(2)]
     search, runs_study = _studies()

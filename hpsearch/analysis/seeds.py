@@ -14,9 +14,10 @@ plain functions on :class:`SeedRun` records, so the rules are tested without tra
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +255,13 @@ def seed_run(
     )
 
 
+def _run_reader(search: optuna.Study) -> tuple[str, Callable[..., SeedRun]]:
+    """The study's objective, and :func:`seed_run` with the study's objective and validation counts."""
+    settings = schema.read_settings(search)
+    counts, average = settings.data.class_counts["validation"], settings.data.average
+    return settings.objective, functools.partial(seed_run, objective=settings.objective, counts=counts, average=average)
+
+
 def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Confirmation | None:
     """The confirmation of ``search`` stored in ``confirm`` (``<study>.confirm``), or None before any."""
     if confirm is None:
@@ -261,9 +269,7 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
     plan = schema.read_plan(confirm)
     if plan is None:
         return None
-    settings = schema.read_settings(search)
-    objective, data = settings.objective, settings.data
-    counts = data.class_counts["validation"]
+    objective, run_of = _run_reader(search)
     trials = search.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     units = confirm.get_trials(deepcopy=False)
@@ -276,9 +282,7 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
         runs = []
         own = original_seed(trial, base)
         if own in plan.seeds and trial.state == TrialState.COMPLETE:
-            runs.append(
-                seed_run(trial, seed=own, original=True, objective=objective, counts=counts, average=data.average)
-            )
+            runs.append(run_of(trial, seed=own, original=True))
         for seed in plan.seeds:
             if any(r.seed == seed for r in runs):
                 continue
@@ -288,9 +292,7 @@ def read_confirmation(search: optuna.Study, confirm: optuna.Study | None) -> Con
                 pending += 1
             shown = done or (mine[-1] if mine else None)
             if shown is not None:
-                runs.append(
-                    seed_run(shown, seed=seed, original=False, objective=objective, counts=counts, average=data.average)
-                )
+                runs.append(run_of(shown, seed=seed, original=False))
         runs.sort(key=lambda r: r.seed)
         configs.append(
             ConfigStats(
@@ -318,9 +320,7 @@ def read_race(search: optuna.Study, runs: optuna.Study | None) -> Confirmation |
     race = Race.from_dict(schema.read_race(runs)) if runs is not None else None
     if race is None:
         return None
-    settings = schema.read_settings(search)
-    objective, data = settings.objective, settings.data
-    counts = data.class_counts["validation"]
+    objective, run_of = _run_reader(search)
     trials = search.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     units = runs.get_trials(deepcopy=False)
@@ -334,10 +334,7 @@ def read_race(search: optuna.Study, runs: optuna.Study | None) -> Confirmation |
         for seed in race.seeds[1 if found else 0 :]:
             if (entry.trial, seed) in done:
                 found.append((done[(entry.trial, seed)], False, seed))
-        run_list = [
-            seed_run(u, seed=seed, original=original, objective=objective, counts=counts, average=data.average)
-            for u, original, seed in found
-        ]
+        run_list = [run_of(u, seed=seed, original=original) for u, original, seed in found]
         configs.append(ConfigStats(entry.trial, dict(trial.params), entry.trial == recipe, run_list, len(race.seeds)))
     plan = schema.ConfirmPlan(
         top=0, seeds=list(race.seeds), configurations=[e.trial for e in race.entries], recipe=recipe

@@ -131,6 +131,25 @@ def hpsearch_argv(*args: str, hook: str = "") -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
+def start_hpsearch(cwd: Path, log: str, *args: str, hook: str = "") -> subprocess.Popen:
+    """``hpsearch ARGS`` in a new process in ``cwd``, one thread, its output in ``<log>.out``/``.err``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
+        return subprocess.Popen(
+            hpsearch_argv(*args, hook=hook), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
+
+
+def finish(proc: subprocess.Popen, cwd: Path, log: str, timeout: float = 300) -> int:
+    """The exit code of a :func:`start_hpsearch` process; fails the test, its stderr shown, past ``timeout``."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{log} did not finish in {timeout:g} s: {(cwd / f'{log}.err').read_text()[-2000:]}")
+
+
 def wait_for_file(path: Path, proc: subprocess.Popen, timeout: float) -> None:
     """Until ``path`` exists; fails at once if ``proc`` exits first, and after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

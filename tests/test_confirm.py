@@ -13,13 +13,12 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import hpsearch_argv, tiny_run_args, wait_for_file, write_rows
+from conftest import finish, start_hpsearch, tiny_run_args, wait_for_file, write_rows
 from optuna.trial import TrialState
 from test_card import no_png  # noqa: F401  (a fixture)
 
@@ -241,37 +240,15 @@ transformers.Trainer.train = met
 """
 
 
-def _confirm_process(cwd: Path, log: str, *args: str, hook: str = "") -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
-        return subprocess.Popen(
-            hpsearch_argv("confirm", *args, hook=hook),
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-        )
-
-
-def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
-    try:
-        return proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"{log} did not finish in {TIMEOUT} s: {(cwd / f'{log}.err').read_text()[-2000:]}")
-
-
 def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_copy, cli):
-    proc = _confirm_process(study_copy, "first", "--top", "2", "--seeds", "3", hook=HOLD_TRAINING)
+    proc = start_hpsearch(study_copy, "first", "confirm", "--top", "2", "--seeds", "3", hook=HOLD_TRAINING)
     try:
         wait_for_file(study_copy / "training", proc, TIMEOUT)
     except AssertionError:
         proc.kill()
         raise AssertionError((study_copy / "first.err").read_text()[-2000:]) from None
     proc.send_signal(signal.SIGINT)
-    assert _wait(proc, study_copy, "first") == 130
+    assert finish(proc, study_copy, "first") == 130
     trials = _studies()[1].trials
     assert [t.user_attrs.get(schema.FAIL_REASON) for t in trials if t.state == TrialState.FAIL] == [schema.INTERRUPTED]
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
@@ -287,8 +264,8 @@ def test_an_interrupted_confirmation_resumes_to_exactly_the_planned_runs(study_c
 
 def test_two_workers_share_a_confirmation_without_running_anything_twice(study_copy):
     args = ("--top", "2", "--seeds", "3")
-    procs = [_confirm_process(study_copy, f"w{i}", *args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
-    codes = [_wait(p, study_copy, f"w{i}") for i, p in enumerate(procs)]
+    procs = [start_hpsearch(study_copy, f"w{i}", "confirm", *args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
+    codes = [finish(p, study_copy, f"w{i}") for i, p in enumerate(procs)]
     assert codes == [0, 0], [(study_copy / f"w{i}.err").read_text()[-1500:] for i in range(2)]
     search, confirm = _studies()
     runs = _complete_runs(confirm)

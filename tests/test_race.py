@@ -11,7 +11,6 @@ the storage, the worker loop, the CLI.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import hpsearch_argv, tiny_run_args, wait_for_file
+from conftest import finish, hpsearch_argv, start_hpsearch, tiny_run_args, wait_for_file
 from optuna.trial import TrialState
 from test_card import no_png  # noqa: F401  (a fixture)
 from test_confirm import MEET_AT_FIRST_RUN  # a worker's first run waits for the other's
@@ -275,23 +274,6 @@ transformers.Trainer.train = held
 """
 
 
-def _process(cwd: Path, log: str, args: list[str], hook: str = "") -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
-        return subprocess.Popen(
-            hpsearch_argv(*args, hook=hook), cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
-        )
-
-
-def _wait(proc: subprocess.Popen, cwd: Path, log: str) -> int:
-    try:
-        return proc.wait(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"{log} did not finish in {TIMEOUT} s: {(cwd / f'{log}.err').read_text()[-2000:]}")
-
-
 def _wanted(race: Race) -> set[tuple[int, int]]:
     """The seed runs the rule asks for, given the scores stored: every entry's seeds after its first."""
     return {(e.trial, s) for e in race.entries for s in race.seeds[1 : e.seeds_run]}
@@ -303,14 +285,14 @@ def _wanted(race: Race) -> set[tuple[int, int]]:
 )
 def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, workdir, cli, held, where):
     args = tiny_run_args(tiny_model, *FAST, "--trials", "3", "--seeds", "3")
-    proc = _process(workdir, "first", args, hook=HOLD.format(prefix=held))
+    proc = start_hpsearch(workdir, "first", *args, hook=HOLD.format(prefix=held))
     try:
         wait_for_file(workdir / "training", proc, TIMEOUT)
     except AssertionError:
         proc.kill()
         raise AssertionError((workdir / "first.err").read_text()[-2000:]) from None
     proc.send_signal(signal.SIGINT)
-    assert _wait(proc, workdir, "first") == 130
+    assert finish(proc, workdir, "first") == 130
     search, runs_study = _studies()
     failed = [t for t in [*search.trials, *runs_study.trials] if t.state == TrialState.FAIL]
     assert [schema.fail_reason(t) for t in failed] == [schema.INTERRUPTED], where
@@ -327,8 +309,8 @@ def test_an_interrupted_race_resumes_to_exactly_the_runs_it_needs(tiny_model, wo
 
 def test_two_workers_share_a_race_without_running_anything_twice(tiny_model, workdir):
     args = tiny_run_args(tiny_model, *FAST, "--trials", "4", "--seeds", "3")
-    procs = [_process(workdir, f"w{i}", args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
-    codes = [_wait(p, workdir, f"w{i}") for i, p in enumerate(procs)]
+    procs = [start_hpsearch(workdir, f"w{i}", *args, hook=MEET_AT_FIRST_RUN) for i in range(2)]
+    codes = [finish(p, workdir, f"w{i}") for i, p in enumerate(procs)]
     assert codes == [0, 0], [(workdir / f"w{i}.err").read_text()[-1500:] for i in range(2)]
     search, runs_study = _studies()
     complete = _runs(runs_study)
